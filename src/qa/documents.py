@@ -1,0 +1,342 @@
+"""Loading articles from files: ``.txt``, ``.md``, ``.html`` and ``.jsonl``.
+
+Every loader returns :class:`Article` objects with normalised text (NFC, plain
+spaces, no zero-width characters) and a stable id: the one given (JSON Lines
+``id``, front matter ``id``) or a hash of the content. Problems are reported
+as :class:`~qa.errors.DocumentError` values naming the file (and line), so one
+bad input never stops the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from qa.errors import DocumentError
+from qa.schema import Skipped
+
+logger = logging.getLogger(__name__)
+
+TEXT_EXTENSIONS = {".txt", ".text"}
+MARKDOWN_EXTENSIONS = {".md", ".markdown"}
+HTML_EXTENSIONS = {".html", ".htm"}
+JSONL_EXTENSIONS = {".jsonl"}
+SUPPORTED_EXTENSIONS = TEXT_EXTENSIONS | MARKDOWN_EXTENSIONS | HTML_EXTENSIONS | JSONL_EXTENSIONS
+METADATA_FIELDS = ("title", "date", "url", "source")
+
+
+@dataclass
+class Article:
+    """One article, ready to be chunked and indexed."""
+
+    id: str
+    text: str
+    title: str = ""
+    date: str = ""
+    """ISO date ``YYYY-MM-DD`` or empty."""
+    url: str = ""
+    source: str = ""
+    path: str = ""
+    """The file it came from (empty for articles given in memory)."""
+    derived_id: bool = False
+    """True when ``id`` is a content hash: a changed file then gets a new id, and
+    the article previously indexed from the same path is replaced."""
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of everything that is indexed: a change here means re-indexing."""
+        payload = json.dumps(
+            [self.text, self.title, self.date, self.url, self.source], ensure_ascii=False
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- text
+
+_ODD_SPACES = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\t\f\v]")
+_INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
+_SPACE_RUNS = re.compile(" {2,}")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def normalize_text(text: str) -> str:
+    """NFC, plain spaces, no invisible characters, ``\\n`` line ends, tidy blank lines."""
+    text = unicodedata.normalize("NFC", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _INVISIBLE.sub("", text)
+    text = _ODD_SPACES.sub(" ", text)
+    text = _SPACE_RUNS.sub(" ", text)
+    text = "\n".join(line.strip() for line in text.split("\n"))
+    text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip()
+
+
+def normalize_date(value: Any, where: str, line: int | None = None) -> str:
+    """``YYYY-MM-DD`` from a date, a datetime or an ISO string; empty stays empty."""
+    if value in (None, ""):
+        return ""
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, str):
+        candidate = value.strip()
+        try:
+            return date.fromisoformat(candidate[:10]).isoformat()
+        except ValueError:
+            pass
+    raise DocumentError(where, f"date {value!r} is not an ISO date: write it as YYYY-MM-DD", line)
+
+
+def content_id(text: str) -> str:
+    """The id of an article that has none: a hash of its text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_text_file(path: Path, max_bytes: int) -> str:
+    """Read a text file as Unicode: UTF-8 first, then the detected legacy encoding."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise DocumentError(
+            str(path),
+            f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit: "
+            "split it or raise QA_MAX_FILE_MB",
+        )
+    data = path.read_bytes()
+    if b"\x00" in data[:8192]:
+        raise DocumentError(str(path), "binary file (NUL bytes), not text: convert it to .txt, .md, .html or .jsonl")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None:
+        raise DocumentError(str(path), "cannot detect the text encoding: save the file as UTF-8")
+    logger.info("%s: decoded as %s", path, best.encoding)
+    return str(best)
+
+
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*(?:\n|\Z)", re.S)
+
+
+def split_front_matter(raw: str, where: str) -> tuple[dict[str, Any], str]:
+    """``--- key: value ---`` at the top of a .txt/.md file, parsed as YAML."""
+    match = _FRONT_MATTER.match(raw)
+    if not match:
+        return {}, raw
+    import yaml
+
+    try:
+        meta = yaml.safe_load(match.group(1)) or {}
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise DocumentError(where, f"invalid front matter ({problem}): fix the YAML between the --- lines") from None
+    if not isinstance(meta, dict):
+        raise DocumentError(where, "front matter must be 'key: value' lines")
+    return meta, raw[match.end():]
+
+
+_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+_MD_HEADING = re.compile(r"^#{1,6}[ \t]+", re.M)
+_MD_EMPHASIS = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+
+
+def markdown_to_text(md: str) -> tuple[str, str]:
+    """Plain text of a Markdown article and its first ``# heading`` (or "")."""
+    heading = re.search(r"^#[ \t]+(.+)$", md, re.M)
+    text = _MD_IMAGE.sub(r"\1", md)
+    text = _MD_LINK.sub(r"\1", text)
+    text = _MD_HEADING.sub("", text)
+    text = _MD_EMPHASIS.sub(r"\2", text)
+    return text, heading.group(1).strip() if heading else ""
+
+
+def _article_from_meta(meta: dict[str, Any], text: str, default_title: str, path: Path) -> Article:
+    where = str(path)
+    text = normalize_text(text)
+    if not text:
+        raise DocumentError(where, "empty article (no text after normalisation): remove the file or add text")
+    for key in ("id", *METADATA_FIELDS):
+        if key in meta and meta[key] is not None and not isinstance(meta[key], (str, int, float, date)):
+            raise DocumentError(where, f"front matter field {key!r} must be a string")
+    given_id = str(meta["id"]).strip() if meta.get("id") not in (None, "") else ""
+    return Article(
+        id=given_id or content_id(text),
+        derived_id=not given_id,
+        text=text,
+        title=normalize_text(str(meta.get("title") or default_title)),
+        date=normalize_date(meta.get("date"), where),
+        url=str(meta.get("url") or ""),
+        source=str(meta.get("source") or ""),
+        path=where,
+    )
+
+
+def load_text(path: Path, max_bytes: int) -> Article:
+    meta, body = split_front_matter(read_text_file(path, max_bytes), str(path))
+    return _article_from_meta(meta, body, path.stem, path)
+
+
+def load_markdown(path: Path, max_bytes: int) -> Article:
+    meta, body = split_front_matter(read_text_file(path, max_bytes), str(path))
+    text, heading = markdown_to_text(body)
+    return _article_from_meta(meta, text, heading or path.stem, path)
+
+
+def load_html(path: Path, max_bytes: int) -> Article:
+    """Main text of an HTML page (boilerplate, scripts and styles dropped) via trafilatura."""
+    raw = read_text_file(path, max_bytes)
+    import trafilatura
+
+    doc = trafilatura.bare_extraction(
+        raw, url=None, with_metadata=True, include_comments=False, include_tables=True
+    )
+    text = getattr(doc, "text", None) if doc is not None else None
+    if not text or not text.strip():
+        raise DocumentError(str(path), "no article text found in the HTML page: check that it is not empty or script-only")
+    meta = {
+        "title": getattr(doc, "title", None),
+        "date": (getattr(doc, "date", None) or "")[:10] or None,
+        "url": getattr(doc, "url", None),
+        "source": getattr(doc, "sitename", None),
+    }
+    return _article_from_meta(meta, text, path.stem, path)
+
+
+def parse_jsonl_record(record: Any, where: str, line: int | None) -> Article:
+    """One JSON Lines record (also used for articles posted over HTTP)."""
+    if not isinstance(record, dict):
+        raise DocumentError(where, "each line must be a JSON object with 'id' and 'text'", line)
+    rid = record.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)) or str(rid).strip() == "":
+        raise DocumentError(where, "missing or invalid 'id': give each article a non-empty string id", line)
+    text = record.get("text")
+    if not isinstance(text, str):
+        raise DocumentError(where, "missing or invalid 'text': it must be a string", line)
+    for key in METADATA_FIELDS:
+        if record.get(key) is not None and not isinstance(record[key], str):
+            raise DocumentError(where, f"field {key!r} must be a string", line)
+    text = normalize_text(text)
+    if not text:
+        raise DocumentError(where, "empty 'text': give the article's text", line)
+    return Article(
+        id=str(rid).strip(),
+        text=text,
+        title=normalize_text(record.get("title") or ""),
+        date=normalize_date(record.get("date"), where, line),
+        url=(record.get("url") or "").strip(),
+        source=(record.get("source") or "").strip(),
+        path=where,
+    )
+
+
+def load_jsonl(path: Path, max_bytes: int) -> Iterator[Article | DocumentError]:
+    """One article per line; bad lines are reported and skipped, the rest load."""
+    where = str(path)
+    seen: dict[str, int] = {}
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise DocumentError(
+            where, f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit: split it or raise QA_MAX_FILE_MB"
+        )
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
+            except UnicodeDecodeError:
+                yield DocumentError(where, "not UTF-8: save the file as UTF-8", lineno)
+                continue
+            except json.JSONDecodeError as exc:
+                yield DocumentError(where, f"invalid JSON ({exc.msg} at column {exc.colno})", lineno)
+                continue
+            try:
+                article = parse_jsonl_record(record, where, lineno)
+            except DocumentError as exc:
+                yield exc
+                continue
+            if article.id in seen:
+                yield DocumentError(
+                    where, f"duplicate id {article.id!r} (first on line {seen[article.id]}): ids must be unique", lineno
+                )
+                continue
+            seen[article.id] = lineno
+            yield article
+
+
+_LOADERS = {
+    **{ext: load_text for ext in TEXT_EXTENSIONS},
+    **{ext: load_markdown for ext in MARKDOWN_EXTENSIONS},
+    **{ext: load_html for ext in HTML_EXTENSIONS},
+}
+
+
+def load_file(path: Path, max_bytes: int) -> Iterator[Article | DocumentError]:
+    """Articles of one file (one, or many for JSON Lines), or the errors met."""
+    ext = path.suffix.lower()
+    try:
+        if ext in JSONL_EXTENSIONS:
+            yield from load_jsonl(path, max_bytes)
+        elif ext in _LOADERS:
+            yield _LOADERS[ext](path, max_bytes)
+        else:
+            supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
+            yield DocumentError(str(path), f"unsupported file type {ext or '(none)'}: use one of {supported}")
+    except DocumentError as exc:
+        yield exc
+    except OSError as exc:
+        yield DocumentError(str(path), f"cannot read the file ({exc.strerror or exc}): check that it exists and is readable")
+
+
+def _walk(root: Path) -> Iterator[Path | Skipped]:
+    """Files under ``root``, sorted, hidden ones and symlink loops left out."""
+    seen_dirs: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
+            dirnames[:] = []
+            yield Skipped(dirpath, "directory already visited (symlink loop)")
+            continue
+        seen_dirs.add(key)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            if path.suffix.lower() in SUPPORTED_EXTENSIONS:
+                yield path
+            else:
+                yield Skipped(str(path), f"unsupported file type {path.suffix or '(none)'}")
+
+
+def iter_inputs(paths: Iterable[str | Path], max_bytes: int) -> Iterator[Article | DocumentError | Skipped]:
+    """Everything to ingest from files and folders (folders are walked recursively)."""
+    for given in paths:
+        root = Path(given)
+        if root.is_dir():
+            for entry in _walk(root):
+                if isinstance(entry, Skipped):
+                    yield entry
+                else:
+                    yield from load_file(entry, max_bytes)
+        elif root.exists():
+            yield from load_file(root, max_bytes)
+        else:
+            yield DocumentError(str(root), "no such file or folder: check the path")

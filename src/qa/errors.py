@@ -1,0 +1,49 @@
+"""The exception hierarchy of ``qa``.
+
+Every message says what went wrong *and how to fix it*. The CLI turns these
+into a one-line message and a non-zero exit code, the UI into ``st.error``.
+"""
+
+from __future__ import annotations
+
+
+class QAError(Exception):
+    """Base class for every error ``qa`` raises on purpose."""
+
+
+class ConfigError(QAError):
+    """A setting is invalid (names the setting and the accepted values)."""
+
+
+class DocumentError(QAError):
+    """An input file or record cannot be ingested.
+
+    ``path`` is the file, ``line`` the 1-based line for JSON Lines input.
+    """
+
+    def __init__(self, path: str, reason: str, line: int | None = None) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.line = line
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {reason}")
+
+
+class ModelError(QAError):
+    """The embedding model cannot be found, built or loaded."""
+
+
+class IndexMismatchError(QAError):
+    """The index was built with other settings (model, chunking) than the current ones."""
+
+
+class StoreError(QAError):
+    """The vector store cannot be opened or written."""
+
+
+class NotFoundError(QAError):
+    """An article id that the index does not hold."""
+
+
+class QueryError(QAError):
+    """A search/ask request is invalid (bad filter, bad k)."""

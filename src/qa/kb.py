@@ -1,0 +1,248 @@
+"""``KnowledgeBase``: the public entry point (open, ingest, search, delete, stats)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from qa.chunking import chunk_text
+from qa.config import Settings, load_settings
+from qa.documents import Article, iter_inputs
+from qa.embeddings import Embedder, Progress, make_embedder
+from qa.errors import DocumentError, NotFoundError, QueryError
+from qa.manifest import ArticleRecord, Manifest
+from qa.schema import IngestReport, Passage, Skipped
+from qa.store import ChunkStore, IndexSpec, build_where, chunk_metadata, make_client
+
+logger = logging.getLogger(__name__)
+
+IngestProgress = Callable[[IngestReport, int], None]
+"""Called after each batch with the running report and the number of inputs seen."""
+
+MAX_K = 1000
+BATCH_ARTICLES = 32
+
+
+def chunk_id(doc_id: str, index: int, text: str) -> str:
+    """Deterministic: the same article text always gives the same chunk ids."""
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
+    return f"{doc_id}#{index}-{digest}"
+
+
+def embedding_input(title: str, text: str) -> str:
+    """What is embedded for a chunk: its article's title, then the chunk."""
+    return f"{title}\n{text}" if title else text
+
+
+class KnowledgeBase:
+    """An index of articles that answers searches.
+
+    Build one with :meth:`open`. The constructor takes ready-made parts
+    (an embedder, a Chroma client) so tests and servers can share them.
+    """
+
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None, client: Any = None, progress: Progress | None = None) -> None:
+        self.settings = settings
+        self.embedder: Embedder = embedder or make_embedder(
+            settings.embedding_model, settings.model_cache, batch_size=settings.embed_batch_size, progress=progress
+        )
+        self.store = ChunkStore(client or make_client(settings.index_dir, settings.chroma_url), settings.collection)
+        self.manifest = Manifest(Path(settings.index_dir) / "manifest.sqlite3")
+        # fail at open, before any model is loaded, if the index was built with another model
+        self.store.check_compatible(self.embedder.model_id)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path | None = None,
+        *,
+        settings: Settings | None = None,
+        embedder: Embedder | None = None,
+        client: Any = None,
+        progress: Progress | None = None,
+        **overrides: Any,
+    ) -> KnowledgeBase:
+        """Open (or create) the index at ``path`` (default: ``QA_INDEX_DIR``)."""
+        if settings is None:
+            settings = load_settings(index_dir=path, **overrides)
+        elif path is not None or overrides:
+            settings = settings.replace(index_dir=path, **overrides)
+        return cls(settings, embedder=embedder, client=client, progress=progress)
+
+    def close(self) -> None:
+        self.manifest.close()
+
+    def __enter__(self) -> KnowledgeBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- ingest --------------------------------------------------------------------
+    def ingest(self, paths: str | Path | Iterable[str | Path], *, progress: IngestProgress | None = None) -> IngestReport:
+        """Index files and folders (``.txt``, ``.md``, ``.html``, ``.jsonl``).
+
+        Unchanged articles are not re-embedded; changed ones replace their chunks.
+        Bad inputs are reported in ``report.errors`` and the rest is ingested.
+        """
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        max_bytes = int(self.settings.max_file_mb * 1e6)
+        return self.add_articles(iter_inputs(paths, max_bytes), progress=progress)
+
+    def add_articles(
+        self, items: Iterable[Article | DocumentError | Skipped], *, progress: IngestProgress | None = None
+    ) -> IngestReport:
+        """Index articles given in memory (plus any load errors to report)."""
+        report = IngestReport()
+        started = time.perf_counter()
+        seen: dict[str, str] = {}
+        pending: list[Article] = []
+        inputs = 0
+        for item in items:
+            inputs += 1
+            if isinstance(item, Skipped):
+                report.skipped.append(item)
+            elif isinstance(item, DocumentError):
+                report.errors.append(Skipped(item.path, item.reason, item.line))
+            elif item.id in seen:
+                report.skipped.append(Skipped(item.path or item.id, f"same article id {item.id!r} as {seen[item.id]}; kept the first"))
+            else:
+                seen[item.id] = item.path or item.id
+                pending.append(item)
+            if len(pending) >= BATCH_ARTICLES:
+                self._write_batch(pending, report)
+                pending = []
+                report.seconds = time.perf_counter() - started
+                if progress:
+                    progress(report, inputs)
+        if pending:
+            self._write_batch(pending, report)
+        report.seconds = time.perf_counter() - started
+        if progress:
+            progress(report, inputs)
+        for problem in report.errors:
+            logger.warning("skipped %s", problem)
+        return report
+
+    def _spec(self) -> IndexSpec:
+        return IndexSpec(self.embedder.model_id, self.embedder.dimension, self.settings.chunk_tokens, self.settings.chunk_overlap)
+
+    def _write_batch(self, articles: list[Article], report: IngestReport) -> None:
+        known = self.manifest.hashes([a.id for a in articles])
+        todo: list[tuple[Article, list[str]]] = []
+        for article in articles:
+            # a file whose content (hence id) changed replaces what it indexed before
+            replaced = [i for i in self.manifest.ids_for_path(article.path) if i != article.id] if article.derived_id and article.path else []
+            if known.get(article.id) == article.content_hash and not replaced:
+                report.unchanged.append(article.id)
+            else:
+                todo.append((article, replaced))
+        if not todo:
+            return
+        self.store.ensure(self._spec())
+        ids: list[str] = []
+        texts: list[str] = []
+        inputs: list[str] = []
+        metas: list[dict[str, Any]] = []
+        records: list[ArticleRecord] = []
+        for article, _ in todo:
+            chunks = chunk_text(article.text, self.embedder.count_tokens, self.settings.chunk_tokens, self.settings.chunk_overlap)
+            record = ArticleRecord(
+                article.id, article.content_hash, article.text, article.title, article.date, article.url, article.source, article.path
+            )
+            for c in chunks:
+                record.chunk_ids.append(chunk_id(article.id, c.index, c.text))
+                texts.append(c.text)
+                inputs.append(embedding_input(article.title, c.text))
+                metas.append(chunk_metadata(article.id, c.index, c.start, c.end, article.title, article.source, article.url, article.date))
+            ids.extend(record.chunk_ids)
+            records.append(record)
+        vectors = self.embedder.embed_documents(inputs)
+        self.store.upsert(ids, vectors, texts, metas)
+        # drop what the new versions no longer have, then commit the manifest
+        for (article, replaced), record in zip(todo, records, strict=True):
+            old = self.manifest.get(article.id)
+            if old:
+                self.store.delete(sorted(set(old.chunk_ids) - set(record.chunk_ids)))
+            for doc_id in replaced:
+                self.store.delete_article(doc_id)
+                self.manifest.delete(doc_id)
+            (report.updated if old or replaced else report.added).append(article.id)
+        self.manifest.put_many(records)
+        report.chunks_written += len(ids)
+
+    # -- search --------------------------------------------------------------------
+    def search(
+        self,
+        question: str,
+        k: int = 5,
+        *,
+        source: str | Sequence[str] | None = None,
+        date_from: str | None = None,
+        date_to: str | None = None,
+    ) -> list[Passage]:
+        """The ``k`` passages closest in meaning to ``question``, best first."""
+        question = _check_question(question)
+        k = _check_k(k)
+        where = build_where(source, date_from, date_to)
+        if self.store.count() == 0:
+            return []
+        return self.store.query(self.embedder.embed_query(question), k, where)
+
+    def as_retriever(self, k: int = 5, **filters: Any) -> Any:
+        """A LangChain ``BaseRetriever`` over :meth:`search`."""
+        from qa.retrieval import QARetriever
+
+        return QARetriever(kb=self, k=k, filters=filters)
+
+    # -- management ----------------------------------------------------------------
+    def delete(self, doc_id: str) -> None:
+        """Remove an article and all its chunks."""
+        if self.manifest.get(doc_id) is None:
+            raise NotFoundError(f"no article with id {doc_id!r} in the index: `qa info` lists what is there")
+        self.store.delete_article(doc_id)
+        self.manifest.delete(doc_id)
+
+    def article(self, doc_id: str) -> ArticleRecord:
+        """The stored article (full text and metadata)."""
+        record = self.manifest.get(doc_id)
+        if record is None:
+            raise NotFoundError(f"no article with id {doc_id!r} in the index")
+        return record
+
+    def rebuild(self) -> None:
+        """Forget everything indexed (the next ingest starts from scratch)."""
+        self.store.drop()
+        self.manifest.clear()
+
+    def stats(self) -> dict[str, Any]:
+        spec = self.store.spec() or {}
+        return {
+            "articles": self.manifest.count(),
+            "chunks": self.store.count(),
+            "model": spec.get("embedding_model", self.embedder.model_id),
+            "dimension": spec.get("dimension"),
+            "chunk_tokens": spec.get("chunk_tokens", self.settings.chunk_tokens),
+            "chunk_overlap": spec.get("chunk_overlap", self.settings.chunk_overlap),
+            "sources": self.manifest.sources(),
+            "last_ingest": self.manifest.meta("last_ingest"),
+            "index_dir": str(self.settings.index_dir),
+            "chroma_url": self.settings.chroma_url,
+        }
+
+
+def _check_question(question: Any) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise QueryError("the question is empty: type a question")
+    return question.strip()
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise QueryError(f"k={k!r} is out of range: ask for 1 to {MAX_K} passages")
+    return k

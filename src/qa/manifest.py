@@ -1,0 +1,145 @@
+"""The index manifest: one SQLite row per article, beside the Chroma data.
+
+It answers "is this article already indexed, and unchanged?" without touching
+the vector store, keeps each article's full text (to show the context of a
+citation) and its chunk ids (to replace or delete them exactly).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS articles (
+    doc_id TEXT PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    date TEXT NOT NULL DEFAULT '',
+    url TEXT NOT NULL DEFAULT '',
+    source TEXT NOT NULL DEFAULT '',
+    path TEXT NOT NULL DEFAULT '',
+    text TEXT NOT NULL,
+    chunk_ids TEXT NOT NULL,
+    ingested_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS articles_path ON articles(path);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class ArticleRecord:
+    doc_id: str
+    content_hash: str
+    text: str
+    title: str = ""
+    date: str = ""
+    url: str = ""
+    source: str = ""
+    path: str = ""
+    chunk_ids: list[str] = field(default_factory=list)
+    ingested_at: str = ""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Manifest:
+    """A small SQLite database; safe to share between threads of one process."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _row(self, row: tuple) -> ArticleRecord:
+        doc_id, chash, title, date, url, source, path, text, chunk_ids, ingested_at = row
+        return ArticleRecord(doc_id, chash, text, title, date, url, source, path, json.loads(chunk_ids), ingested_at)
+
+    _COLUMNS = "doc_id, content_hash, title, date, url, source, path, text, chunk_ids, ingested_at"
+
+    def get(self, doc_id: str) -> ArticleRecord | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {self._COLUMNS} FROM articles WHERE doc_id = ?", (doc_id,)).fetchone()
+        return self._row(row) if row else None
+
+    def hashes(self, doc_ids: list[str]) -> dict[str, str]:
+        """``doc_id → content_hash`` for those of ``doc_ids`` that are indexed."""
+        out: dict[str, str] = {}
+        with self._lock:
+            for i in range(0, len(doc_ids), 500):
+                part = doc_ids[i : i + 500]
+                marks = ",".join("?" * len(part))
+                out.update(self._db.execute(f"SELECT doc_id, content_hash FROM articles WHERE doc_id IN ({marks})", part).fetchall())
+        return out
+
+    def ids_for_path(self, path: str) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT doc_id FROM articles WHERE path = ?", (path,))]
+
+    def put_many(self, records: list[ArticleRecord]) -> None:
+        """Insert or replace records in one transaction."""
+        now = _now()
+        rows = [
+            (r.doc_id, r.content_hash, r.title, r.date, r.url, r.source, r.path, r.text, json.dumps(r.chunk_ids), now)
+            for r in records
+        ]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(f"INSERT OR REPLACE INTO articles ({self._COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_ingest', ?)", (now,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def delete(self, doc_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM articles WHERE doc_id = ?", (doc_id,)).rowcount > 0
+
+    def clear(self) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM articles")
+            self._db.execute("DELETE FROM meta")
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM articles").fetchone()[0])
+
+    def chunk_count(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT COALESCE(SUM(json_array_length(chunk_ids)), 0) FROM articles").fetchone()
+        return int(row[0])
+
+    def sources(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT DISTINCT source FROM articles WHERE source != '' ORDER BY source")]
+
+    def meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def iter_records(self, offset: int = 0, limit: int | None = None) -> Iterator[ArticleRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._COLUMNS} FROM articles ORDER BY doc_id LIMIT ? OFFSET ?", (-1 if limit is None else limit, offset)
+            ).fetchall()
+        for row in rows:
+            yield self._row(row)

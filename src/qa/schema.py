@@ -1,0 +1,114 @@
+"""The data objects of the public API: what search, ask and ingest return.
+
+They are plain dataclasses that serialise to JSON (``to_dict``) for the CLI's
+``--json`` output and the HTTP API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Passage:
+    """One retrieved chunk of an article."""
+
+    doc_id: str
+    chunk_id: str
+    text: str
+    title: str = ""
+    source: str = ""
+    url: str = ""
+    date: str = ""
+    score: float = 0.0
+    start: int = 0
+    """Character offset of the chunk inside its article's text."""
+    end: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Citation:
+    """The passage an answer rests on and the exact sentence(s) quoted from it."""
+
+    passage: Passage
+    quote: str
+    """A verbatim substring of ``passage.text``."""
+    start: int = 0
+    """Offset of ``quote`` inside ``passage.text``."""
+    end: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passage": self.passage.to_dict(), "quote": self.quote, "start": self.start, "end": self.end}
+
+
+@dataclass
+class Answer:
+    """What ``KnowledgeBase.ask`` returns."""
+
+    text: str
+    citations: list[Citation] = field(default_factory=list)
+    passages: list[Passage] = field(default_factory=list)
+    abstained: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "citations": [c.to_dict() for c in self.citations],
+            "passages": [p.to_dict() for p in self.passages],
+            "abstained": self.abstained,
+        }
+
+
+@dataclass
+class Skipped:
+    """An input that was not ingested, and why."""
+
+    path: str
+    reason: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class IngestReport:
+    """The outcome of ``KnowledgeBase.ingest``: article ids by outcome."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    errors: list[Skipped] = field(default_factory=list)
+    """Inputs that failed (bad file, bad record); ``skipped`` holds the benign skips."""
+    chunks_written: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> str:
+        rate = self.chunks_written / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{len(self.added)} added, {len(self.updated)} updated, "
+            f"{len(self.unchanged)} unchanged, {len(self.skipped)} skipped, "
+            f"{len(self.errors)} errors; {self.chunks_written} chunks written "
+            f"in {self.seconds:.1f}s ({rate:.1f} chunks/s)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "skipped": [asdict(s) for s in self.skipped],
+            "errors": [asdict(s) for s in self.errors],
+            "chunks_written": self.chunks_written,
+            "seconds": round(self.seconds, 3),
+        }

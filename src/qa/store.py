@@ -1,0 +1,246 @@
+"""The vector store: one Chroma collection of chunks (embedded or a server).
+
+Chroma never embeds here: the collection is created without an embedding
+function and always receives vectors. The collection's metadata records how
+the index was built (model id, dimension, chunking); :meth:`ChunkStore.check_compatible`
+refuses to mix models.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from qa.errors import IndexMismatchError, QueryError, StoreError
+from qa.schema import Passage
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """How an index was built; stored in the collection's metadata."""
+
+    model_id: str
+    dimension: int
+    chunk_tokens: int
+    chunk_overlap: int
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "qa_schema": SCHEMA_VERSION,
+            "embedding_model": self.model_id,
+            "dimension": self.dimension,
+            "chunk_tokens": self.chunk_tokens,
+            "chunk_overlap": self.chunk_overlap,
+        }
+
+
+def make_client(index_dir: Path, chroma_url: str | None = None) -> Any:
+    """An embedded ``PersistentClient`` in ``index_dir/chroma``, or an ``HttpClient``."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    settings = ChromaSettings(anonymized_telemetry=False)
+    if chroma_url:
+        url = urlparse(chroma_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise StoreError(f"QA_CHROMA_URL={chroma_url!r} is not a URL: use http://host:port")
+        try:
+            return chromadb.HttpClient(
+                host=url.hostname, port=url.port or 8000, ssl=url.scheme == "https", settings=settings
+            )
+        except Exception as exc:  # chromadb raises plain ValueError/ConnectionError here
+            raise StoreError(f"cannot reach the Chroma server at {chroma_url} ({exc}): start it with `chroma run` or unset QA_CHROMA_URL") from None
+    path = Path(index_dir) / "chroma"
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=settings)
+
+
+def build_where(source: str | Sequence[str] | None = None, date_from: str | None = None, date_to: str | None = None) -> dict[str, Any] | None:
+    """A Chroma ``where`` clause for the public filters (source, date range)."""
+    clauses: list[dict[str, Any]] = []
+    if source:
+        sources = [source] if isinstance(source, str) else list(source)
+        clauses.append({"source": {"$in": sources}} if len(sources) > 1 else {"source": sources[0]})
+    if date_from:
+        clauses.append({"date_num": {"$gte": date_number(date_from, "date_from")}})
+    if date_to:
+        clauses.append({"date_num": {"$lte": date_number(date_to, "date_to")}})
+        clauses.append({"date_num": {"$gte": 1}})  # undated articles are outside any range
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def date_number(value: str, name: str = "date") -> int:
+    """``YYYY-MM-DD`` → ``YYYYMMDD`` (Chroma compares numbers, not strings)."""
+    try:
+        d = date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise QueryError(f"filter {name}={value!r} is not a date: write it as YYYY-MM-DD") from None
+    return d.year * 10000 + d.month * 100 + d.day
+
+
+class ChunkStore:
+    """Chunks with their vectors and metadata in a Chroma collection."""
+
+    def __init__(self, client: Any, collection: str) -> None:
+        self.client = client
+        self.name = collection
+        self._collection: Any = None
+        try:
+            self._max_batch = int(client.get_max_batch_size())
+        except Exception:  # older servers lack it
+            self._max_batch = 5000
+
+    # -- the collection and its build record ------------------------------------
+    def _existing(self) -> Any:
+        if self._collection is None:
+            try:
+                self._collection = self.client.get_collection(self.name, embedding_function=None)
+            except Exception:  # NotFoundError in 1.x, ValueError in older releases
+                return None
+        return self._collection
+
+    def spec(self) -> dict[str, Any] | None:
+        """The build record of the index, or None if it holds nothing yet."""
+        col = self._existing()
+        return dict(col.metadata or {}) if col is not None else None
+
+    def check_compatible(self, model_id: str, chunk_tokens: int | None = None, chunk_overlap: int | None = None) -> None:
+        """Raise :class:`IndexMismatchError` if the index was built another way."""
+        recorded = self.spec()
+        if not recorded:
+            return
+        built_with = recorded.get("embedding_model")
+        if built_with and built_with != model_id:
+            raise IndexMismatchError(
+                f"this index was built with embedding model {built_with!r}, but the configured one is "
+                f"{model_id!r}: set QA_EMBEDDING_MODEL={built_with}, or use another QA_INDEX_DIR "
+                "(or `qa ingest --rebuild`) to index with the new model"
+            )
+        for key, value in (("chunk_tokens", chunk_tokens), ("chunk_overlap", chunk_overlap)):
+            if value is not None and recorded.get(key) not in (None, value):
+                raise IndexMismatchError(
+                    f"this index was built with {key}={recorded[key]}, but the setting is {value}: "
+                    f"set QA_{key.upper()}={recorded[key]}, or rebuild with `qa ingest --rebuild`"
+                )
+
+    def ensure(self, spec: IndexSpec) -> Any:
+        """The collection, created with ``spec`` if missing, checked against it if not."""
+        self.check_compatible(spec.model_id, spec.chunk_tokens, spec.chunk_overlap)
+        col = self._existing()
+        if col is None:
+            col = self.client.get_or_create_collection(
+                self.name,
+                embedding_function=None,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata=spec.as_metadata(),
+            )
+            self._collection = col
+        elif col.metadata.get("dimension") not in (None, spec.dimension):
+            raise IndexMismatchError(
+                f"index vectors have dimension {col.metadata['dimension']}, the model gives {spec.dimension}: rebuild the index"
+            )
+        return col
+
+    def drop(self) -> None:
+        """Delete every chunk and the build record (``qa ingest --rebuild``)."""
+        if self._existing() is not None:
+            self.client.delete_collection(self.name)
+        self._collection = None
+
+    # -- writes ----------------------------------------------------------------------
+    def upsert(self, ids: list[str], vectors: np.ndarray, texts: list[str], metadatas: list[dict[str, Any]]) -> None:
+        col = self._existing()
+        if col is None:
+            raise StoreError("the collection does not exist yet: call ensure() first")
+        for i in range(0, len(ids), self._max_batch):
+            j = i + self._max_batch
+            col.upsert(ids=ids[i:j], embeddings=vectors[i:j], documents=texts[i:j], metadatas=metadatas[i:j])
+
+    def delete(self, ids: Sequence[str]) -> None:
+        col = self._existing()
+        if col is not None and ids:
+            for i in range(0, len(ids), self._max_batch):
+                col.delete(ids=list(ids[i : i + self._max_batch]))
+
+    def delete_article(self, doc_id: str) -> None:
+        """Remove every chunk of an article, including any a crash left behind."""
+        col = self._existing()
+        if col is not None:
+            col.delete(where={"doc_id": doc_id})
+
+    # -- reads -----------------------------------------------------------------------
+    def count(self) -> int:
+        col = self._existing()
+        return int(col.count()) if col is not None else 0
+
+    def query(self, vector: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[Passage]:
+        col = self._existing()
+        if col is None or k <= 0:
+            return []
+        result = col.query(
+            query_embeddings=[np.asarray(vector, dtype=np.float32)],
+            n_results=k,
+            where=where,
+            include=["documents", "metadatas", "distances"],
+        )
+        passages = []
+        for cid, text, meta, dist in zip(
+            result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True
+        ):
+            passages.append(passage_from_record(cid, text, meta, score=1.0 - float(dist)))
+        return passages
+
+    def get(self, ids: Sequence[str]) -> list[Passage]:
+        col = self._existing()
+        if col is None or not ids:
+            return []
+        result = col.get(ids=list(ids), include=["documents", "metadatas"])
+        by_id = {
+            cid: passage_from_record(cid, text, meta)
+            for cid, text, meta in zip(result["ids"], result["documents"], result["metadatas"], strict=True)
+        }
+        return [by_id[i] for i in ids if i in by_id]
+
+
+def chunk_metadata(doc_id: str, index: int, start: int, end: int, title: str, source: str, url: str, date_iso: str) -> dict[str, Any]:
+    """What each chunk carries in Chroma (flat scalars only)."""
+    return {
+        "doc_id": doc_id,
+        "chunk_index": index,
+        "start": start,
+        "end": end,
+        "title": title,
+        "source": source,
+        "url": url,
+        "date": date_iso,
+        "date_num": date_number(date_iso) if date_iso else 0,
+    }
+
+
+def passage_from_record(chunk_id: str, text: str | None, meta: dict[str, Any] | None, score: float = 0.0) -> Passage:
+    meta = meta or {}
+    return Passage(
+        doc_id=str(meta.get("doc_id", "")),
+        chunk_id=chunk_id,
+        text=text or "",
+        title=str(meta.get("title", "")),
+        source=str(meta.get("source", "")),
+        url=str(meta.get("url", "")),
+        date=str(meta.get("date", "")),
+        score=round(score, 6),
+        start=int(meta.get("start", 0)),
+        end=int(meta.get("end", 0)),
+    )
