@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -55,8 +56,8 @@ class Settings:
     """Chunks per embedding batch. ``QA_EMBED_BATCH_SIZE``."""
     max_file_mb: float = 20.0
     """Files larger than this are skipped with a message. ``QA_MAX_FILE_MB``."""
-    collection: str = "qa"
-    """Chroma collection name. ``QA_COLLECTION``."""
+    collection: str = "qa_chunks"
+    """Chroma collection name (3–512 of ``[a-zA-Z0-9._-]``). ``QA_COLLECTION``."""
 
     def __post_init__(self) -> None:
         if self.chunk_tokens < 16 or self.chunk_tokens > 512:
@@ -71,6 +72,11 @@ class Settings:
             )
         if self.embed_batch_size < 1:
             raise ConfigError("embed_batch_size must be >= 1: fix QA_EMBED_BATCH_SIZE")
+        if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]", self.collection):
+            raise ConfigError(
+                f"collection={self.collection!r} is not a valid Chroma collection name: "
+                "set QA_COLLECTION to 3-512 letters, digits, '.', '_' or '-'"
+            )
         if self.max_file_mb <= 0:
             raise ConfigError("max_file_mb must be > 0: fix QA_MAX_FILE_MB")
 

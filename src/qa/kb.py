@@ -194,6 +194,10 @@ class KnowledgeBase:
             return []
         return self.store.query(self.embedder.embed_query(question), k, where)
 
+    def warm(self) -> None:
+        """Load the embedding model now (servers and the UI call this once at start)."""
+        self.embedder.embed_query("warm up")
+
     def as_retriever(self, k: int = 5, **filters: Any) -> Any:
         """A LangChain ``BaseRetriever`` over :meth:`search`."""
         from qa.retrieval import QARetriever

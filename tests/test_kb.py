@@ -1,0 +1,152 @@
+import json
+
+import pytest
+from langchain_core.documents import Document
+
+from conftest import SEED, FakeEmbedder, write
+from qa import IndexMismatchError, KnowledgeBase, NotFoundError, QueryError
+
+ALMATY = "En novembre 1994, la délégation de l’UE au Kazakhstan a commencé ses travaux à Almaty."
+
+
+def jsonl(path, records):
+    return write(path, "\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n")
+
+
+NEWS = [
+    {"id": "n1", "text": "Le port de Marseille a battu un record de trafic en 2021.", "date": "2022-01-10", "source": "AFP", "title": "Marseille"},
+    {"id": "n2", "text": "La récolte de lavande en Provence a été mauvaise cette année.", "date": "2021-07-02", "source": "Reuters"},
+    {"id": "n3", "text": "Le Tour de France partira de Copenhague.", "source": "AFP"},
+]
+
+
+def test_ingest_then_search_finds_the_almaty_chunk(kb):
+    report = kb.ingest([SEED])
+    assert len(report.added) == 1 and report.chunks_written >= 2 and report.ok
+    [hit] = kb.search("délégation UE Almaty novembre 1994", k=1)
+    assert ALMATY in hit.text
+    article = kb.article(hit.doc_id)
+    assert article.text[hit.start : hit.end] == hit.text
+    assert hit.title == "ue-kazakhstan" and 0 < hit.score <= 1
+
+
+def test_reingest_writes_nothing_and_reembeds_nothing(kb, fake_embedder):
+    kb.ingest([SEED])
+    embedded = fake_embedder.embedded
+    report = kb.ingest([SEED])
+    assert (report.added, report.updated, len(report.unchanged)) == ([], [], 1)
+    assert report.chunks_written == 0 and fake_embedder.embedded == embedded
+
+
+def test_changed_article_replaces_its_chunks(kb, tmp_path):
+    path = jsonl(tmp_path / "n.jsonl", NEWS)
+    kb.ingest([path])
+    before = kb.stats()["chunks"]
+    changed = [dict(NEWS[0], text="Le port de Marseille a perdu du trafic en 2021 à cause des grèves."), *NEWS[1:]]
+    report = kb.ingest([jsonl(path, changed)])
+    assert report.updated == ["n1"] and sorted(report.unchanged) == ["n2", "n3"]
+    assert kb.stats()["chunks"] == before
+    texts = [p.text for p in kb.search("port de Marseille trafic", k=10)]
+    assert any("grèves" in t for t in texts) and not any("record" in t for t in texts)
+
+
+def test_edited_plain_file_replaces_the_old_version(kb, tmp_path):
+    path = write(tmp_path / "a.txt", "Première version de l'article sur Almaty.")
+    kb.ingest([path])
+    path.write_text("Seconde version de l'article sur Almaty, corrigée.", encoding="utf-8")
+    report = kb.ingest([path])
+    assert len(report.updated) == 1 and not report.added
+    assert kb.stats()["articles"] == 1
+    assert all("Première" not in p.text for p in kb.search("version article Almaty", k=10))
+
+
+def test_delete_removes_an_article_and_unknown_ids_are_clear_errors(kb, tmp_path):
+    kb.ingest([jsonl(tmp_path / "n.jsonl", NEWS)])
+    kb.delete("n1")
+    assert kb.stats()["articles"] == 2
+    assert all(p.doc_id != "n1" for p in kb.search("Marseille port record", k=10))
+    with pytest.raises(NotFoundError, match="no article with id 'n1'"):
+        kb.delete("n1")
+
+
+def test_filters_by_source_and_date_range(kb, tmp_path):
+    kb.ingest([jsonl(tmp_path / "n.jsonl", NEWS)])
+    assert {p.doc_id for p in kb.search("record trafic lavande Tour", k=10, source="AFP")} == {"n1", "n3"}
+    assert {p.doc_id for p in kb.search("record trafic lavande Tour", k=10, source=["Reuters"])} == {"n2"}
+    assert {p.doc_id for p in kb.search("record", k=10, date_from="2022-01-01")} == {"n1"}
+    assert {p.doc_id for p in kb.search("record", k=10, date_to="2021-12-31")} == {"n2"}
+    assert {p.doc_id for p in kb.search("record", k=10, date_from="2021-01-01", date_to="2022-12-31", source="AFP")} == {"n1"}
+    with pytest.raises(QueryError, match="date_from='hier'.*YYYY-MM-DD"):
+        kb.search("record", date_from="hier")
+
+
+def test_bad_questions_and_k_are_clear_errors(kb):
+    kb.ingest([SEED])
+    with pytest.raises(QueryError, match="empty"):
+        kb.search("   ")
+    for k in (0, 10_000, "5"):
+        with pytest.raises(QueryError, match="out of range"):
+            kb.search("Almaty", k=k)
+
+
+def test_search_on_an_empty_index_returns_nothing(kb):
+    assert kb.search("Almaty") == []
+
+
+def test_bad_inputs_are_reported_and_good_ones_still_ingested(kb, tmp_path):
+    write(tmp_path / "in" / "good.txt", "Un bon article sur Almaty.")
+    write(tmp_path / "in" / "empty.txt", "")
+    write(tmp_path / "in" / "bad.jsonl", '{"id": "x"}\n{"id": "y", "text": "Bon."}\n')
+    write(tmp_path / "in" / "notes.csv", "a,b")
+    report = kb.ingest([tmp_path / "in"])
+    assert sorted(report.added) == sorted([kb.search("Almaty", k=1)[0].doc_id, "y"])
+    assert {(e.path.split("/")[-1], e.line) for e in report.errors} == {("empty.txt", None), ("bad.jsonl", 1)}
+    assert [s.path.split("/")[-1] for s in report.skipped] == ["notes.csv"]
+    assert not report.ok and "2 added" in report.summary() and "2 errors" in report.summary()
+
+
+def test_index_records_its_model_and_refuses_another(tmp_path, fake_embedder):
+    with KnowledgeBase.open(tmp_path / "idx", embedder=fake_embedder) as kb:
+        kb.ingest([SEED])
+        assert kb.stats()["model"] == fake_embedder.model_id and kb.stats()["dimension"] == 256
+
+    class OtherModel(FakeEmbedder):
+        model_id = "someone/else"
+
+    with pytest.raises(IndexMismatchError, match="built with embedding model 'fake/hashed-bag-of-words'.*QA_EMBEDDING_MODEL"):
+        KnowledgeBase.open(tmp_path / "idx", embedder=OtherModel())
+
+
+def test_chunking_change_is_refused_at_ingest(tmp_path, fake_embedder):
+    with KnowledgeBase.open(tmp_path / "idx", embedder=fake_embedder, chunk_tokens=60, chunk_overlap=10) as kb:
+        kb.ingest([SEED])
+    with KnowledgeBase.open(tmp_path / "idx", embedder=fake_embedder, chunk_tokens=100, chunk_overlap=10) as kb:
+        assert kb.search("Almaty", k=1)  # searching is fine
+        with pytest.raises(IndexMismatchError, match="chunk_tokens=60.*--rebuild"):
+            kb.ingest([write(tmp_path / "new.txt", "Un nouvel article.")])
+        kb.rebuild()
+        assert kb.ingest([SEED]).added and kb.stats()["chunk_tokens"] == 100
+
+
+def test_stats_and_index_persist_across_opens(tmp_path, fake_embedder):
+    with KnowledgeBase.open(tmp_path / "idx", embedder=fake_embedder) as kb:
+        kb.ingest([SEED, jsonl(tmp_path / "n.jsonl", NEWS)])
+    with KnowledgeBase.open(tmp_path / "idx", embedder=fake_embedder) as kb:
+        stats = kb.stats()
+        assert stats["articles"] == 4 and stats["chunks"] >= 4
+        assert stats["sources"] == ["AFP", "Reuters"] and stats["last_ingest"]
+
+
+def test_settings_come_from_the_environment(tmp_path, monkeypatch, fake_embedder):
+    monkeypatch.setenv("QA_INDEX_DIR", str(tmp_path / "from-env"))
+    with KnowledgeBase.open(embedder=fake_embedder) as kb:
+        kb.ingest([SEED])
+    assert (tmp_path / "from-env" / "manifest.sqlite3").exists()
+
+
+def test_langchain_retriever_returns_documents_with_citations_metadata(kb):
+    kb.ingest([SEED])
+    docs = kb.as_retriever(k=2).invoke("délégation UE Almaty novembre 1994")
+    assert len(docs) == 2 and all(isinstance(d, Document) for d in docs)
+    assert ALMATY in docs[0].page_content
+    assert {"doc_id", "chunk_id", "title", "start", "end", "score"} <= set(docs[0].metadata)
