@@ -39,7 +39,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     paths = args.paths or [str(kb.settings.corpus_dir)]
     if args.rebuild:
         kb.rebuild()
-    bar = tqdm(desc="ingest", unit=" inputs", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True)
+    bar = tqdm(desc="ingest", unit=" inputs", file=sys.stderr, disable=args.quiet, mininterval=0.5)
     last = 0
 
     def on_progress(report: Any, inputs: int) -> None:
