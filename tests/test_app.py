@@ -3,9 +3,10 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, SEED
 from qa import KnowledgeBase, Passage
 from qa.ui import escape_markdown, passage_markdown
+
+from conftest import ROOT, SEED
 
 APP = str(ROOT / "app.py")
 
@@ -37,7 +38,9 @@ def test_question_shows_the_passages(tmp_path, fake_embedder):
 
 
 def test_passage_markdown_escapes_and_quotes():
-    p = Passage(doc_id="d", chunk_id="c", text="*Pas* de #titre\nligne 2", title="T", date="2022-02-07", url="https://x", score=0.5)
+    p = Passage(
+        doc_id="d", chunk_id="c", text="*Pas* de #titre\nligne 2", title="T", date="2022-02-07", url="https://x", score=0.5
+    )
     md = passage_markdown(p, 2)
     assert md.startswith("**\\[2\\] T — 2022-02-07 \\(score 0.500\\)**")
     assert "<https://x>" in md and "> \\*Pas\\* de \\#titre\n> ligne 2" in md

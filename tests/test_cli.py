@@ -4,8 +4,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SEED, write
 from qa.cli import main
+
+from conftest import ROOT, SEED, write
 
 
 @pytest.fixture(autouse=True)

@@ -2,10 +2,11 @@ import json
 
 import pytest
 
-from conftest import SEED, write
 from qa.documents import Article, iter_inputs, normalize_text
 from qa.errors import DocumentError
 from qa.schema import Skipped
+
+from conftest import SEED, write
 
 MB = 10**6
 
@@ -52,7 +53,8 @@ def test_html_main_text_is_extracted_without_scripts_or_boilerplate(tmp_path):
     <nav><a href="/">Accueil</a> | <a href="/monde">Monde</a></nav>
     <article><h1>Le bureau de l'UE à Almaty</h1>
     <p>En novembre 1994, la délégation de l'UE au Kazakhstan a commencé ses travaux à Almaty, selon un communiqué publié hier.</p>
-    <p>Le Kazakhstan avait ouvert son propre bureau à Bruxelles en décembre 1993, quelques mois après les relations diplomatiques.</p>
+    <p>Le Kazakhstan avait ouvert son propre bureau à Bruxelles en décembre 1993,
+    quelques mois après les relations diplomatiques.</p>
     </article><footer>© 2022 Journal — tous droits réservés</footer>
     <script>document.write("injected")</script></body></html>"""
     [a] = load(write(tmp_path / "page.html", html))

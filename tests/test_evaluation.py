@@ -19,9 +19,26 @@ def test_recall_and_mrr_by_hand():
 
 
 def test_load_squad(tmp_path):
-    data = {"version": "1", "data": [{"title": "Paris", "paragraphs": [
-        {"context": "Paris est la capitale de la France.", "qas": [
-            {"id": "q1", "question": "Quelle est la capitale ?", "answers": [{"text": "Paris", "answer_start": 0}]}]}]}]}
+    data = {
+        "version": "1",
+        "data": [
+            {
+                "title": "Paris",
+                "paragraphs": [
+                    {
+                        "context": "Paris est la capitale de la France.",
+                        "qas": [
+                            {
+                                "id": "q1",
+                                "question": "Quelle est la capitale ?",
+                                "answers": [{"text": "Paris", "answer_start": 0}],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
     path = tmp_path / "s.json"
     path.write_text(json.dumps(data))
     [article], [q] = load_squad(path)

@@ -3,8 +3,9 @@ import json
 import pytest
 from langchain_core.documents import Document
 
-from conftest import SEED, FakeEmbedder, write
 from qa import IndexMismatchError, KnowledgeBase, NotFoundError, QueryError
+
+from conftest import SEED, FakeEmbedder, write
 
 ALMATY = "En novembre 1994, la délégation de l’UE au Kazakhstan a commencé ses travaux à Almaty."
 
@@ -14,8 +15,19 @@ def jsonl(path, records):
 
 
 NEWS = [
-    {"id": "n1", "text": "Le port de Marseille a battu un record de trafic en 2021.", "date": "2022-01-10", "source": "AFP", "title": "Marseille"},
-    {"id": "n2", "text": "La récolte de lavande en Provence a été mauvaise cette année.", "date": "2021-07-02", "source": "Reuters"},
+    {
+        "id": "n1",
+        "text": "Le port de Marseille a battu un record de trafic en 2021.",
+        "date": "2022-01-10",
+        "source": "AFP",
+        "title": "Marseille",
+    },
+    {
+        "id": "n2",
+        "text": "La récolte de lavande en Provence a été mauvaise cette année.",
+        "date": "2021-07-02",
+        "source": "Reuters",
+    },
     {"id": "n3", "text": "Le Tour de France partira de Copenhague.", "source": "AFP"},
 ]
 

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from conftest import SEED
 from qa import KnowledgeBase
+
+from conftest import SEED
 
 pytestmark = pytest.mark.slow
 

@@ -28,13 +28,11 @@ ABBREVIATIONS = frozenset(
     """.split()
 )
 
-_OPENERS = "«\"“‘(\\["
-_CLOSERS = "»\"”’)\\]"
+_OPENERS = '«"“‘(\\['
+_CLOSERS = '»"”’)\\]'
 # end punctuation, optional closing quotes/brackets, then whitespace, then what
 # may start a sentence (capital, digit, opening quote, dash)
-_SPACED_BOUNDARY = re.compile(
-    rf"[.!?…]+(?:\s?[{_CLOSERS}])*(?P<gap>\s+)(?=[{_OPENERS}—–-]?\s?[A-ZÀ-ÖØ-Þ0-9¿¡])"
-)
+_SPACED_BOUNDARY = re.compile(rf"[.!?…]+(?:\s?[{_CLOSERS}])*(?P<gap>\s+)(?=[{_OPENERS}—–-]?\s?[A-ZÀ-ÖØ-Þ0-9¿¡])")
 # « pays.Le » : a word of two or more small letters/digits, end punctuation, then a capitalised word
 _GLUED_BOUNDARY = re.compile(r"(?<=[a-zà-öø-ÿ0-9]{2})[.!?]+(?=[A-ZÀ-ÖØ-Þ][a-zà-öø-ÿ])")
 _WORD_BEFORE = re.compile(r"([\wÀ-ÿ'’.-]*?)([\wÀ-ÿ]+)\.$")

@@ -107,7 +107,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _common_options(parser: argparse.ArgumentParser, default: Any) -> None:
     """Options accepted before and after the command (``qa --index X search …``, ``qa search --index X …``)."""
     parser.add_argument("--index", metavar="DIR", default=default, help="index folder (default: QA_INDEX_DIR or .qa/index)")
-    parser.add_argument("--model", metavar="NAME", default=default, help="embedding model (default: QA_EMBEDDING_MODEL or multilingual-e5-small)")
+    parser.add_argument(
+        "--model", metavar="NAME", default=default, help="embedding model (default: QA_EMBEDDING_MODEL or multilingual-e5-small)"
+    )
     parser.add_argument("--chroma-url", metavar="URL", default=default, help="use a Chroma server (default: QA_CHROMA_URL)")
     parser.add_argument("-v", "--verbose", action="store_true", default=default or False, help="log what happens")
 

@@ -61,10 +61,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.chunk_tokens < 16 or self.chunk_tokens > 512:
-            raise ConfigError(
-                f"chunk_tokens={self.chunk_tokens} is out of range: "
-                "set QA_CHUNK_TOKENS between 16 and 512"
-            )
+            raise ConfigError(f"chunk_tokens={self.chunk_tokens} is out of range: set QA_CHUNK_TOKENS between 16 and 512")
         if not 0 <= self.chunk_overlap < self.chunk_tokens // 2 + 1:
             raise ConfigError(
                 f"chunk_overlap={self.chunk_overlap} must be >= 0 and at most half of "

@@ -54,9 +54,7 @@ class Article:
     @property
     def content_hash(self) -> str:
         """Hash of everything that is indexed: a change here means re-indexing."""
-        payload = json.dumps(
-            [self.text, self.title, self.date, self.url, self.source], ensure_ascii=False
-        )
+        payload = json.dumps([self.text, self.title, self.date, self.url, self.source], ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
@@ -111,8 +109,7 @@ def read_text_file(path: Path, max_bytes: int) -> str:
     if size > max_bytes:
         raise DocumentError(
             str(path),
-            f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit: "
-            "split it or raise QA_MAX_FILE_MB",
+            f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit: split it or raise QA_MAX_FILE_MB",
         )
     data = path.read_bytes()
     if b"\x00" in data[:8192]:
@@ -147,7 +144,7 @@ def split_front_matter(raw: str, where: str) -> tuple[dict[str, Any], str]:
         raise DocumentError(where, f"invalid front matter ({problem}): fix the YAML between the --- lines") from None
     if not isinstance(meta, dict):
         raise DocumentError(where, "front matter must be 'key: value' lines")
-    return meta, raw[match.end():]
+    return meta, raw[match.end() :]
 
 
 _MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
@@ -203,9 +200,7 @@ def load_html(path: Path, max_bytes: int) -> Article:
     raw = read_text_file(path, max_bytes)
     import trafilatura
 
-    doc = trafilatura.bare_extraction(
-        raw, url=None, with_metadata=True, include_comments=False, include_tables=True
-    )
+    doc = trafilatura.bare_extraction(raw, url=None, with_metadata=True, include_comments=False, include_tables=True)
     text = getattr(doc, "text", None) if doc is not None else None
     if not text or not text.strip():
         raise DocumentError(str(path), "no article text found in the HTML page: check that it is not empty or script-only")

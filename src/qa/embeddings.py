@@ -131,8 +131,7 @@ class SentenceTransformerEmbedder:
             )
         except (OSError, ValueError) as exc:
             raise ModelError(
-                f"cannot load embedding model from {folder} ({exc}): check QA_EMBEDDING_MODEL "
-                "or delete the folder to rebuild it"
+                f"cannot load embedding model from {folder} ({exc}): check QA_EMBEDDING_MODEL or delete the folder to rebuild it"
             ) from None
         logger.info("loaded %s (dim %s) from %s", self.model_id, model.get_sentence_embedding_dimension(), folder)
         return model

@@ -45,7 +45,9 @@ class KnowledgeBase:
     (an embedder, a Chroma client) so tests and servers can share them.
     """
 
-    def __init__(self, settings: Settings, *, embedder: Embedder | None = None, client: Any = None, progress: Progress | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, embedder: Embedder | None = None, client: Any = None, progress: Progress | None = None
+    ) -> None:
         self.settings = settings
         self.embedder: Embedder = embedder or make_embedder(
             settings.embedding_model, settings.model_cache, batch_size=settings.embed_batch_size, progress=progress
@@ -110,7 +112,9 @@ class KnowledgeBase:
             elif isinstance(item, DocumentError):
                 report.errors.append(Skipped(item.path, item.reason, item.line))
             elif item.id in seen:
-                report.skipped.append(Skipped(item.path or item.id, f"same article id {item.id!r} as {seen[item.id]}; kept the first"))
+                report.skipped.append(
+                    Skipped(item.path or item.id, f"same article id {item.id!r} as {seen[item.id]}; kept the first")
+                )
             else:
                 seen[item.id] = item.path or item.id
                 pending.append(item)
@@ -137,7 +141,11 @@ class KnowledgeBase:
         todo: list[tuple[Article, list[str]]] = []
         for article in articles:
             # a file whose content (hence id) changed replaces what it indexed before
-            replaced = [i for i in self.manifest.ids_for_path(article.path) if i != article.id] if article.derived_id and article.path else []
+            replaced = (
+                [i for i in self.manifest.ids_for_path(article.path) if i != article.id]
+                if article.derived_id and article.path
+                else []
+            )
             if known.get(article.id) == article.content_hash and not replaced:
                 report.unchanged.append(article.id)
             else:
@@ -153,13 +161,22 @@ class KnowledgeBase:
         for article, _ in todo:
             chunks = chunk_text(article.text, self.embedder.count_tokens, self.settings.chunk_tokens, self.settings.chunk_overlap)
             record = ArticleRecord(
-                article.id, article.content_hash, article.text, article.title, article.date, article.url, article.source, article.path
+                article.id,
+                article.content_hash,
+                article.text,
+                article.title,
+                article.date,
+                article.url,
+                article.source,
+                article.path,
             )
             for c in chunks:
                 record.chunk_ids.append(chunk_id(article.id, c.index, c.text))
                 texts.append(c.text)
                 inputs.append(embedding_input(article.title, c.text))
-                metas.append(chunk_metadata(article.id, c.index, c.start, c.end, article.title, article.source, article.url, article.date))
+                metas.append(
+                    chunk_metadata(article.id, c.index, c.start, c.end, article.title, article.source, article.url, article.date)
+                )
             ids.extend(record.chunk_ids)
             records.append(record)
         vectors = self.embedder.embed_documents(inputs)

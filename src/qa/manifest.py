@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 _SCHEMA = """
@@ -48,7 +48,7 @@ class ArticleRecord:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Manifest:
@@ -85,7 +85,9 @@ class Manifest:
             for i in range(0, len(doc_ids), 500):
                 part = doc_ids[i : i + 500]
                 marks = ",".join("?" * len(part))
-                out.update(self._db.execute(f"SELECT doc_id, content_hash FROM articles WHERE doc_id IN ({marks})", part).fetchall())
+                out.update(
+                    self._db.execute(f"SELECT doc_id, content_hash FROM articles WHERE doc_id IN ({marks})", part).fetchall()
+                )
         return out
 
     def ids_for_path(self, path: str) -> list[str]:

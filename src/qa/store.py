@@ -56,17 +56,19 @@ def make_client(index_dir: Path, chroma_url: str | None = None) -> Any:
         if url.scheme not in ("http", "https") or not url.hostname:
             raise StoreError(f"QA_CHROMA_URL={chroma_url!r} is not a URL: use http://host:port")
         try:
-            return chromadb.HttpClient(
-                host=url.hostname, port=url.port or 8000, ssl=url.scheme == "https", settings=settings
-            )
+            return chromadb.HttpClient(host=url.hostname, port=url.port or 8000, ssl=url.scheme == "https", settings=settings)
         except Exception as exc:  # chromadb raises plain ValueError/ConnectionError here
-            raise StoreError(f"cannot reach the Chroma server at {chroma_url} ({exc}): start it with `chroma run` or unset QA_CHROMA_URL") from None
+            raise StoreError(
+                f"cannot reach the Chroma server at {chroma_url} ({exc}): start it with `chroma run` or unset QA_CHROMA_URL"
+            ) from None
     path = Path(index_dir) / "chroma"
     path.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(path), settings=settings)
 
 
-def build_where(source: str | Sequence[str] | None = None, date_from: str | None = None, date_to: str | None = None) -> dict[str, Any] | None:
+def build_where(
+    source: str | Sequence[str] | None = None, date_from: str | None = None, date_to: str | None = None
+) -> dict[str, Any] | None:
     """A Chroma ``where`` clause for the public filters (source, date range)."""
     clauses: list[dict[str, Any]] = []
     if source:
@@ -215,7 +217,9 @@ class ChunkStore:
         return [by_id[i] for i in ids if i in by_id]
 
 
-def chunk_metadata(doc_id: str, index: int, start: int, end: int, title: str, source: str, url: str, date_iso: str) -> dict[str, Any]:
+def chunk_metadata(
+    doc_id: str, index: int, start: int, end: int, title: str, source: str, url: str, date_iso: str
+) -> dict[str, Any]:
     """What each chunk carries in Chroma (flat scalars only)."""
     return {
         "doc_id": doc_id,
