@@ -61,6 +61,11 @@ def analyze(text: str) -> list[str]:
     Acronyms in capitals are never stop words (« EU » is not « eu », « ONU » stays).
     """
     stops = stop_words()
-    words = [w.lower() for w in _WORD.findall(_ELISION.sub(" ", text)) if (len(w) > 1 and w.isupper()) or fold(w) not in stops]
+    acronyms = not text.isupper()  # a headline in capitals has no acronyms to tell apart
+    words = [
+        w.lower()
+        for w in _WORD.findall(_ELISION.sub(" ", text))
+        if (acronyms and len(w) > 1 and w.isupper()) or fold(w) not in stops
+    ]
     stems = _stemmer().stemWords(words)
     return [fold(s) for s in stems]
