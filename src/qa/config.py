@@ -44,6 +44,10 @@ class Settings:
     """Where the offline model is built once. ``QA_MODEL_CACHE``."""
     answerer: str = "extractive"
     """``extractive`` or ``provider:model``. ``QA_ANSWERER``."""
+    llm_base_url: str | None = None
+    """Base URL of the OpenAI-compatible or Ollama server for LLM answerers. ``QA_LLM_BASE_URL``."""
+    llm_api_key: str | None = None
+    """API key for ``openai:`` answerers (else ``OPENAI_API_KEY``). ``QA_LLM_API_KEY``."""
     chroma_url: str | None = None
     """Use a Chroma server (``http://host:port``) instead of the embedded store. ``QA_CHROMA_URL``."""
     api_token: str | None = None

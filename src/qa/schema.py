@@ -53,6 +53,13 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)
     passages: list[Passage] = field(default_factory=list)
     abstained: bool = False
+    """True when the corpus does not hold the answer (``text`` then says so)."""
+    confidence: float | None = None
+    """The answerer's confidence in [0, 1], when it has one."""
+    short_answer: str = ""
+    """The bare answer span (« novembre 1994 ») when one was found, for evaluation."""
+    question: str = ""
+    """The question actually answered (a follow-up rewritten as a standalone question)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +67,9 @@ class Answer:
             "citations": [c.to_dict() for c in self.citations],
             "passages": [p.to_dict() for p in self.passages],
             "abstained": self.abstained,
+            "confidence": self.confidence,
+            "short_answer": self.short_answer,
+            "question": self.question,
         }
 
 
