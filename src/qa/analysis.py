@@ -55,6 +55,9 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(_ELISION.sub(" ", text.lower()))
 
 
+_fold_word = lru_cache(maxsize=200_000)(fold)
+
+
 def analyze(text: str) -> list[str]:
     """Index terms of ``text``: tokens minus stop words, stemmed, accent-folded.
 
@@ -65,7 +68,7 @@ def analyze(text: str) -> list[str]:
     words = [
         w.lower()
         for w in _WORD.findall(_ELISION.sub(" ", text))
-        if (acronyms and len(w) > 1 and w.isupper()) or fold(w) not in stops
+        if (acronyms and len(w) > 1 and w.isupper()) or _fold_word(w) not in stops
     ]
     stems = _stemmer().stemWords(words)
-    return [fold(s) for s in stems]
+    return [_fold_word(s) for s in stems]

@@ -1,4 +1,4 @@
-"""The ``qa`` command line: ``qa ingest | search | delete | info``.
+"""The ``qa`` command line: ``qa ingest | search | ask | delete | info``.
 
 Errors from :mod:`qa.errors` become one line on stderr and exit code 1 (2 for
 usage errors); ``--json`` prints machine-readable output on stdout.
@@ -82,6 +82,36 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_answer(answer: Any) -> str:
+    """The answer, then numbered citations (title, date, quote); abstentions list the closest passages."""
+    lines = [answer.text]
+    if answer.abstained:
+        if answer.passages:
+            lines.append("\nPassages les plus proches :")
+            for rank, p in enumerate(answer.passages[:3], 1):
+                lines.append(f"  [{rank}] {p.title or p.doc_id}{' — ' + p.date if p.date else ''}")
+        return "\n".join(lines)
+    if answer.citations:
+        lines.append("")
+    for rank, c in enumerate(answer.citations, 1):
+        p = c.passage
+        meta = " · ".join(x for x in (p.date, p.source, p.url) if x)
+        lines.append(f"[{rank}] {p.title or p.doc_id}{' — ' + meta if meta else ''}")
+        lines.append(textwrap.indent(textwrap.fill(f"« {c.quote} »", width=100), "    "))
+    return "\n".join(lines)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    kb = _open_kb(args)
+    filters = {"source": args.source, "date_from": args.date_from, "date_to": args.date_to}
+    answer = kb.ask(args.question, k=args.k, answerer=args.answerer, **{k: v for k, v in filters.items() if v})
+    if args.json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(format_answer(answer))
+    return 0
+
+
 def cmd_delete(args: argparse.Namespace) -> int:
     kb = _open_kb(args)
     for doc_id in args.ids:
@@ -136,6 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="only articles dated on or before")
     p.add_argument("--json", action="store_true", help="print passages as JSON")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("ask", parents=[common], help="answer a question from the corpus, with citations")
+    p.add_argument("question")
+    p.add_argument("--answerer", metavar="SPEC", help="extractive (default), openai:MODEL, ollama:MODEL or llamacpp:PATH")
+    p.add_argument("-k", type=int, default=5, help="passages to read (default 5)")
+    p.add_argument("--source", action="append", help="only this source (repeatable)")
+    p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="only articles dated on or after")
+    p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="only articles dated on or before")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("delete", parents=[common], help="remove articles by id")
     p.add_argument("ids", nargs="+", metavar="ID")

@@ -22,6 +22,7 @@ from typing import Any
 from qa.errors import ConfigError
 
 DEFAULT_MODEL = "multilingual-e5-small"
+RETRIEVAL_MODES = ("hybrid", "dense", "lexical")
 
 
 def _default_cache_dir() -> Path:
@@ -52,6 +53,14 @@ class Settings:
     """Use a Chroma server (``http://host:port``) instead of the embedded store. ``QA_CHROMA_URL``."""
     api_token: str | None = None
     """Bearer token required by the HTTP API when set. ``QA_API_TOKEN``."""
+    retrieval: str = "hybrid"
+    """``hybrid`` (dense + BM25, fused), ``dense`` or ``lexical``. ``QA_RETRIEVAL``."""
+    dense_weight: float = 1.0
+    """Weight of the dense ranking in the fusion. ``QA_DENSE_WEIGHT``."""
+    lexical_weight: float = 1.0
+    """Weight of the BM25 ranking in the fusion. ``QA_LEXICAL_WEIGHT``."""
+    candidates: int = 30
+    """Passages taken from each retriever before fusion. ``QA_CANDIDATES``."""
     chunk_tokens: int = 200
     """Target chunk size in tokens of the embedding model. ``QA_CHUNK_TOKENS``."""
     chunk_overlap: int = 40
@@ -78,6 +87,12 @@ class Settings:
                 f"collection={self.collection!r} is not a valid Chroma collection name: "
                 "set QA_COLLECTION to 3-512 letters, digits, '.', '_' or '-'"
             )
+        if self.retrieval not in RETRIEVAL_MODES:
+            raise ConfigError(f"retrieval={self.retrieval!r}: set QA_RETRIEVAL to one of {', '.join(RETRIEVAL_MODES)}")
+        if self.dense_weight < 0 or self.lexical_weight < 0 or self.dense_weight + self.lexical_weight == 0:
+            raise ConfigError("fusion weights must be >= 0 and not both 0: fix QA_DENSE_WEIGHT / QA_LEXICAL_WEIGHT")
+        if not 1 <= self.candidates <= 1000:
+            raise ConfigError("candidates must be between 1 and 1000: fix QA_CANDIDATES")
         if self.max_file_mb <= 0:
             raise ConfigError("max_file_mb must be > 0: fix QA_MAX_FILE_MB")
 

@@ -14,9 +14,10 @@ from qa.config import Settings, load_settings
 from qa.documents import Article, iter_inputs
 from qa.embeddings import Embedder, Progress, make_embedder
 from qa.errors import DocumentError, NotFoundError, QueryError
+from qa.lexical import LexicalRow
 from qa.manifest import ArticleRecord, Manifest
-from qa.schema import IngestReport, Passage, Skipped
-from qa.store import ChunkStore, IndexSpec, build_where, chunk_metadata, make_client
+from qa.schema import Answer, IngestReport, Passage, Skipped
+from qa.store import ChunkStore, IndexSpec, build_where, chunk_metadata, date_number, make_client
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class KnowledgeBase:
         self.manifest = Manifest(Path(settings.index_dir) / "manifest.sqlite3")
         # fail at open, before any model is loaded, if the index was built with another model
         self.store.check_compatible(self.embedder.model_id)
+        self._answerers: dict[str, Any] = {}
 
     @classmethod
     def open(
@@ -158,6 +160,7 @@ class KnowledgeBase:
         inputs: list[str] = []
         metas: list[dict[str, Any]] = []
         records: list[ArticleRecord] = []
+        lexical_rows: list[LexicalRow] = []
         for article, _ in todo:
             chunks = chunk_text(article.text, self.embedder.count_tokens, self.settings.chunk_tokens, self.settings.chunk_overlap)
             record = ArticleRecord(
@@ -172,6 +175,16 @@ class KnowledgeBase:
             )
             for c in chunks:
                 record.chunk_ids.append(chunk_id(article.id, c.index, c.text))
+                lexical_rows.append(
+                    LexicalRow(
+                        record.chunk_ids[-1],
+                        article.id,
+                        c.text,
+                        article.title,
+                        article.source,
+                        date_number(article.date) if article.date else 0,
+                    )
+                )
                 texts.append(c.text)
                 inputs.append(embedding_input(article.title, c.text))
                 metas.append(
@@ -181,16 +194,19 @@ class KnowledgeBase:
             records.append(record)
         vectors = self.embedder.embed_documents(inputs)
         self.store.upsert(ids, vectors, texts, metas)
-        # drop what the new versions no longer have, then commit the manifest
+        # drop what the new versions no longer have, then commit manifest + lexical rows together
+        stale: list[str] = []
+        dropped: list[str] = []
         for (article, replaced), record in zip(todo, records, strict=True):
             old = self.manifest.get(article.id)
             if old:
-                self.store.delete(sorted(set(old.chunk_ids) - set(record.chunk_ids)))
+                stale.extend(sorted(set(old.chunk_ids) - set(record.chunk_ids)))
             for doc_id in replaced:
                 self.store.delete_article(doc_id)
-                self.manifest.delete(doc_id)
+                dropped.append(doc_id)
             (report.updated if old or replaced else report.added).append(article.id)
-        self.manifest.put_many(records)
+        self.store.delete(stale)
+        self.manifest.put_many(records, lexical_rows, drop_chunks=stale, drop_docs=dropped)
         report.chunks_written += len(ids)
 
     # -- search --------------------------------------------------------------------
@@ -202,14 +218,56 @@ class KnowledgeBase:
         source: str | Sequence[str] | None = None,
         date_from: str | None = None,
         date_to: str | None = None,
+        mode: str | None = None,
     ) -> list[Passage]:
-        """The ``k`` passages closest in meaning to ``question``, best first."""
+        """The ``k`` passages that best answer ``question``, best first.
+
+        ``mode`` is ``hybrid`` (dense + BM25 fused; the default ``QA_RETRIEVAL``),
+        ``dense`` or ``lexical``; ``source`` and the ISO date range filter articles.
+        """
+        from qa.retrieval import hybrid_search
+
         question = _check_question(question)
         k = _check_k(k)
-        where = build_where(source, date_from, date_to)
         if self.store.count() == 0:
+            build_where(source, date_from, date_to)  # still reject bad filters
             return []
-        return self.store.query(self.embedder.embed_query(question), k, where)
+        mode = mode or self.settings.retrieval
+        return hybrid_search(self, question, k, mode=mode, source=source, date_from=date_from, date_to=date_to)
+
+    # -- answers -------------------------------------------------------------------
+    def answerer(self, spec: str | None = None) -> Any:
+        """The answerer for ``spec`` (default ``QA_ANSWERER``), built once per spec."""
+        from qa.chain import make_answerer
+
+        spec = spec or self.settings.answerer
+        if spec not in self._answerers:
+            self._answerers[spec] = make_answerer(spec, base_url=self.settings.llm_base_url, api_key=self.settings.llm_api_key)
+        return self._answerers[spec]
+
+    def ask(
+        self,
+        question: str,
+        history: Sequence[tuple[str, str]] | None = None,
+        *,
+        k: int = 5,
+        answerer: str | Any | None = None,
+        **filters: Any,
+    ) -> Answer:
+        """Answer ``question`` from the corpus, with citations, or abstain.
+
+        ``history`` holds the previous ``(question, answer_text)`` pairs, oldest first,
+        so that follow-ups (« Et à Bruxelles ? ») are understood. ``filters`` are those
+        of :meth:`search`. ``answerer`` is a spec (``"extractive"``, ``"openai:…"``) or an
+        answerer object.
+        """
+        from qa.chain import build_chain
+
+        _check_question(question)
+        _check_k(k)
+        chosen = answerer if answerer is not None and not isinstance(answerer, str) else self.answerer(answerer)
+        chain = build_chain(self, chosen)
+        return chain.invoke({"question": question.strip(), "history": list(history or []), "filters": filters, "k": k})
 
     def warm(self) -> None:
         """Load the embedding model now (servers and the UI call this once at start)."""

@@ -2,7 +2,9 @@
 
 It answers "is this article already indexed, and unchanged?" without touching
 the vector store, keeps each article's full text (to show the context of a
-citation) and its chunk ids (to replace or delete them exactly).
+citation) and its chunk ids (to replace or delete them exactly). The lexical
+index (:mod:`qa.lexical`) lives in the same database and is written in the same
+transactions, so articles and their lexical rows never disagree.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from qa.lexical import LexicalIndex, LexicalRow
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS articles (
@@ -62,6 +68,7 @@ class Manifest:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(_SCHEMA)
+        self.lexical = LexicalIndex(self._db)
 
     def close(self) -> None:
         with self._lock:
@@ -94,31 +101,57 @@ class Manifest:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT doc_id FROM articles WHERE path = ?", (path,))]
 
-    def put_many(self, records: list[ArticleRecord]) -> None:
-        """Insert or replace records in one transaction."""
-        now = _now()
-        rows = [
-            (r.doc_id, r.content_hash, r.title, r.date, r.url, r.source, r.path, r.text, json.dumps(r.chunk_ids), now)
-            for r in records
-        ]
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(f"INSERT OR REPLACE INTO articles ({self._COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_ingest', ?)", (now,))
+                yield
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
 
+    def put_many(
+        self,
+        records: list[ArticleRecord],
+        lexical_rows: Sequence[LexicalRow] = (),
+        drop_chunks: Sequence[str] = (),
+        drop_docs: Sequence[str] = (),
+    ) -> None:
+        """In one transaction: forget ``drop_docs`` and ``drop_chunks``, then store the
+        records and index their chunks lexically."""
+        now = _now()
+        rows = [
+            (r.doc_id, r.content_hash, r.title, r.date, r.url, r.source, r.path, r.text, json.dumps(r.chunk_ids), now)
+            for r in records
+        ]
+        with self._transaction():
+            for doc_id in drop_docs:
+                self._db.execute("DELETE FROM articles WHERE doc_id = ?", (doc_id,))
+                self.lexical.delete_doc(doc_id)
+            self.lexical.delete_chunks(list(drop_chunks))
+            self.lexical.add(list(lexical_rows))
+            self._db.executemany(f"INSERT OR REPLACE INTO articles ({self._COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_ingest', ?)", (now,))
+
     def delete(self, doc_id: str) -> bool:
-        with self._lock:
-            return self._db.execute("DELETE FROM articles WHERE doc_id = ?", (doc_id,)).rowcount > 0
+        """Forget an article and its lexical rows."""
+        with self._transaction():
+            found = self._db.execute("DELETE FROM articles WHERE doc_id = ?", (doc_id,)).rowcount > 0
+            self.lexical.delete_doc(doc_id)
+        return found
 
     def clear(self) -> None:
-        with self._lock:
+        with self._transaction():
             self._db.execute("DELETE FROM articles")
             self._db.execute("DELETE FROM meta")
+            self.lexical.clear()
+
+    def lexical_search(self, query: str, k: int, **filters: Any) -> list[tuple[str, float]]:
+        """BM25 hits ``(chunk_id, score)``; filters as :meth:`LexicalIndex.search`."""
+        with self._lock:
+            return self.lexical.search(query, k, **filters)
 
     def count(self) -> int:
         with self._lock:

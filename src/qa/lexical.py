@@ -1,0 +1,229 @@
+"""The lexical half of hybrid retrieval: BM25 over SQLite FTS5, and reciprocal rank fusion.
+
+Chunks are indexed as their analysed terms (:func:`qa.analysis.analyze`: elisions split,
+stop words dropped, Snowball stems, accents folded), space-joined, in an FTS5 table with
+a plain ``unicode61`` tokenizer, so « l'Union européenne » and « Union Europeenne » meet
+on the same terms. Two tables live in the caller's database:
+
+- ``lexical_chunks``: one row per chunk (``id`` = the FTS rowid, ``chunk_id`` unique,
+  ``doc_id`` indexed, ``source``, ``date_num``) for deletes and filters in SQL;
+- ``lexical_fts``: the FTS5 table, columns ``title`` and ``body`` (analysed terms).
+
+The caller owns the connection and its transactions: nothing here runs ``BEGIN``,
+``COMMIT`` or ``ROLLBACK``. Each write is wrapped in a ``SAVEPOINT`` when the connection is
+in autocommit mode or already inside a transaction (so a failed write leaves nothing half
+done and never ends the caller's transaction); under Python's legacy transaction control
+outside a transaction, the implicit ``BEGIN`` before the first write opens one the caller
+commits. No locking either: share a connection between threads only under the caller's lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from qa.analysis import analyze
+
+logger = logging.getLogger(__name__)
+
+CHUNKS_TABLE = "lexical_chunks"
+FTS_TABLE = "lexical_fts"
+TITLE_WEIGHT = 1.0
+"""bm25 weight of the title column against 1.0 for the chunk text. On PIAF (761 paragraphs as chunks
+with their article title, 3,835 questions) R@1 is 0.691 without the title, 0.710 at 1.0, flat up to 4.0;
+1.0 scores exactly as one column holding title + text would."""
+MAX_QUERY_TERMS = 256
+"""A query longer than this (a pasted article) keeps its first distinct terms."""
+
+_SCHEMA = (
+    f"""CREATE TABLE IF NOT EXISTS {CHUNKS_TABLE} (
+        id INTEGER PRIMARY KEY,
+        chunk_id TEXT NOT NULL UNIQUE,
+        doc_id TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT '',
+        date_num INTEGER NOT NULL DEFAULT 0
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {CHUNKS_TABLE}_doc ON {CHUNKS_TABLE}(doc_id)",
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(title, body, tokenize='unicode61 remove_diacritics 0')",
+)
+
+
+@dataclass(frozen=True)
+class LexicalRow:
+    """One chunk to index."""
+
+    chunk_id: str
+    doc_id: str
+    text: str
+    title: str = ""
+    source: str = ""
+    date_num: int = 0  # YYYYMMDD, 0 = undated
+
+
+def _terms(text: str) -> str:
+    return " ".join(analyze(text)) if text else ""
+
+
+def query_expression(query: str) -> str | None:
+    """The FTS5 ``MATCH`` expression for ``query``: its distinct analysed terms, each quoted, ORed.
+
+    User text is never read as FTS5 syntax: every term is a quoted string. ``None`` when
+    the query has no terms (only stop words, punctuation, emoji…).
+    """
+    terms = list(dict.fromkeys(analyze(query)))
+    if len(terms) > MAX_QUERY_TERMS:
+        logger.debug("lexical query of %d terms cut to %d", len(terms), MAX_QUERY_TERMS)
+        terms = terms[:MAX_QUERY_TERMS]
+    quoted = ['"' + t.replace('"', '""') + '"' for t in terms]
+    return " OR ".join(quoted) if quoted else None
+
+
+def _autocommit(conn: sqlite3.Connection) -> bool:
+    mode = getattr(conn, "autocommit", None)  # Python 3.12+: True, False or LEGACY_TRANSACTION_CONTROL
+    if isinstance(mode, bool):
+        return mode
+    return conn.isolation_level is None
+
+
+class LexicalIndex:
+    """BM25 over SQLite FTS5 on pre-analysed terms (:func:`qa.analysis.analyze`)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        for statement in _SCHEMA:  # not executescript(): it would COMMIT the caller's transaction
+            conn.execute(statement)
+
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        conn = self._conn
+        if not (conn.in_transaction or _autocommit(conn)):
+            yield  # legacy control: Python's implicit BEGIN opens a transaction the caller commits
+            return
+        conn.execute("SAVEPOINT qa_lexical")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO qa_lexical")
+            conn.execute("RELEASE qa_lexical")
+            raise
+        conn.execute("RELEASE qa_lexical")  # commits only if the savepoint opened the transaction (autocommit)
+
+    # -- writes ------------------------------------------------------------------------
+    def add(self, rows: Sequence[LexicalRow]) -> None:
+        """Index ``rows``; a chunk id already indexed is replaced (the last of duplicates wins)."""
+        latest = {row.chunk_id: row for row in rows}
+        self._write([(row, _terms(row.title), _terms(row.text)) for row in latest.values()])
+
+    def _write(self, items: Sequence[tuple[LexicalRow, str, str]]) -> None:
+        """Insert rows whose terms are already analysed (``add`` analyses before any write)."""
+        if not items:
+            return
+        with self._atomic():
+            self._delete_where("chunk_id IN (SELECT value FROM json_each(?))", json.dumps([r.chunk_id for r, _, _ in items]))
+            # the delete above took the write lock, so no other connection can take these ids
+            (last,) = self._conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {CHUNKS_TABLE}").fetchone()
+            ids = range(last + 1, last + 1 + len(items))
+            self._conn.executemany(
+                f"INSERT INTO {CHUNKS_TABLE} (id, chunk_id, doc_id, source, date_num) VALUES (?, ?, ?, ?, ?)",
+                [(i, r.chunk_id, r.doc_id, r.source, int(r.date_num)) for i, (r, _, _) in zip(ids, items, strict=True)],
+            )
+            self._conn.executemany(
+                f"INSERT INTO {FTS_TABLE} (rowid, title, body) VALUES (?, ?, ?)",
+                [(i, title, body) for i, (_, title, body) in zip(ids, items, strict=True)],
+            )
+
+    def _delete_where(self, condition: str, *params: object) -> None:
+        # FTS rows first (they are found through lexical_chunks), then the chunk rows
+        self._conn.execute(f"DELETE FROM {FTS_TABLE} WHERE rowid IN (SELECT id FROM {CHUNKS_TABLE} WHERE {condition})", params)
+        self._conn.execute(f"DELETE FROM {CHUNKS_TABLE} WHERE {condition}", params)
+
+    def delete_chunks(self, chunk_ids: Sequence[str]) -> None:
+        """Remove these chunks (unknown ids are ignored)."""
+        if chunk_ids:
+            with self._atomic():
+                self._delete_where("chunk_id IN (SELECT value FROM json_each(?))", json.dumps(list(chunk_ids)))
+
+    def delete_doc(self, doc_id: str) -> None:
+        """Remove every chunk of an article (through the ``doc_id`` index)."""
+        with self._atomic():
+            self._delete_where("doc_id = ?", doc_id)
+
+    def clear(self) -> None:
+        """Remove every chunk."""
+        with self._atomic():
+            self._conn.execute(f"DELETE FROM {FTS_TABLE}")
+            self._conn.execute(f"DELETE FROM {CHUNKS_TABLE}")
+
+    # -- reads -------------------------------------------------------------------------
+    def count(self) -> int:
+        """Number of indexed chunks."""
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM {CHUNKS_TABLE}").fetchone()[0])
+
+    def doc_ids(self) -> set[str]:
+        """The articles that have chunks here (to check against the manifest)."""
+        return {r[0] for r in self._conn.execute(f"SELECT DISTINCT doc_id FROM {CHUNKS_TABLE}")}
+
+    def search(
+        self,
+        query: str,
+        k: int,
+        *,
+        source: str | Sequence[str] | None = None,
+        date_from: int | None = None,
+        date_to: int | None = None,
+    ) -> list[tuple[str, float]]:
+        """The ``k`` best ``(chunk_id, score)`` for ``query`` by BM25, best first (higher is better).
+
+        Any analysed query term may match (OR). ``source`` is one name or several;
+        ``date_from``/``date_to`` are ``YYYYMMDD`` numbers (:func:`qa.store.date_number`),
+        inclusive; ``date_to`` leaves out undated chunks (``date_num`` 0), as the dense side does.
+        """
+        expression = query_expression(query)
+        if expression is None or k <= 0:
+            return []
+        clauses = [f"{FTS_TABLE} MATCH ?"]
+        params: list[object] = [expression]
+        if source:
+            clauses.append("c.source IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps([source] if isinstance(source, str) else list(source)))
+        if date_from is not None:
+            clauses.append("c.date_num >= ?")
+            params.append(int(date_from))
+        if date_to is not None:
+            clauses.append("c.date_num BETWEEN 1 AND ?")
+            params.append(int(date_to))
+        sql = (
+            f"SELECT c.chunk_id, bm25({FTS_TABLE}, {TITLE_WEIGHT!r}, 1.0) AS s "
+            f"FROM {FTS_TABLE} JOIN {CHUNKS_TABLE} c ON c.id = {FTS_TABLE}.rowid "
+            f"WHERE {' AND '.join(clauses)} ORDER BY s, c.id LIMIT ?"
+        )
+        params.append(int(k))
+        return [(chunk_id, -float(score)) for chunk_id, score in self._conn.execute(sql, params)]
+
+
+def rrf_fuse(rankings: Sequence[Sequence[str]], weights: Sequence[float] | None = None, k: int = 60) -> list[tuple[str, float]]:
+    """Weighted reciprocal rank fusion of several rankings (ids best first).
+
+    ``score(id) = sum_i weights[i] / (k + rank_i(id))`` with 1-based ranks, over the rankings
+    that hold ``id`` (a repeated id counts at its first rank). Best first; ties keep the order
+    of first appearance (ranking by ranking, rank by rank).
+    """
+    if k < 0:
+        raise ValueError(f"k={k} must be >= 0")
+    if weights is None:
+        weights = [1.0] * len(rankings)
+    if len(weights) != len(rankings):
+        raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings")
+    scores: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        seen: set[str] = set()
+        for rank, item in enumerate(ranking, start=1):
+            if item not in seen:
+                seen.add(item)
+                scores[item] = scores.get(item, 0.0) + weight / (k + rank)
+    order = {item: i for i, item in enumerate(scores)}
+    return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
