@@ -162,3 +162,30 @@ def test_langchain_retriever_returns_documents_with_citations_metadata(kb):
     assert len(docs) == 2 and all(isinstance(d, Document) for d in docs)
     assert ALMATY in docs[0].page_content
     assert {"doc_id", "chunk_id", "title", "start", "end", "score"} <= set(docs[0].metadata)
+
+
+def test_lexical_index_follows_ingest_update_and_delete(kb, tmp_path):
+    path = jsonl(tmp_path / "n.jsonl", NEWS)
+    kb.ingest([path])
+    lex = kb.manifest.lexical
+    assert lex.doc_ids() == {"n1", "n2", "n3"} and lex.count() == kb.stats()["chunks"]
+    [hit] = kb.search("Copenhague", k=1, mode="lexical")
+    assert hit.doc_id == "n3" and hit.score > 0
+    kb.ingest([jsonl(path, [dict(NEWS[0], text="Le port de Marseille accueille des croisières."), *NEWS[1:]])])
+    assert kb.search("record", k=5, mode="lexical") == []
+    assert kb.search("croisières", k=1, mode="lexical")[0].doc_id == "n1"
+    kb.delete("n3")
+    assert lex.doc_ids() == {"n1", "n2"} and kb.search("Copenhague", k=5, mode="lexical") == []
+    kb.rebuild()
+    assert lex.count() == 0 and kb.stats()["articles"] == 0
+
+
+def test_hybrid_fuses_both_rankings_and_respects_filters(kb, tmp_path):
+    kb.ingest([SEED, jsonl(tmp_path / "n.jsonl", NEWS)])
+    hits = kb.search("délégation UE Almaty novembre 1994", k=3)
+    assert ALMATY in hits[0].text and hits[0].score <= 1.0
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert {h.doc_id for h in kb.search("port record lavande Tour", k=10, source="Reuters")} == {"n2"}
+    assert {h.doc_id for h in kb.search("port record lavande Tour", k=10, mode="lexical", date_from="2022-01-01")} == {"n1"}
+    with pytest.raises(QueryError, match="retrieval mode 'fuzzy'"):
+        kb.search("Almaty", mode="fuzzy")
