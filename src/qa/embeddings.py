@@ -133,7 +133,7 @@ class SentenceTransformerEmbedder:
             raise ModelError(
                 f"cannot load embedding model from {folder} ({exc}): check QA_EMBEDDING_MODEL or delete the folder to rebuild it"
             ) from None
-        logger.info("loaded %s (dim %s) from %s", self.model_id, model.get_sentence_embedding_dimension(), folder)
+        logger.info("loaded %s (dim %s) from %s", self.model_id, model.get_embedding_dimension(), folder)
         return model
 
     def load(self) -> SentenceTransformer:
@@ -143,7 +143,7 @@ class SentenceTransformerEmbedder:
     # -- encoding ------------------------------------------------------------------
     @property
     def dimension(self) -> int:
-        dim = self.model.get_sentence_embedding_dimension()
+        dim = self.model.get_embedding_dimension()
         if dim is None:  # pragma: no cover - every pooling model declares it
             raise ModelError(f"model {self.model_id} does not declare its embedding dimension")
         return int(dim)
