@@ -43,3 +43,17 @@ def test_load_squad(tmp_path):
     path.write_text(json.dumps(data))
     [article], [q] = load_squad(path)
     assert (article.id, article.title, q.doc_id, q.answers) == ("0-0", "Paris", "0-0", ["Paris"])
+
+
+def test_french_answer_normalisation_and_scores():
+    from qa.evaluation import exact_match, f1_score, normalize_answer, quote_contains_answer
+
+    assert normalize_answer("L'Union européenne, de l’Asie !") == "union européenne asie"
+    assert exact_match("en novembre 1994", ["Novembre 1994."]) == 0.0
+    assert exact_match("la France", ["France"]) == 1.0
+    # « en novembre 1994 » vs « novembre 1994 »: precision 2/3, recall 1 -> F1 0.8
+    assert f1_score("en novembre 1994", ["novembre 1994"]) == pytest.approx(0.8)
+    assert f1_score("", ["x"]) == 0.0 and f1_score("Paris", ["Lyon", "paris"]) == 1.0
+    assert quote_contains_answer(["En novembre 1994, la délégation de l’UE…"], ["novembre 1994"])
+    assert not quote_contains_answer(["En décembre 1993, …"], ["novembre 1994"])
+    assert not quote_contains_answer(["Les 1994 délégués"], ["199"])  # whole tokens only
