@@ -189,3 +189,10 @@ def test_hybrid_fuses_both_rankings_and_respects_filters(kb, tmp_path):
     assert {h.doc_id for h in kb.search("port record lavande Tour", k=10, mode="lexical", date_from="2022-01-01")} == {"n1"}
     with pytest.raises(QueryError, match="retrieval mode 'fuzzy'"):
         kb.search("Almaty", mode="fuzzy")
+
+
+def test_exclude_leaves_articles_out_of_both_rankings(kb, tmp_path):
+    kb.ingest([jsonl(tmp_path / "n.jsonl", NEWS)])
+    for mode in ("dense", "lexical", "hybrid"):
+        assert "n1" not in {p.doc_id for p in kb.search("Marseille port record", k=10, mode=mode, exclude=["n1"])}
+        assert {p.doc_id for p in kb.search("Marseille lavande Copenhague", k=10, mode=mode, exclude=["n1", "n2"])} == {"n3"}

@@ -219,21 +219,23 @@ class KnowledgeBase:
         date_from: str | None = None,
         date_to: str | None = None,
         mode: str | None = None,
+        exclude: Sequence[str] | None = None,
     ) -> list[Passage]:
         """The ``k`` passages that best answer ``question``, best first.
 
         ``mode`` is ``hybrid`` (dense + BM25 fused; the default ``QA_RETRIEVAL``),
-        ``dense`` or ``lexical``; ``source`` and the ISO date range filter articles.
+        ``dense`` or ``lexical``; ``source`` and the ISO date range filter articles;
+        ``exclude`` leaves out the listed article ids.
         """
         from qa.retrieval import hybrid_search
 
         question = _check_question(question)
         k = _check_k(k)
         if self.store.count() == 0:
-            build_where(source, date_from, date_to)  # still reject bad filters
+            build_where(source, date_from, date_to, exclude)  # still reject bad filters
             return []
         mode = mode or self.settings.retrieval
-        return hybrid_search(self, question, k, mode=mode, source=source, date_from=date_from, date_to=date_to)
+        return hybrid_search(self, question, k, mode=mode, source=source, date_from=date_from, date_to=date_to, exclude=exclude)
 
     # -- answers -------------------------------------------------------------------
     def answerer(self, spec: str | None = None) -> Any:

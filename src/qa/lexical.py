@@ -175,12 +175,14 @@ class LexicalIndex:
         source: str | Sequence[str] | None = None,
         date_from: int | None = None,
         date_to: int | None = None,
+        exclude: Sequence[str] | None = None,
     ) -> list[tuple[str, float]]:
         """The ``k`` best ``(chunk_id, score)`` for ``query`` by BM25, best first (higher is better).
 
         Any analysed query term may match (OR). ``source`` is one name or several;
         ``date_from``/``date_to`` are ``YYYYMMDD`` numbers (:func:`qa.store.date_number`),
-        inclusive; ``date_to`` leaves out undated chunks (``date_num`` 0), as the dense side does.
+        inclusive; ``date_to`` leaves out undated chunks (``date_num`` 0), as the dense side does;
+        ``exclude`` lists article ids to leave out.
         """
         expression = query_expression(query)
         if expression is None or k <= 0:
@@ -196,6 +198,9 @@ class LexicalIndex:
         if date_to is not None:
             clauses.append("c.date_num BETWEEN 1 AND ?")
             params.append(int(date_to))
+        if exclude:
+            clauses.append("c.doc_id NOT IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(exclude)))
         sql = (
             f"SELECT c.chunk_id, bm25({FTS_TABLE}, {TITLE_WEIGHT!r}, 1.0) AS s "
             f"FROM {FTS_TABLE} JOIN {CHUNKS_TABLE} c ON c.id = {FTS_TABLE}.rowid "

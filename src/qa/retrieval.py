@@ -34,12 +34,15 @@ def hybrid_search(
     source: str | Sequence[str] | None = None,
     date_from: str | None = None,
     date_to: str | None = None,
+    exclude: Sequence[str] | None = None,
 ) -> list[Passage]:
     """The ``k`` best passages for ``question`` from ``kb``'s dense and lexical indexes."""
     if mode not in RETRIEVAL_MODES:
         raise QueryError(f"retrieval mode {mode!r} is unknown: use one of {', '.join(RETRIEVAL_MODES)}")
     settings = kb.settings
-    where = build_where(source, date_from, date_to)  # validates the filters for both sides
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    where = build_where(source, date_from, date_to, exclude)  # validates the filters for both sides
     n = max(k, settings.candidates)
     dense: list[Passage] = []
     lexical: list[tuple[str, float]] = []
@@ -50,6 +53,7 @@ def hybrid_search(
             "source": source,
             "date_from": date_number(date_from, "date_from") if date_from else None,
             "date_to": date_number(date_to, "date_to") if date_to else None,
+            "exclude": exclude,
         }
         lexical = kb.manifest.lexical_search(question, n if mode == "hybrid" else k, **filters)
     if mode == "dense":

@@ -67,10 +67,16 @@ def make_client(index_dir: Path, chroma_url: str | None = None) -> Any:
 
 
 def build_where(
-    source: str | Sequence[str] | None = None, date_from: str | None = None, date_to: str | None = None
+    source: str | Sequence[str] | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    exclude: Sequence[str] | None = None,
 ) -> dict[str, Any] | None:
-    """A Chroma ``where`` clause for the public filters (source, date range)."""
+    """A Chroma ``where`` clause for the public filters (source, date range, excluded article ids)."""
     clauses: list[dict[str, Any]] = []
+    if exclude:
+        ids = [exclude] if isinstance(exclude, str) else list(exclude)
+        clauses.append({"doc_id": {"$nin": ids}} if len(ids) > 1 else {"doc_id": {"$ne": ids[0]}})
     if source:
         sources = [source] if isinstance(source, str) else list(source)
         clauses.append({"source": {"$in": sources}} if len(sources) > 1 else {"source": sources[0]})
