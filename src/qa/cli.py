@@ -1,4 +1,4 @@
-"""The ``qa`` command line: ``qa ingest | search | ask | delete | info``.
+"""The ``qa`` command line: ``qa ingest | search | ask | eval | delete | info``.
 
 Errors from :mod:`qa.errors` become one line on stderr and exit code 1 (2 for
 usage errors); ``--json`` prints machine-readable output on stdout.
@@ -12,6 +12,7 @@ import logging
 import sys
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from qa.errors import QAError
@@ -112,6 +113,44 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from tqdm import tqdm
+
+    from qa.config import load_settings
+    from qa.evaluation import evaluate_squad, format_report, load_squad
+    from qa.kb import KnowledgeBase
+
+    articles, questions = load_squad(args.file)
+    questions = questions[: args.limit] if args.limit else questions
+    # never the user's own index: a fresh one unless --index names one
+    index = args.index or tempfile.mkdtemp(prefix="qa-eval-")
+    settings = load_settings(index_dir=index, embedding_model=args.model, chroma_url=args.chroma_url)
+    kb = KnowledgeBase.open(settings=settings, progress=lambda msg: _stderr(f"qa: {msg}…"))
+    report = kb.add_articles(tqdm(articles, desc="ingest", unit=" articles", file=sys.stderr, mininterval=1))
+    modes = [settings.retrieval]
+    if args.compare:
+        modes += [m for m in ("dense", "lexical", "hybrid") if m not in modes]
+    result = evaluate_squad(
+        kb, questions, k=args.k, modes=modes, answers=not args.no_answers, unanswerable=args.unanswerable, answerer=args.answerer
+    )
+    result.update(
+        file=str(args.file),
+        index=str(index),
+        articles=len(articles),
+        chunks=kb.stats()["chunks"],
+        model=kb.embedder.model_id,
+        answerer=args.answerer or settings.answerer,
+        ingest_seconds=round(report.seconds, 1),
+    )
+    markdown = format_report(result)
+    if args.report:
+        Path(args.report).write_text(markdown, encoding="utf-8")
+    print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else markdown)
+    return 0
+
+
 def cmd_delete(args: argparse.Namespace) -> int:
     kb = _open_kb(args)
     for doc_id in args.ids:
@@ -176,6 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="only articles dated on or before")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
     p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("eval", parents=[common], help="measure retrieval and answers on a SQuAD-format file")
+    p.add_argument("format", choices=["squad"], help="the file format (SQuAD v1/v2 JSON: PIAF, FQuAD, SQuAD)")
+    p.add_argument("file", help="the SQuAD-format JSON file")
+    p.add_argument("-k", "--k", type=int, default=5, help="passages read per question (default 5)")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N questions (all paragraphs are indexed)")
+    p.add_argument("--compare", action="store_true", help="also measure dense-only and lexical-only retrieval")
+    p.add_argument("--unanswerable", action="store_true", help="also ask each question with its paragraph left out")
+    p.add_argument("--no-answers", action="store_true", help="retrieval metrics only")
+    p.add_argument("--answerer", metavar="SPEC", help="extractive (default) or provider:model")
+    p.add_argument("--report", metavar="FILE.md", help="also write the report as Markdown")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("delete", parents=[common], help="remove articles by id")
     p.add_argument("ids", nargs="+", metavar="ID")

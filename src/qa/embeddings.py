@@ -123,7 +123,10 @@ class SentenceTransformerEmbedder:
         if self.progress:
             self.progress(f"loading embedding model {self.model_id}")
         import torch
+        import transformers
         from sentence_transformers import SentenceTransformer
+
+        transformers.utils.logging.disable_progress_bar()  # our own progress says "loading"
 
         try:
             model = SentenceTransformer(

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from qa.documents import Article
 from qa.errors import DocumentError
@@ -109,3 +111,154 @@ def quote_contains_answer(quotes: Sequence[str], golds: Sequence[str]) -> bool:
     """Does a cited quote contain a gold answer (compared normalised)?"""
     normalised = [f" {normalize_answer(q)} " for q in quotes]
     return any(f" {normalize_answer(g)} " in q for g in golds if normalize_answer(g) for q in normalised)
+
+
+# -- the whole evaluation ------------------------------------------------------------------
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def evaluate_squad(
+    kb: Any,
+    questions: Sequence[Question],
+    *,
+    k: int = 5,
+    modes: Sequence[str] = ("hybrid",),
+    answers: bool = True,
+    unanswerable: bool = False,
+    answerer: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Retrieval (per mode), answers and abstention metrics of ``kb`` on ``questions``.
+
+    The index must already hold the questions' paragraphs as articles (ids as in
+    :func:`load_squad`). Unanswerable questions are the same questions asked with
+    their own paragraph left out (``exclude``), so nothing is re-indexed.
+    """
+    from tqdm import tqdm
+
+    from qa.answering import question_type
+
+    depth = 20
+    result: dict[str, Any] = {"questions": len(questions), "k": k, "retrieval": {}, "recall_curve": {}}
+    types = [question_type(q.text) for q in questions]
+    for mode in modes:
+        ranks: list[int | None] = []
+        latencies: list[float] = []
+        for q in tqdm(questions, desc=f"search ({mode})", unit=" q", disable=not progress):
+            t = time.perf_counter()
+            hits = kb.search(q.text, k=depth, mode=mode)
+            latencies.append((time.perf_counter() - t) * 1000)
+            ranks.append(first_relevant_rank([h.doc_id for h in hits], q.doc_id))
+        result["retrieval"][mode] = {
+            "recall@1": round(recall_at(ranks, 1), 4),
+            "recall@5": round(recall_at(ranks, 5), 4),
+            "recall@10": round(recall_at(ranks, 10), 4),
+            "mrr@10": round(mrr_at(ranks, 10), 4),
+            "search_ms_p50": _percentile(latencies, 0.5),
+            "search_ms_p95": _percentile(latencies, 0.95),
+        }
+        result["recall_curve"][mode] = [round(recall_at(ranks, i), 4) for i in range(1, depth + 1)]
+        if mode == modes[0]:
+            by_type: dict[str, list[int | None]] = {}
+            for t_, r in zip(types, ranks, strict=True):
+                by_type.setdefault(t_, []).append(r)
+            result["by_type"] = {t_: {"questions": len(r), "recall@5": round(recall_at(r, 5), 4)} for t_, r in by_type.items()}
+
+    if answers:
+        quote_hits, ems, f1s, abstained, latencies = [], [], [], [], []
+        per_type: dict[str, list[tuple[float, float]]] = {}
+        for q, qtype in tqdm(list(zip(questions, types, strict=True)), desc="ask", unit=" q", disable=not progress):
+            t = time.perf_counter()
+            answer = kb.ask(q.text, k=k, answerer=answerer)
+            latencies.append((time.perf_counter() - t) * 1000)
+            hit = float(not answer.abstained and quote_contains_answer([c.quote for c in answer.citations], q.answers))
+            prediction = (
+                ""
+                if answer.abstained
+                else (answer.short_answer or (answer.citations[0].quote if answer.citations else answer.text))
+            )
+            quote_hits.append(hit)
+            ems.append(exact_match(prediction, q.answers))
+            f1s.append(f1_score(prediction, q.answers))
+            abstained.append(float(answer.abstained))
+            per_type.setdefault(qtype, []).append((hit, f1s[-1]))
+        n = len(questions) or 1
+        result["answers"] = {
+            "quote_contains_answer": round(sum(quote_hits) / n, 4),
+            "exact_match": round(sum(ems) / n, 4),
+            "f1": round(sum(f1s) / n, 4),
+            "false_abstention_rate": round(sum(abstained) / n, 4),
+            "ask_ms_p50": _percentile(latencies, 0.5),
+            "ask_ms_p95": _percentile(latencies, 0.95),
+        }
+        for qtype, rows in per_type.items():
+            result["by_type"].setdefault(qtype, {})
+            result["by_type"][qtype]["quote_contains_answer"] = round(sum(h for h, _ in rows) / len(rows), 4)
+            result["by_type"][qtype]["f1"] = round(sum(f for _, f in rows) / len(rows), 4)
+
+    if unanswerable:
+        abstained = []
+        for q in tqdm(questions, desc="ask without its paragraph", unit=" q", disable=not progress):
+            answer = kb.ask(q.text, k=k, answerer=answerer, exclude=[q.doc_id])
+            abstained.append(float(answer.abstained))
+        result["unanswerable"] = {"abstention_rate": round(sum(abstained) / (len(abstained) or 1), 4)}
+    return result
+
+
+def _row(*cells: Any) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The evaluation as Markdown tables."""
+    lines = [f"# qa eval — {result.get('file', '')}", ""]
+    lines += [f"{result['questions']} questions, {result.get('articles', '?')} articles, k={result['k']}, "
+              f"model `{result.get('model', '?')}`, answerer `{result.get('answerer', '?')}`", ""]  # fmt: skip
+    lines += [
+        "## Retrieval",
+        "",
+        "| retriever | recall@1 | recall@5 | recall@10 | MRR@10 | search p50 ms | p95 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mode, r in result["retrieval"].items():
+        lines.append(
+            _row(mode, r["recall@1"], r["recall@5"], r["recall@10"], r["mrr@10"], r["search_ms_p50"], r["search_ms_p95"])
+        )
+    if "answers" in result:
+        a = result["answers"]
+        lines += [
+            "",
+            "## Answers",
+            "",
+            "| quote contains answer | EM | F1 | false abstentions | ask p50 ms | p95 ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines.append(
+            _row(
+                a["quote_contains_answer"],
+                a["exact_match"],
+                a["f1"],
+                a["false_abstention_rate"],
+                a["ask_ms_p50"],
+                a["ask_ms_p95"],
+            )
+        )
+    if "unanswerable" in result:
+        lines += [
+            "",
+            f"Abstention rate on unanswerable questions (own paragraph removed): **{result['unanswerable']['abstention_rate']}**",
+        ]
+    lines += [
+        "",
+        "## By question type",
+        "",
+        "| type | questions | recall@5 | quote contains answer | F1 |",
+        "|---|---|---|---|---|",
+    ]
+    for qtype, r in sorted(result.get("by_type", {}).items(), key=lambda kv: -kv[1].get("questions", 0)):
+        lines.append(_row(qtype, *(r.get(c, "") for c in ("questions", "recall@5", "quote_contains_answer", "f1"))))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,102 @@
+"""KnowledgeBase.ask and `qa ask`/`qa eval` with the fake embedder and the real extractive answerer."""
+
+import json
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+from qa import Answer
+from qa.chain import is_follow_up, rewrite_follow_up
+from qa.cli import main
+from qa.llm import LLMAnswerer
+
+from conftest import ROOT, SEED
+
+QUESTION = "Quand le bureau de l'UE a-t-il ouvert à Almaty ?"
+ALMATY = "En novembre 1994, la délégation de l’UE au Kazakhstan a commencé ses travaux à Almaty."
+TINY = ROOT / "tests" / "data" / "tiny-squad.json"
+
+
+@pytest.fixture
+def seeded(kb):
+    kb.ingest([SEED])
+    return kb
+
+
+def test_ask_answers_with_the_almaty_quote(seeded):
+    answer = seeded.ask(QUESTION)
+    assert isinstance(answer, Answer) and not answer.abstained
+    assert "novembre 1994" in answer.text
+    quote = answer.citations[0]
+    assert quote.quote.startswith(ALMATY[:-1]) and "Bruxelles" not in quote.quote
+    assert quote.passage.text[quote.start : quote.end] == quote.quote
+    assert answer.passages and answer.question == QUESTION
+
+
+def test_ask_abstains_when_the_corpus_does_not_hold_the_answer(seeded):
+    answer = seeded.ask("Quel est le PIB du Kazakhstan en 2021 ?")
+    assert answer.abstained and not answer.citations and answer.passages
+    assert "corpus" in answer.text
+
+
+def test_follow_up_is_rewritten_from_the_history(seeded):
+    history = [(QUESTION, "En novembre 1994.")]
+    answer = seeded.ask("Et à Bruxelles ?", history=history)
+    assert answer.question == "Quand le bureau de l'UE a-t-il ouvert à Bruxelles ?"
+    assert not answer.abstained and "décembre 1993" in answer.text
+    assert "Bruxelles" in answer.citations[0].quote
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("Et à Bruxelles ?", "Quand le bureau de l'UE a-t-il ouvert à Bruxelles ?"),
+        ("Et Bruxelles ?", "Quand le bureau de l'UE a-t-il ouvert à Bruxelles ?"),
+        ("Qui est le président du Kazakhstan ?", "Qui est le président du Kazakhstan ?"),
+    ],
+)
+def test_rule_based_follow_up_rewriting(question, expected):
+    assert rewrite_follow_up(question, [(QUESTION, "En novembre 1994.")]) == expected
+
+
+def test_follow_up_detection_and_chained_follow_ups():
+    assert is_follow_up("Et à Bruxelles ?") and is_follow_up("Et en 1995 ?") and not is_follow_up(QUESTION)
+    history = [(QUESTION, "En novembre 1994."), ("Et à Bruxelles ?", "En décembre 1993.")]
+    assert rewrite_follow_up("Et à Paris ?", history) == "Quand le bureau de l'UE a-t-il ouvert à Paris ?"
+    assert rewrite_follow_up("Et à Paris ?", None) == "Et à Paris ?"
+
+
+def test_llm_path_with_a_scripted_model_cites_the_almaty_passage(seeded):
+    hits = seeded.search(QUESTION, k=5)
+    number = next(i for i, p in enumerate(hits, 1) if ALMATY in p.text)
+    model = FakeListChatModel(responses=[f"Le bureau a ouvert en novembre 1994 [{number}]."])
+    answer = seeded.ask(QUESTION, answerer=LLMAnswerer(model, name="scripted"))
+    assert "novembre 1994" in answer.text and not answer.abstained
+    [citation] = answer.citations
+    assert ALMATY[:-1] in citation.quote and "Bruxelles" not in citation.quote
+    assert citation.passage.text[citation.start : citation.end] == citation.quote
+
+
+def test_cli_ask_prints_answer_and_numbered_citations(use_fake_embedder, capsys):
+    main(["ingest", "-q", str(SEED)])
+    capsys.readouterr()
+    assert main(["ask", QUESTION]) == 0
+    out = capsys.readouterr().out
+    first, _, rest = out.partition("\n")
+    assert "novembre 1994" in first
+    assert "[1] ue-kazakhstan" in rest and "« En novembre 1994, la délégation" in rest
+    assert main(["ask", "Quel est le PIB du Kazakhstan en 2021 ?", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["abstained"] is True and data["citations"] == [] and data["passages"]
+
+
+def test_cli_eval_on_a_tiny_squad_file(use_fake_embedder, capsys, tmp_path):
+    report = tmp_path / "report.md"
+    assert main(["eval", "squad", str(TINY), "--compare", "--unanswerable", "--json", "--report", str(report)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["questions"] == 5 and result["articles"] == 3
+    assert set(result["retrieval"]) == {"hybrid", "dense", "lexical"}
+    assert result["retrieval"]["lexical"]["recall@5"] == 1.0  # 3 articles: the gold one is always in the top 5
+    assert 0 <= result["answers"]["quote_contains_answer"] <= 1 and 0 <= result["unanswerable"]["abstention_rate"] <= 1
+    text = report.read_text()
+    assert "## Retrieval" in text and "| lexical |" in text and "## By question type" in text
