@@ -108,56 +108,79 @@ _MONTHS_EN = r"(?:January|February|March|April|May|June|July|August|September|Oc
 _WEEKDAYS = r"(?:lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche)"
 _YEAR = r"(?:\d{3,4}|'\d{2})"
 _ERA = r"(?:\s(?:av\.|avant|apr\.|après)\s?(?:J\.?-?C\.?|Jésus-Christ|notre ère)|\s(?:BC|AD|BCE|CE)\b)?"
-_DATE_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+_PREPS_DAY = r"(?:depuis |dès |jusqu'|avant |après )?(?:le|du|au|l')\s?|on\s"
+_PREPS_YEAR = r"depuis|dès|jusqu'en|jusqu'à|en|vers|avant|après|de|entre|in|since|from|by|until|around|before|after"
+_ERAS = (
+    r"(?:haut |bas |)Moyen[ -][ÂA]ge|Antiquité(?: tardive)?|Renaissance|Préhistoire|Révolution française|Belle Époque|"
+    r"Première Guerre mondiale|Seconde Guerre mondiale|Deuxième Guerre mondiale|Grande Guerre|Occupation"
+)
+_PREPS_ERA = r"au|du|le|pendant le|durant le|dès le|depuis le|à la|de la|pendant la|durant la|dès la|sous la|la|à l'|de l'|pendant l'|durant l'|dès l'|l'"
+_ORDINAL = r"(?:[IVXLC]+|\d{1,2})(?:e|è|ème|eme|er|re)"
+# (default preposition for the reply, pattern with groups prep and core, strength), most specific first
+_DATE_PATTERNS: list[tuple[str, re.Pattern[str], float]] = [
     # le 2 février 1993, du 1er janvier, lundi 7 février
     (
         "Le",
         re.compile(
-            rf"(?:(?P<prep>(?:depuis |dès |jusqu'|avant |après )?(?:le|du|au|l')\s?|on\s)(?:{_WEEKDAYS}\s)?)?"
+            rf"(?:(?P<prep>{_PREPS_DAY})(?:{_WEEKDAYS}\s)?)?"
             rf"(?P<core>(?:{_WEEKDAYS}\s)?(?:1er|1re|premier|[0-3]?\d)\s{_MONTHS_FR}(?:\s\d{{3,4}}{_ERA})?)",
             re.IGNORECASE,
         ),
+        1.0,
     ),
     # en novembre 1994, début mars 2020
     (
         "En",
         re.compile(
-            rf"(?:(?P<prep>(?:depuis|dès|jusqu'en|jusqu'à|en|de|d'|vers|avant|après|fin|début|mi-|in|since)\s?))?"
+            r"(?:(?P<prep>(?:depuis|dès|jusqu'en|jusqu'à|en|de|d'|vers|avant|après|in|since)\s?))?"
             rf"(?P<core>(?:(?:fin|début|mi-|courant)\s?)?{_MONTHS_FR}\s\d{{3,4}})",
             re.IGNORECASE,
         ),
+        1.0,
     ),
     # February 2, 1993 / 2 February 1993 / February 1993
-    ("", re.compile(rf"(?:(?P<prep>on|in|since)\s)?(?P<core>{_MONTHS_EN}\s[0-3]?\d(?:st|nd|rd|th)?(?:,?\s\d{{4}})?)\b")),
-    ("", re.compile(rf"(?:(?P<prep>on|in|since)\s)?(?P<core>[0-3]?\d(?:st|nd|rd|th)?\s(?:of\s)?{_MONTHS_EN}(?:,?\s\d{{4}})?)\b")),
-    ("", re.compile(rf"(?:(?P<prep>in|since)\s)?(?P<core>{_MONTHS_EN}\s\d{{4}})\b")),
-    # au XIXe siècle, le 5e siècle av. J.-C.
+    ("", re.compile(rf"(?:(?P<prep>on|in|since)\s)?(?P<core>{_MONTHS_EN}\s[0-3]?\d(?:st|nd|rd|th)?(?:,?\s\d{{4}})?)\b"), 1.0),
+    ("", re.compile(rf"(?:(?P<prep>on|in|since)\s)?(?P<core>[0-3]?\d(?:st|nd|rd|th)?\s(?:of\s)?{_MONTHS_EN}(?:,?\s\d{{4}})?)\b"), 1.0),
+    ("", re.compile(rf"(?:(?P<prep>in|since)\s)?(?P<core>{_MONTHS_EN}\s\d{{4}})\b"), 1.0),
+    # au XIXe siècle, durant les XIXe et XXe siècles, le 5e siècle av. J.-C.
     (
         "Au",
         re.compile(
-            rf"(?:(?P<prep>(?:depuis |dès |jusqu'|durant |pendant )?(?:le|au|du|en)|in the|since the)\s)?"
-            rf"(?P<core>(?:(?:début|fin|milieu)\s(?:du\s)?)?(?:[IVXLC]+|\d{{1,2}})(?:e|è|ème|eme|er|re|th|st|nd|rd)\s(?:siècle|siecle|century|millénaire){_ERA})",
+            r"(?:(?P<prep>(?:depuis |dès |jusqu'|durant |pendant )?(?:le|les|au|aux|du|des|en)|in the|since the)\s)?"
+            rf"(?P<core>(?:(?:début|fin|milieu)\s(?:du\s)?)?(?:{_ORDINAL}\s(?:et|au|ou|-)\s(?:le\s)?)?"
+            rf"(?:{_ORDINAL}|\d{{1,2}}(?:th|st|nd|rd))\s(?:siècles?|siecles?|century|centuries|millénaire){_ERA})",
             re.IGNORECASE,
         ),
+        1.0,
     ),
     # dans les années 1990
     (
         "Dans les",
-        re.compile(
-            r"(?:(?P<prep>dans les|depuis les|durant les|pendant les|in the)\s)?(?P<core>années\s(?:\d{2,4}|\w+)|\d{4}s)\b"
-        ),
+        re.compile(r"(?:(?P<prep>dans les|depuis les|durant les|pendant les|in the)\s)?(?P<core>années\s(?:\d{2,4}|\w+)|\d{4}s)\b"),
+        1.0,
     ),
     # en 1994, depuis 2003, de 1993 à 1995
     (
         "En",
         re.compile(
-            rf"(?P<prep>\b(?:depuis|dès|jusqu'en|jusqu'à|en|vers|avant|après|de|entre|in|since|from|by|until|around|before|after)\s(?:l'an\s)?)"
-            rf"(?P<core>(?:\d{{3,4}}|{_YEAR})(?:{_ERA})(?:\s(?:à|et|-|to|and)\s\d{{3,4}})?)\b",
+            rf"(?P<prep>\b(?:{_PREPS_YEAR})\s(?:l'an\s)?)(?P<core>(?:\d{{3,4}}|{_YEAR}){_ERA}(?:\s(?:à|et|-|to|and)\s\d{{3,4}})?)\b",
             re.IGNORECASE,
         ),
+        1.0,
     ),
+    # en mai, au mois de juin, début mars (no year)
+    (
+        "En",
+        re.compile(
+            rf"(?P<prep>\b(?:en|au mois de|au mois d'|depuis|dès|jusqu'en|début|fin|mi-|courant)\s?)(?P<core>{_MONTHS_FR})(?![\w-])",
+            re.IGNORECASE,
+        ),
+        0.8,
+    ),
+    # au Moyen Âge, pendant l'Antiquité
+    ("Au", re.compile(rf"(?:(?P<prep>\b(?:{_PREPS_ERA})\s?))?(?P<core>{_ERAS})"), 0.8),
     # a bare year: 1993, 2022
-    ("En", re.compile(r"(?P<prep>)\b(?P<core>(?:1[0-9]{3}|20[0-9]{2})(?:\s?[-–]\s?(?:1[0-9]{3}|20[0-9]{2}))?)\b")),
+    ("En", re.compile(r"(?P<prep>)\b(?P<core>(?:1[0-9]{3}|20[0-9]{2})(?:\s?[-–]\s?(?:1[0-9]{3}|20[0-9]{2}))?)\b"), 0.7),
 ]
 
 _NUMBER_WORDS = (
@@ -165,7 +188,8 @@ _NUMBER_WORDS = (
     r"soixante|cents|cent|mille|dizaines?|centaines?|milliers?|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|"
     r"thirty|forty|fifty|hundred|thousand|dozen)\b"
 )
-_NUMBER = rf"(?:\d{{1,3}}(?:[\u00a0\u202f ]\d{{3}})+(?:,\d+)?|\d+(?:[.,]\d+)?|{_NUMBER_WORDS}(?:[- ](?:et[- ])?{_NUMBER_WORDS})*)"
+_ONE_NUMBER = rf"(?:\d{{1,3}}(?:[\u00a0\u202f ]\d{{3}})+(?:,\d+)?|\d+(?:[.,]\d+)?|{_NUMBER_WORDS}(?:[- ](?:et[- ])?(?:{_NUMBER_WORDS}|une?\b))*)"
+_NUMBER = rf"{_ONE_NUMBER}(?:\s?%)?(?:\s?(?:à|-|–|ou|to|and|et)\s?{_ONE_NUMBER})?"
 _SCALE = r"(?:\s(?:mille|millions?|milliards?|billions?|thousand|million|billion|trillion)s?)?"
 _QUANTITY = re.compile(
     rf"(?<![\w,.])(?P<core>(?:(?:plus|moins) de\s|près de\s|environ\s|quelque\s|about\s|over\s|more than\s|nearly\s)?"
@@ -173,10 +197,18 @@ _QUANTITY = re.compile(
     r"\s(?:de\s|d['’]|of\s)?[A-Za-zÀ-ÖØ-öø-ÿœŒ][\wÀ-ÿœ'’-]*)?",
     re.IGNORECASE,
 )
+_NOT_UNITS = frozenset(
+    fold(w)
+    for w in "plus moins environ près seulement déjà encore ainsi alors aussi puis après avant selon soit contre entre "
+    "depuis jusqu jusque et ou où qui que dont lors".split()
+)
 _MONTH_WORD = re.compile(rf"^{_MONTHS_FR}$|^{_MONTHS_EN}$", re.IGNORECASE)
 
 # NER labels wanted by question type, best first (fr_core_news_sm: PER, LOC, ORG, MISC; others: PERSON, GPE…)
 _ENTITY_LABELS = {"qui": (("PER", "PERSON"), ("ORG", "NORP")), "ou": (("LOC", "GPE", "FAC"), ())}
+
+
+_LOCATIVE = re.compile(r"\b(?:à|au|aux|en|dans|vers|près de|de|d'|du|in|at|near|from)\s*$", re.IGNORECASE)
 
 
 @dataclass
@@ -191,6 +223,21 @@ class Span:
     """1 for a clear answer of the expected kind, less for a fallback (an ORG for « Qui », a bare year)."""
 
 
+_ASKS_YEAR = re.compile(r"\b(?:quel(?:le)?s? annee|what year|which year|in what year)\b|\bannee\b.*\?$")
+_COUNTED_NOUN = re.compile(r"\b(?:combien (?:de |d')|how many )(\w+)")
+_TIME_UNITS = frozenset(analyze("ans années mois jours semaines heures minutes secondes siècles décennies saisons"))
+_DEFINITION = re.compile(r"^(?i:qui|who) (?i:est|était|etait|sont|étaient|fut|is|was|are|were) (?!l[ea]s? |l'|un |une |the |a |an )[A-ZÀ-Þ]")
+
+
+def _year_only(span: Span) -> Span:
+    """« 23 décembre 1847 » → « 1847 » for a question that asks for the year."""
+    m = re.search(r"\b\d{3,4}\b", span.core)
+    if not m or m.group() == span.core:
+        return span
+    start = span.start + m.start()
+    return Span(start, start + len(m.group()), m.group(), _reply(f"en {m.group()}"), span.strength)
+
+
 def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:] if text else text
 
@@ -201,14 +248,17 @@ def _reply(text: str) -> str:
 
 
 def _in_question(span: str, question_folded: str, question_terms: set[str]) -> bool:
-    """Is ``span`` already in the question (verbatim, or every one of its terms)?"""
+    """Is ``span`` already in the question: verbatim, every one of its terms, or every one of its names?"""
     f = fold(span).strip(" .,;:")
     if not f:
         return True
     if re.search(rf"(?<!\w){re.escape(f)}(?!\w)", question_folded):
         return True
     terms = set(analyze(span))
-    return bool(terms) and terms <= question_terms
+    if terms and terms <= question_terms:
+        return True
+    names = {t for w in re.findall(r"[\wÀ-ÿ]+", span) if w[:1].isupper() for t in _word_terms(w)}
+    return bool(names) and names <= question_terms
 
 
 _ENGLISH_PREPS = {
@@ -226,10 +276,22 @@ _ENGLISH_PREPS = {
 }
 
 
+_NEXT_WORD = re.compile(r"\s+([\wÀ-ÿ]+)")
+
+
+def _counted(sentence: str, end: int) -> bool:
+    """Is the number ending at ``end`` followed by a noun it counts (« 103 objets »)?"""
+    m = _NEXT_WORD.match(sentence, end)
+    if not m:
+        return False
+    word = m.group(1)
+    return word.isalpha() and word.islower() and len(word) > 2 and fold(word) not in _stop_words() and not _MONTH_WORD.match(word)
+
+
 def find_dates(sentence: str) -> list[Span]:
     """Date expressions of ``sentence`` (French and English), longest first when they overlap."""
     found: list[Span] = []
-    for default_prep, pattern in _DATE_PATTERNS:
+    for default_prep, pattern, strength in _DATE_PATTERNS:
         for m in pattern.finditer(sentence):
             start, end = m.start("core"), m.end("core")
             if any(s.start <= start and end <= s.end for s in found):
@@ -237,14 +299,15 @@ def find_dates(sentence: str) -> list[Span]:
             prep = (m.group("prep") or "").strip()
             prep = _ENGLISH_PREPS.get(prep.lower(), prep)
             core = m.group("core")
-            bare_year = pattern is _DATE_PATTERNS[-1][1]
+            if core[:1].isdigit() and _counted(sentence, end):
+                continue  # « de 103 objets »: a quantity, not a year
             if prep and prep.lower() not in ("d'", "l'", "mi-") and not prep.endswith("'"):
                 reply = f"{prep} {core}"
             elif prep:
                 reply = f"{prep}{core}"
             else:
                 reply = f"{default_prep} {core}" if default_prep else core
-            found.append(Span(start, end, core, _reply(reply), 0.7 if bare_year else 1.0))
+            found.append(Span(start, end, core, _reply(reply), strength))
     return found
 
 
@@ -262,10 +325,10 @@ def find_quantities(sentence: str) -> list[Span]:
         if unit and unit.strip() not in "%‰€$£" and not unit.strip().lower().startswith(("pour", "percent")):
             if _MONTH_WORD.match(word):
                 continue  # « 2 février »: a date, not a quantity
-            if fold(word) in stops or not word[:1].isalpha() or word[:1].isupper():
+            if fold(word) in stops or fold(word) in _NOT_UNITS or not word[:1].isalpha() or word[:1].isupper():
                 unit = ""
         digits = re.sub(r"\D", "", core)
-        is_year = bool(re.fullmatch(r"1\d{3}|20\d{2}", digits)) and not unit and not re.search(r"\s", core)
+        is_year = not unit and bool(re.fullmatch(r"(?:1\d{3}|20\d{2})(?:\s?(?:[-–]|à|et|ou)\s?(?:1\d{3}|20\d{2}|\d{2}))?", core))
         if is_year:
             strength = 0.3  # « en 1994 » is a year, not a count
         if not unit and not digits:
@@ -455,6 +518,7 @@ class ExtractiveAnswerer:
         weights = {t: _idf(df.get(t, 0), n) * factor for t, factor in q_terms.items()}
         total = sum(weights.values())
         qinfo["total"] = total
+        qinfo["weights"] = weights
         prefixes = {t: t[:5] for t in q_terms if len(t) >= 5}
 
         raw: list[tuple[float, list[str]]] = []
@@ -485,38 +549,52 @@ class ExtractiveAnswerer:
         ranked.sort(key=lambda s: (-s.score, s.passage_index, s.start))
 
         if qtype in ("quand", "combien", "qui", "ou"):
-            q_folded = fold(_APOS.sub("'", question))
-            q_term_set = set(q_terms)
             top = [s for s in ranked[: self.TYPED_SENTENCES] if s is ranked[0] or s.score >= ranked[0].score * 0.5]
             if qtype in ("qui", "ou") and self.nlp is not None:
                 self._parse([s.text for s in top])
             for s in top:
                 s.typed = True
-                s.answer = self._find_answer(qtype, s, q_folded, q_term_set)
+                s.answer = self._find_answer(qtype, s, question, weights)
                 if s.answer is not None:
                     s.score += self.TYPE_BONUS * s.answer.strength
             ranked.sort(key=lambda s: (-s.score, s.passage_index, s.start))
         return ranked, qinfo
 
-    def _find_answer(self, qtype: str, sentence: ScoredSentence, q_folded: str, q_terms: set[str]) -> Span | None:
+    def _find_answer(self, qtype: str, sentence: ScoredSentence, question: str, weights: dict[str, float]) -> Span | None:
         text = sentence.text
+        q = _APOS.sub("'", question.strip())
+        q_folded = fold(q)
         if qtype == "quand":
             spans = find_dates(text)
+            if _ASKS_YEAR.search(q_folded):
+                spans = [_year_only(s) for s in spans]
         elif qtype == "combien":
             spans = find_quantities(text)
+            noun = _COUNTED_NOUN.search(q_folded)
+            if noun:
+                wanted = set(_word_terms(noun.group(1))) | (_TIME_UNITS if fold(noun.group(1)) == "temps" else set())
+                for sp in spans:
+                    unit_terms = set(analyze(sp.core))
+                    if unit_terms & wanted or any(u[:4] == w[:4] for u in unit_terms for w in wanted if len(w) >= 4):
+                        sp.strength += 0.3
         else:
+            if qtype == "qui" and _DEFINITION.match(q):
+                return None  # « Qui est Maria Kirilenko ? » asks for a description, not a name
             spans = self._entities(qtype, text)
-        spans = [s for s in spans if not _in_question(s.core, q_folded, q_terms)]
+        spans = [s for s in spans if not _in_question(s.core, q_folded, set(weights))]
         if not spans:
             return None
-        anchors = _term_positions(text, set(sentence.matched))
+        positions = _term_positions(text, set(sentence.matched))
+        total = sum(weights.get(t, 0.0) for t in positions) or 1.0
 
-        def distance(span: Span) -> float:
-            if not anchors:
-                return 0.0
-            return min(max(a - span.end, span.start - b, 0) for a, b in anchors)
+        def proximity(span: Span) -> float:
+            score = 0.0
+            for t, spots in positions.items():
+                d = min(max(a - span.end, span.start - b, 0) for a, b in spots)
+                score += weights.get(t, 0.0) * math.exp(-d / 40.0)
+            return score / total
 
-        return max(spans, key=lambda s: (s.strength, -distance(s), -s.start))
+        return max(spans, key=lambda s: (s.strength + 0.3 * proximity(s), -s.start))
 
     def _entities(self, qtype: str, text: str) -> list[Span]:
         nlp = self.nlp
@@ -534,7 +612,11 @@ class ExtractiveAnswerer:
             else:
                 continue
             core = ent.text.strip(" ,;:.«»\"'’")
+            if not re.search(r"[^\W\d_]{2}", core):
+                continue  # « J » of « J.-C. », stray symbols
             start = ent.start_char + ent.text.find(core)
+            if qtype == "ou" and not _LOCATIVE.search(text, max(0, start - 12), start):
+                strength -= 0.15  # a place is mostly introduced by « à », « en », « dans »…
             out.append(Span(start, start + len(core), core, _reply(core), strength))
         return out
 
@@ -609,10 +691,15 @@ def _word_terms(word: str) -> tuple[str, ...]:
     return tuple(terms)
 
 
-def _term_positions(text: str, terms: set[str]) -> list[tuple[int, int]]:
-    if not terms:
-        return []
-    return [(m.start(), m.end()) for m in re.finditer(r"[\wÀ-ÿ]+", text) if set(_word_terms(m.group())) & terms]
+def _term_positions(text: str, terms: set[str]) -> dict[str, list[tuple[int, int]]]:
+    """Where each of ``terms`` occurs in ``text``."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    if terms:
+        for m in re.finditer(r"[\wÀ-ÿ]+", text):
+            for t in _word_terms(m.group()):
+                if t in terms:
+                    out.setdefault(t, []).append((m.start(), m.end()))
+    return out
 
 
 def _context_coverage(i: int, candidates: list[_Candidate], weights: dict[str, float], total: float) -> float:

@@ -143,6 +143,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model=kb.embedder.model_id,
         answerer=args.answerer or settings.answerer,
         ingest_seconds=round(report.seconds, 1),
+        ingest_chunks_per_second=round(report.chunks_written / report.seconds, 1) if report.chunks_written else None,
     )
     markdown = format_report(result)
     if args.report:

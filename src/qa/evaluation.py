@@ -216,8 +216,10 @@ def _row(*cells: Any) -> str:
 def format_report(result: dict[str, Any]) -> str:
     """The evaluation as Markdown tables."""
     lines = [f"# qa eval — {result.get('file', '')}", ""]
-    lines += [f"{result['questions']} questions, {result.get('articles', '?')} articles, k={result['k']}, "
-              f"model `{result.get('model', '?')}`, answerer `{result.get('answerer', '?')}`", ""]  # fmt: skip
+    lines += [f"{result['questions']} questions, {result.get('articles', '?')} articles ({result.get('chunks', '?')} chunks), "
+              f"k={result['k']}, model `{result.get('model', '?')}`, answerer `{result.get('answerer', '?')}`", ""]  # fmt: skip
+    if result.get("ingest_chunks_per_second"):
+        lines += [f"Ingest: {result['ingest_seconds']} s, {result['ingest_chunks_per_second']} chunks/s", ""]
     lines += [
         "## Retrieval",
         "",
