@@ -22,7 +22,7 @@ from typing import Any
 from qa.errors import ConfigError
 
 DEFAULT_MODEL = "multilingual-e5-small"
-RETRIEVAL_MODES = ("hybrid", "dense", "lexical")
+RETRIEVAL_MODES = ("hybrid", "fused", "dense", "lexical")
 
 
 def _default_cache_dir() -> Path:
@@ -54,13 +54,18 @@ class Settings:
     api_token: str | None = None
     """Bearer token required by the HTTP API when set. ``QA_API_TOKEN``."""
     retrieval: str = "hybrid"
-    """``hybrid`` (dense + BM25, fused), ``dense`` or ``lexical``. ``QA_RETRIEVAL``."""
+    """``hybrid`` (dense + BM25 fused, then re-ranked), ``fused`` (no re-ranking), ``dense`` or
+    ``lexical``. ``QA_RETRIEVAL``."""
     dense_weight: float = 1.0
     """Weight of the dense ranking in the fusion. ``QA_DENSE_WEIGHT``."""
     lexical_weight: float = 1.0
     """Weight of the BM25 ranking in the fusion. ``QA_LEXICAL_WEIGHT``."""
     candidates: int = 30
     """Passages taken from each retriever before fusion. ``QA_CANDIDATES``."""
+    rerank_depth: int = 20
+    """Fused passages re-ranked by how well their best sentence answers the question. ``QA_RERANK_DEPTH``."""
+    rerank_weight: float = 0.5
+    """Share of the re-ranking score against the fusion score (0 = no re-ranking). ``QA_RERANK_WEIGHT``."""
     chunk_tokens: int = 200
     """Target chunk size in tokens of the embedding model. ``QA_CHUNK_TOKENS``."""
     chunk_overlap: int = 40
@@ -91,6 +96,8 @@ class Settings:
             raise ConfigError(f"retrieval={self.retrieval!r}: set QA_RETRIEVAL to one of {', '.join(RETRIEVAL_MODES)}")
         if self.dense_weight < 0 or self.lexical_weight < 0 or self.dense_weight + self.lexical_weight == 0:
             raise ConfigError("fusion weights must be >= 0 and not both 0: fix QA_DENSE_WEIGHT / QA_LEXICAL_WEIGHT")
+        if not 0 <= self.rerank_weight <= 1:
+            raise ConfigError("rerank_weight must be between 0 and 1: fix QA_RERANK_WEIGHT")
         if not 1 <= self.candidates <= 1000:
             raise ConfigError("candidates must be between 1 and 1000: fix QA_CANDIDATES")
         if self.max_file_mb <= 0:

@@ -1,9 +1,18 @@
 """Retrieval: dense (e5 in Chroma) + lexical (BM25 over FTS5), fused by weighted
-reciprocal rank fusion; and a LangChain ``BaseRetriever`` over it.
+reciprocal rank fusion, then re-ranked by what the question asks for; and a
+LangChain ``BaseRetriever`` over it.
+
+Stages (each is a ``mode``, so each one's contribution can be measured):
+``dense`` and ``lexical`` alone; ``fused`` = their reciprocal rank fusion;
+``hybrid`` = the fused top ``rerank_depth`` re-ranked by the extractive
+answerer's best sentence in each passage (IDF-weighted coverage of the question,
+and whether it holds an answer of the asked type: a date for « Quand », a
+quantity for « Combien », a person for « Qui », a place for « Où »).
 
 ``Passage.score`` is the cosine similarity in ``dense`` mode, the BM25 score in
-``lexical`` mode, and in ``hybrid`` mode the fusion score divided by its maximum
-(1.0 = first in every ranking).
+``lexical`` mode, the fusion score divided by its maximum in ``fused`` mode
+(1.0 = first in every ranking), and in ``hybrid`` mode the blend of that and the
+re-ranking score, in [0, 1].
 """
 
 from __future__ import annotations
@@ -46,16 +55,17 @@ def hybrid_search(
     n = max(k, settings.candidates)
     dense: list[Passage] = []
     lexical: list[tuple[str, float]] = []
-    if mode == "dense" or (mode == "hybrid" and settings.dense_weight > 0):
-        dense = kb.store.query(kb.embedder.embed_query(question), n if mode == "hybrid" else k, where)
-    if mode == "lexical" or (mode == "hybrid" and settings.lexical_weight > 0):
+    fusing = mode in ("hybrid", "fused")
+    if mode == "dense" or (fusing and settings.dense_weight > 0):
+        dense = kb.store.query(kb.embedder.embed_query(question), n if fusing else k, where)
+    if mode == "lexical" or (fusing and settings.lexical_weight > 0):
         filters = {
             "source": source,
             "date_from": date_number(date_from, "date_from") if date_from else None,
             "date_to": date_number(date_to, "date_to") if date_to else None,
             "exclude": exclude,
         }
-        lexical = kb.manifest.lexical_search(question, n if mode == "hybrid" else k, **filters)
+        lexical = kb.manifest.lexical_search(question, n if fusing else k, **filters)
     if mode == "dense":
         return dense[:k]
     if mode == "lexical":
@@ -66,7 +76,9 @@ def hybrid_search(
         return passages
 
     weights = (settings.dense_weight, settings.lexical_weight)
-    fused = rrf_fuse([[p.chunk_id for p in dense], [cid for cid, _ in lexical]], weights, k=RRF_K)[:k]
+    rerank = mode == "hybrid" and settings.rerank_weight > 0
+    depth = max(k, settings.rerank_depth) if rerank else k
+    fused = rrf_fuse([[p.chunk_id for p in dense], [cid for cid, _ in lexical]], weights, k=RRF_K)[:depth]
     by_id = {p.chunk_id: p for p in dense}
     missing = [cid for cid, _ in fused if cid not in by_id]
     by_id.update({p.chunk_id: p for p in kb.store.get(missing)})
@@ -77,6 +89,33 @@ def hybrid_search(
             passage = by_id[cid]
             passage.score = round(score / best, 6)
             out.append(passage)
+    if rerank:
+        out = rerank_passages(question, out, settings.rerank_weight)
+    return out[:k]
+
+
+def rerank_passages(question: str, passages: list[Passage], weight: float) -> list[Passage]:
+    """Re-order passages by ``(1 - weight) * score + weight * answer score``.
+
+    The answer score of a passage is its best sentence's score by the extractive
+    answerer (coverage of the question's rare terms, answer of the asked type),
+    relative to the best passage's.
+    """
+    from qa.chain import extractive_answerer
+
+    if len(passages) < 2:
+        return passages
+    best: dict[int, float] = {}
+    for sentence in extractive_answerer().score_sentences(question, passages):
+        best.setdefault(sentence.passage_index, sentence.score)
+    top = max(best.values(), default=0.0) or 1.0
+    top_score = max(p.score for p in passages) or 1.0
+    blended = [((1 - weight) * p.score / top_score + weight * best.get(i, 0.0) / top, -i) for i, p in enumerate(passages)]
+    order = sorted(range(len(passages)), key=lambda i: blended[i], reverse=True)
+    out = []
+    for i in order:
+        passages[i].score = round(blended[i][0], 6)
+        out.append(passages[i])
     return out
 
 
