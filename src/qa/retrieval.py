@@ -18,6 +18,7 @@ re-ranking score, in [0, 1].
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -112,11 +113,7 @@ def rerank_passages(question: str, passages: list[Passage], weight: float) -> li
     top_score = max(p.score for p in passages) or 1.0
     blended = [((1 - weight) * p.score / top_score + weight * best.get(i, 0.0) / top, -i) for i, p in enumerate(passages)]
     order = sorted(range(len(passages)), key=lambda i: blended[i], reverse=True)
-    out = []
-    for i in order:
-        passages[i].score = round(blended[i][0], 6)
-        out.append(passages[i])
-    return out
+    return [replace(passages[i], score=round(blended[i][0], 6)) for i in order]
 
 
 def passage_to_document(passage: Passage) -> Document:
