@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -108,6 +109,7 @@ class SentenceTransformerEmbedder:
         self.progress = progress
         self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
 
     # -- loading -----------------------------------------------------------------
     @property
@@ -167,11 +169,24 @@ class SentenceTransformerEmbedder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
+    QUERY_CACHE = 2048
+    """Recent query vectors kept: a UI rerun, a follow-up or an evaluation asks the same text again."""
+
     def embed_query(self, text: str) -> np.ndarray:
+        with self._lock:
+            cached = self._queries.get(text)
+            if cached is not None:
+                self._queries.move_to_end(text)
+                return cached.copy()
         vector = self.model.encode(
             [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False, **self._prompt("query")
         )
-        return np.asarray(vector[0], dtype=np.float32)
+        result = np.asarray(vector[0], dtype=np.float32)
+        with self._lock:
+            self._queries[text] = result.copy()
+            while len(self._queries) > self.QUERY_CACHE:
+                self._queries.popitem(last=False)
+        return result
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
