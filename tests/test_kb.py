@@ -207,3 +207,12 @@ def test_rerank_promotes_the_passage_that_answers_what_is_asked():
     ranked = rerank_passages("Quand le bureau de l'UE a-t-il ouvert à Almaty ?", [generic, answer], 0.5)
     assert [p.doc_id for p in ranked] == ["b", "a"] and 0 < ranked[1].score < ranked[0].score <= 1
     assert [p.doc_id for p in rerank_passages("Quand ?", [generic, answer], 0.0)] == ["a", "b"]
+
+
+def test_the_same_file_named_two_ways_is_one_article(kb, tmp_path, monkeypatch):
+    path = write(tmp_path / "docs" / "a.txt", "Première version.")
+    monkeypatch.chdir(tmp_path)
+    kb.ingest(["docs/a.txt"])
+    path.write_text("Seconde version.", encoding="utf-8")
+    report = kb.ingest([str(path)])
+    assert len(report.updated) == 1 and kb.stats()["articles"] == 1

@@ -46,7 +46,7 @@ class Article:
     url: str = ""
     source: str = ""
     path: str = ""
-    """The file it came from (empty for articles given in memory)."""
+    """The file it came from, resolved (empty for articles given in memory)."""
     derived_id: bool = False
     """True when ``id`` is a content hash: a changed file then gets a new id, and
     the article previously indexed from the same path is replaced."""
@@ -180,7 +180,7 @@ def _article_from_meta(meta: dict[str, Any], text: str, default_title: str, path
         date=normalize_date(meta.get("date"), where),
         url=str(meta.get("url") or ""),
         source=str(meta.get("source") or ""),
-        path=where,
+        path=str(path.resolve()),  # resolved: `qa ingest corpus/` and `qa ingest ./corpus` are the same file
     )
 
 
