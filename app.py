@@ -6,7 +6,7 @@ Run with `make run`, or `streamlit run app.py` once the index is built.
 import streamlit as st
 
 from qa import KnowledgeBase, QAError
-from qa.ui import passage_markdown, stats_markdown
+from qa.ui import answer_markdown, stats_markdown
 
 st.set_page_config(page_title="qa — questions sur le corpus", page_icon="📰")
 
@@ -38,11 +38,9 @@ if not stats["articles"]:
 question = st.text_input("Votre question", placeholder="Quand le bureau de l'UE a-t-il ouvert à Almaty ?")
 if question.strip():
     try:
-        hits = kb.search(question, k=k)
+        with st.spinner("Recherche de la réponse…"):
+            answer = kb.ask(question, k=k)
     except QAError as exc:
         st.error(str(exc))
     else:
-        if not hits:
-            st.info("Aucun passage trouvé.")
-        for rank, passage in enumerate(hits, 1):
-            st.markdown(passage_markdown(passage, rank))
+        st.markdown(answer_markdown(answer))

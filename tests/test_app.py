@@ -26,15 +26,28 @@ def test_empty_index_tells_how_to_build_it():
     assert "L'index est vide" in at.warning[0].value
 
 
-def test_question_shows_the_passages(tmp_path, fake_embedder):
+def test_question_shows_the_answer_and_the_highlighted_quote(tmp_path, fake_embedder):
     with KnowledgeBase.open(embedder=fake_embedder) as kb:
         kb.ingest([SEED])
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert "**1** articles" in at.sidebar.markdown[0].value
-    at.text_input[0].input("délégation UE Almaty novembre 1994").run()
+    at.text_input[0].input("Quand le bureau de l'UE a-t-il ouvert à Almaty ?").run()
     assert not at.exception
-    shown = [m.value for m in at.markdown]
-    assert any("Almaty" in m and "\\[1\\] ue-kazakhstan" in m for m in shown)
+    [shown] = [m.value for m in at.markdown if "novembre 1994" in m.value]
+    assert shown.startswith("### En novembre 1994.")
+    assert "\\[1\\] ue-kazakhstan" in shown
+    assert (
+        ":orange-background[**En novembre 1994, la délégation de l’UE au Kazakhstan a commencé ses travaux à Almaty.**]" in shown
+    )
+
+
+def test_abstention_looks_different_and_lists_the_closest_passages(fake_embedder):
+    with KnowledgeBase.open(embedder=fake_embedder) as kb:
+        kb.ingest([SEED])
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.text_input[0].input("Quel est le PIB du Kazakhstan en 2021 ?").run()
+    [shown] = [m.value for m in at.markdown if "corpus" in m.value]
+    assert shown.startswith("**Je ne trouve pas cela dans le corpus.**") and "Passages les plus proches" in shown
 
 
 def test_passage_markdown_escapes_and_quotes():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from qa.schema import Passage
+from qa.schema import Answer, Citation, Passage
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~$])")
 
@@ -37,3 +37,28 @@ def stats_markdown(stats: dict[str, Any]) -> str:
         f"Modèle : `{stats['model']}`  \n"
         f"Dernier ajout : {stats.get('last_ingest') or '—'}"
     )
+
+
+def highlighted_passage(citation: Citation) -> str:
+    """The cited passage as a Markdown quote, the quoted sentence highlighted."""
+    text = citation.passage.text
+    before, quote, after = text[: citation.start], text[citation.start : citation.end], text[citation.end :]
+    marked = f"{escape_markdown(before)}:orange-background[**{escape_markdown(quote)}**]{escape_markdown(after)}"
+    return "> " + marked.replace("\n", "\n> ")
+
+
+def answer_markdown(answer: Answer) -> str:
+    """The reply, then numbered citations: title, date, source link, the passage with its quote highlighted."""
+    if answer.abstained:
+        lines = [f"**{escape_markdown(answer.text)}**"]
+        if answer.passages:
+            lines.append("Passages les plus proches :")
+            lines += [passage_markdown(p, rank) for rank, p in enumerate(answer.passages[:3], 1)]
+        return "\n\n".join(lines)
+    lines = [f"### {escape_markdown(answer.text)}"]
+    for rank, citation in enumerate(answer.citations, 1):
+        p = citation.passage
+        heading = f"[{rank}] {p.title or p.doc_id}" + (f" — {p.date}" if p.date else "") + (f" · {p.source}" if p.source else "")
+        lines.append(f"**{escape_markdown(heading)}**" + (f" <{p.url}>" if p.url else ""))
+        lines.append(highlighted_passage(citation))
+    return "\n\n".join(lines)
