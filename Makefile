@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup index run test test-fast lint clean-index
+.PHONY: setup index run test test-fast lint eval-piaf clean-index
 
 setup: $(STAMP)
 
@@ -40,6 +40,12 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check src tests app.py ingest.py
 	$(BIN)/ruff format --check src tests app.py ingest.py
+
+# answer quality and retrieval on PIAF v1.0 (outside the repo; not needed by the tests)
+PIAF ?= ../shared/data/piaf-v1.0.json
+eval-piaf: setup
+	mkdir -p benchmarks/results
+	$(BIN)/qa eval squad $(PIAF) --compare --unanswerable --report benchmarks/results/piaf.md
 
 clean-index:
 	rm -rf .qa/index
