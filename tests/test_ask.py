@@ -11,6 +11,7 @@ from qa.cli import main
 from qa.llm import LLMAnswerer
 
 from conftest import ROOT, SEED
+from fake_openai import fake_openai_fixture  # noqa: F401
 
 QUESTION = "Quand le bureau de l'UE a-t-il ouvert à Almaty ?"
 ALMATY = "En novembre 1994, la délégation de l’UE au Kazakhstan a commencé ses travaux à Almaty."
@@ -100,3 +101,31 @@ def test_cli_eval_on_a_tiny_squad_file(use_fake_embedder, capsys, tmp_path):
     assert 0 <= result["answers"]["quote_contains_answer"] <= 1 and 0 <= result["unanswerable"]["abstention_rate"] <= 1
     text = report.read_text()
     assert "## Retrieval" in text and "| lexical |" in text and "## By question type" in text
+
+
+def test_ask_stream_yields_llm_chunks_then_the_answer(seeded):
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    hits = seeded.search(QUESTION, k=5)
+    number = next(i for i, p in enumerate(hits, 1) if ALMATY in p.text)
+    model = GenericFakeChatModel(messages=iter([f"Le bureau a ouvert en novembre 1994 [{number}]."]))
+    items = list(seeded.ask_stream(QUESTION, answerer=LLMAnswerer(model, name="scripted")))
+    chunks, final = items[:-1], items[-1]
+    assert len(chunks) > 2 and all(isinstance(c, str) for c in chunks)
+    assert "".join(chunks) == f"Le bureau a ouvert en novembre 1994 [{number}]."
+    assert isinstance(final, Answer) and ALMATY[:-1] in final.citations[0].quote
+    [only] = list(seeded.ask_stream(QUESTION))  # the extractive answerer gives the Answer at once
+    assert isinstance(only, Answer) and "novembre 1994" in only.text
+
+
+def test_cli_ask_streams_from_an_openai_compatible_server(use_fake_embedder, fake_openai, capsys, monkeypatch):
+    main(["ingest", "-q", str(SEED)])
+    capsys.readouterr()
+    monkeypatch.setenv("QA_LLM_BASE_URL", fake_openai.base_url)
+    fake_openai.add("En novembre 1994 [1][2].")
+    assert main(["ask", QUESTION, "--answerer", "openai:test-model"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("En novembre 1994 [1][2].")
+    assert "[1] ue-kazakhstan" in out
+    [request] = fake_openai.chat_requests
+    assert QUESTION in json.dumps(request.body, ensure_ascii=False)

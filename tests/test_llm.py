@@ -8,7 +8,6 @@ import sys
 import types
 
 import pytest
-from fake_openai import FakeOpenAIServer, ScriptedError, fake_openai_fixture  # noqa: F401 - the fixture
 from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
@@ -29,6 +28,7 @@ from qa.llm import (
 from qa.schema import Answer, Citation, Passage
 
 from conftest import SEED
+from fake_openai import FakeOpenAIServer, ScriptedError, fake_openai_fixture  # noqa: F401 - the fixture
 
 QUESTION = "Quand le bureau de l'UE a-t-il ouvert à Almaty ?"
 ALMATY = "En novembre 1994, la délégation de l’UE au Kazakhstan a commencé ses travaux à Almaty."

@@ -10,7 +10,7 @@ LLM when one answers.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
@@ -86,8 +86,8 @@ def rewrite_follow_up(question: str, history: History | None) -> str:
 
 
 # -- the chain -------------------------------------------------------------------------
-def build_chain(kb: Any, answerer: Any) -> Runnable:
-    """``{"question", "history", "filters", "k"}`` → :class:`Answer` (LCEL)."""
+def build_retrieval_chain(kb: Any, answerer: Any) -> Runnable:
+    """``{"question", "history", "filters", "k"}`` → the same dict plus ``standalone`` and ``passages``."""
 
     def standalone(inputs: dict[str, Any]) -> str:
         history = inputs.get("history") or []
@@ -98,19 +98,42 @@ def build_chain(kb: Any, answerer: Any) -> Runnable:
     def retrieve(inputs: dict[str, Any]) -> list[Passage]:
         return kb.search(inputs["standalone"], k=inputs.get("k", 5), **(inputs.get("filters") or {}))
 
-    def respond(inputs: dict[str, Any]) -> Answer:
-        if hasattr(answerer, "rewrite_followup"):  # LLMs see the conversation
-            answer = answerer.answer(inputs["standalone"], inputs["passages"], inputs.get("history") or None)
+    return RunnablePassthrough.assign(standalone=RunnableLambda(standalone)) | RunnablePassthrough.assign(
+        passages=RunnableLambda(retrieve)
+    )
+
+
+def _is_llm(answerer: Any) -> bool:
+    return hasattr(answerer, "rewrite_followup")
+
+
+def build_chain(kb: Any, answerer: Any) -> Runnable:
+    """``{"question", "history", "filters", "k"}`` → :class:`Answer` (LCEL)."""
+
+    def respond(state: dict[str, Any]) -> Answer:
+        if _is_llm(answerer):  # LLMs see the conversation
+            answer = answerer.answer(state["standalone"], state["passages"], state.get("history") or None)
         else:
-            answer = answerer.answer(inputs["standalone"], inputs["passages"])
-        answer.question = inputs["standalone"]
+            answer = answerer.answer(state["standalone"], state["passages"])
+        answer.question = state["standalone"]
         return answer
 
-    return (
-        RunnablePassthrough.assign(standalone=RunnableLambda(standalone))
-        | RunnablePassthrough.assign(passages=RunnableLambda(retrieve))
-        | RunnableLambda(respond)
-    )
+    return build_retrieval_chain(kb, answerer) | RunnableLambda(respond)
+
+
+def stream_answer(kb: Any, answerer: Any, inputs: dict[str, Any]) -> Iterator[str | Answer]:
+    """Text chunks as an LLM answerer streams them, then the final :class:`Answer`
+    (the extractive answerer yields the Answer alone)."""
+    state = build_retrieval_chain(kb, answerer).invoke(inputs)
+    if not _is_llm(answerer):
+        answer = answerer.answer(state["standalone"], state["passages"])
+        answer.question = state["standalone"]
+        yield answer
+        return
+    for item in answerer.stream(state["standalone"], state["passages"], state.get("history") or None):
+        if isinstance(item, Answer):
+            item.question = state["standalone"]
+        yield item
 
 
 _EXTRACTIVE: Any = None
@@ -126,14 +149,24 @@ def extractive_answerer() -> Any:
     return _EXTRACTIVE
 
 
-def make_answerer(spec: str, *, base_url: str | None = None, api_key: str | None = None) -> Any:
+def make_answerer(
+    spec: str,
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    semantic: Callable[[str, Sequence[str]], Sequence[float]] | None = None,
+) -> Any:
     """``extractive`` (default, offline) or an LLM answerer for ``openai:…``, ``ollama:…``, ``llamacpp:…``.
 
-    LLM answerers fall back on the extractive answerer's citations when the model cites nothing.
+    ``semantic`` (question, sentences → similarities) lets the extractive answerer weigh
+    meaning as well as shared words. LLM answerers fall back on the extractive
+    answer's citations when the model cites nothing.
     """
+    from qa.answering import ExtractiveAnswerer
     from qa.llm import make_llm_answerer, parse_answerer
 
     provider, _ = parse_answerer(spec)
+    extractive = ExtractiveAnswerer(semantic=semantic) if semantic else extractive_answerer()
     if provider == "extractive":
-        return extractive_answerer()
-    return make_llm_answerer(spec, base_url=base_url, api_key=api_key, fallback=lambda q, p: extractive_answerer().answer(q, p))
+        return extractive
+    return make_llm_answerer(spec, base_url=base_url, api_key=api_key, fallback=extractive.answer)

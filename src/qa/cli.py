@@ -105,11 +105,19 @@ def format_answer(answer: Any) -> str:
 def cmd_ask(args: argparse.Namespace) -> int:
     kb = _open_kb(args)
     filters = {"source": args.source, "date_from": args.date_from, "date_to": args.date_to}
-    answer = kb.ask(args.question, k=args.k, answerer=args.answerer, **{k: v for k, v in filters.items() if v})
+    chosen = {k: v for k, v in filters.items() if v}
     if args.json:
+        answer = kb.ask(args.question, k=args.k, answerer=args.answerer, **chosen)
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
-    else:
-        print(format_answer(answer))
+        return 0
+    streamed = False
+    for item in kb.ask_stream(args.question, k=args.k, answerer=args.answerer, **chosen):
+        if isinstance(item, str):  # an LLM's reply, as it comes
+            print(item, end="", flush=True)
+            streamed = True
+        else:
+            text = format_answer(item)
+            print(text.partition("\n")[2] if streamed else text)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -244,8 +244,18 @@ class KnowledgeBase:
 
         spec = spec or self.settings.answerer
         if spec not in self._answerers:
-            self._answerers[spec] = make_answerer(spec, base_url=self.settings.llm_base_url, api_key=self.settings.llm_api_key)
+            self._answerers[spec] = make_answerer(
+                spec,
+                base_url=self.settings.llm_base_url,
+                api_key=self.settings.llm_api_key,
+                semantic=self.sentence_similarity if self.settings.semantic_sentences else None,
+            )
         return self._answerers[spec]
+
+    def sentence_similarity(self, question: str, sentences: Sequence[str]) -> list[float]:
+        """Cosine similarity of each sentence to the question, by the embedding model."""
+        vectors = self.embedder.embed_documents(list(sentences))
+        return [float(x) for x in vectors @ self.embedder.embed_query(question)]
 
     def ask(
         self,
@@ -265,11 +275,32 @@ class KnowledgeBase:
         """
         from qa.chain import build_chain
 
+        chosen, inputs = self._ask_inputs(question, history, k, answerer, filters)
+        return build_chain(self, chosen).invoke(inputs)
+
+    def ask_stream(
+        self,
+        question: str,
+        history: Sequence[tuple[str, str]] | None = None,
+        *,
+        k: int = 5,
+        answerer: str | Any | None = None,
+        **filters: Any,
+    ) -> Iterator[str | Answer]:
+        """Like :meth:`ask`, but yields the reply's text chunks as an LLM streams them,
+        then the final :class:`Answer` (the extractive answerer yields the Answer alone)."""
+        from qa.chain import stream_answer
+
+        chosen, inputs = self._ask_inputs(question, history, k, answerer, filters)
+        return stream_answer(self, chosen, inputs)
+
+    def _ask_inputs(
+        self, question: str, history: Sequence[tuple[str, str]] | None, k: int, answerer: Any, filters: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
         _check_question(question)
         _check_k(k)
         chosen = answerer if answerer is not None and not isinstance(answerer, str) else self.answerer(answerer)
-        chain = build_chain(self, chosen)
-        return chain.invoke({"question": question.strip(), "history": list(history or []), "filters": filters, "k": k})
+        return chosen, {"question": question.strip(), "history": list(history or []), "filters": filters, "k": k}
 
     def warm(self) -> None:
         """Load the embedding model now (servers and the UI call this once at start)."""
