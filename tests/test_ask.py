@@ -96,7 +96,7 @@ def test_cli_eval_on_a_tiny_squad_file(use_fake_embedder, capsys, tmp_path):
     assert main(["eval", "squad", str(TINY), "--compare", "--unanswerable", "--json", "--report", str(report)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["questions"] == 5 and result["articles"] == 3
-    assert set(result["retrieval"]) == {"hybrid", "fused", "dense", "lexical"}
+    assert set(result["retrieval"]) == {"hybrid", "rerank", "dense", "lexical"}
     assert result["retrieval"]["lexical"]["recall@5"] == 1.0  # 3 articles: the gold one is always in the top 5
     assert 0 <= result["answers"]["quote_contains_answer"] <= 1 and 0 <= result["unanswerable"]["abstention_rate"] <= 1
     text = report.read_text()

@@ -139,7 +139,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = kb.add_articles(tqdm(articles, desc="ingest", unit=" articles", file=sys.stderr, mininterval=1))
     modes = [settings.retrieval]
     if args.compare:
-        modes += [m for m in ("fused", "dense", "lexical", "hybrid") if m not in modes]
+        modes += [m for m in ("hybrid", "rerank", "dense", "lexical") if m not in modes]
     result = evaluate_squad(
         kb, questions, k=args.k, modes=modes, answers=not args.no_answers, unanswerable=args.unanswerable, answerer=args.answerer
     )
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="the SQuAD-format JSON file")
     p.add_argument("-k", "--k", type=int, default=5, help="passages read per question (default 5)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N questions (all paragraphs are indexed)")
-    p.add_argument("--compare", action="store_true", help="also measure each stage: dense, lexical, fused (no re-ranking)")
+    p.add_argument("--compare", action="store_true", help="also measure each stage: dense, lexical, hybrid, rerank")
     p.add_argument("--unanswerable", action="store_true", help="also ask each question with its paragraph left out")
     p.add_argument("--no-answers", action="store_true", help="retrieval metrics only")
     p.add_argument("--answerer", metavar="SPEC", help="extractive (default) or provider:model")

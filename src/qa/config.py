@@ -22,7 +22,7 @@ from typing import Any
 from qa.errors import ConfigError
 
 DEFAULT_MODEL = "multilingual-e5-small"
-RETRIEVAL_MODES = ("hybrid", "fused", "dense", "lexical")
+RETRIEVAL_MODES = ("hybrid", "rerank", "dense", "lexical")
 
 
 def _default_cache_dir() -> Path:
@@ -54,8 +54,8 @@ class Settings:
     api_token: str | None = None
     """Bearer token required by the HTTP API when set. ``QA_API_TOKEN``."""
     retrieval: str = "hybrid"
-    """``hybrid`` (dense + BM25 fused, then re-ranked), ``fused`` (no re-ranking), ``dense`` or
-    ``lexical``. ``QA_RETRIEVAL``."""
+    """``hybrid`` (dense + BM25, reciprocal rank fusion), ``rerank`` (hybrid, then re-ranked by the
+    best answering sentence), ``dense`` or ``lexical``. ``QA_RETRIEVAL``."""
     dense_weight: float = 1.0
     """Weight of the dense ranking in the fusion. ``QA_DENSE_WEIGHT``."""
     lexical_weight: float = 1.0
@@ -63,9 +63,9 @@ class Settings:
     candidates: int = 30
     """Passages taken from each retriever before fusion. ``QA_CANDIDATES``."""
     rerank_depth: int = 20
-    """Fused passages re-ranked by how well their best sentence answers the question. ``QA_RERANK_DEPTH``."""
+    """In ``rerank`` mode, fused passages re-ranked by how well their best sentence answers. ``QA_RERANK_DEPTH``."""
     rerank_weight: float = 0.5
-    """Share of the re-ranking score against the fusion score (0 = no re-ranking). ``QA_RERANK_WEIGHT``."""
+    """In ``rerank`` mode, share of the re-ranking score against the fusion score. ``QA_RERANK_WEIGHT``."""
     semantic_sentences: int = 0
     """1: the extractive answerer also weighs the embedding similarity of its top 8 sentences
     to the question (8 more short embeddings per question: ~0.2–0.5 s on 2 CPU cores);

@@ -170,6 +170,7 @@ def evaluate_squad(
 
     if answers:
         quote_hits, ems, f1s, abstained, latencies = [], [], [], [], []
+        confident: list[tuple[float, float]] = []
         per_type: dict[str, list[tuple[float, float]]] = {}
         for q, qtype in tqdm(list(zip(questions, types, strict=True)), desc="ask", unit=" q", disable=not progress):
             t = time.perf_counter()
@@ -186,6 +187,9 @@ def evaluate_squad(
             f1s.append(f1_score(prediction, q.answers))
             abstained.append(float(answer.abstained))
             per_type.setdefault(qtype, []).append((hit, f1s[-1]))
+            if answer.confidence is not None:
+                # what the answer would have been without the abstention threshold
+                confident.append((answer.confidence, hit or _would_hit(kb, q, k, answerer, answer)))
         n = len(questions) or 1
         result["answers"] = {
             "quote_contains_answer": round(sum(quote_hits) / n, 4),
@@ -202,11 +206,46 @@ def evaluate_squad(
 
     if unanswerable:
         abstained = []
+        unanswerable_confidence: list[float] = []
         for q in tqdm(questions, desc="ask without its paragraph", unit=" q", disable=not progress):
             answer = kb.ask(q.text, k=k, answerer=answerer, exclude=[q.doc_id])
             abstained.append(float(answer.abstained))
+            if answer.confidence is not None:
+                unanswerable_confidence.append(answer.confidence)
         result["unanswerable"] = {"abstention_rate": round(sum(abstained) / (len(abstained) or 1), 4)}
+        if answers and confident and unanswerable_confidence:
+            result["thresholds"] = threshold_table(confident, unanswerable_confidence)
     return result
+
+
+def _would_hit(kb: Any, q: Question, k: int, answerer: str | None, answer: Any) -> float:
+    """For an abstention: would the best sentence have contained the answer?"""
+    if not answer.abstained:
+        return 0.0
+    scorer = kb.answerer(answerer) if answerer else kb.answerer()
+    if not hasattr(scorer, "score_sentences"):
+        return 0.0
+    ranked = scorer.score_sentences(answer.question or q.text, answer.passages)
+    return float(bool(ranked) and quote_contains_answer([ranked[0].text], q.answers))
+
+
+def threshold_table(
+    answerable: Sequence[tuple[float, float]], unanswerable: Sequence[float], thresholds: Sequence[float] | None = None
+) -> list[dict[str, float]]:
+    """For each abstention threshold: false abstentions and quote hits on answerable questions
+    (``(confidence, hit)`` pairs), abstentions on unanswerable ones — to choose ``min_confidence``."""
+    thresholds = thresholds or [round(0.05 * i, 2) for i in range(2, 15)]
+    rows = []
+    for t in thresholds:
+        rows.append(
+            {
+                "threshold": t,
+                "false_abstention_rate": round(sum(c < t for c, _ in answerable) / len(answerable), 4),
+                "quote_contains_answer": round(sum(h for c, h in answerable if c >= t) / len(answerable), 4),
+                "unanswerable_abstention_rate": round(sum(c < t for c in unanswerable) / len(unanswerable), 4),
+            }
+        )
+    return rows
 
 
 def _row(*cells: Any) -> str:
@@ -254,6 +293,13 @@ def format_report(result: dict[str, Any]) -> str:
             "",
             f"Abstention rate on unanswerable questions (own paragraph removed): **{result['unanswerable']['abstention_rate']}**",
         ]
+    if result.get("thresholds"):
+        header = _row("threshold", "false abstentions", "quote contains answer", "abstains when unanswerable")
+        lines += ["", "## Abstention threshold", "", header, "|---|---|---|---|"]
+        for r in result["thresholds"]:
+            lines.append(
+                _row(r["threshold"], r["false_abstention_rate"], r["quote_contains_answer"], r["unanswerable_abstention_rate"])
+            )
     lines += [
         "",
         "## By question type",

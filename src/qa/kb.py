@@ -224,8 +224,8 @@ class KnowledgeBase:
         """The ``k`` passages that best answer ``question``, best first.
 
         ``mode`` is ``hybrid`` (dense + BM25 fused; the default ``QA_RETRIEVAL``),
-        ``dense`` or ``lexical``; ``source`` and the ISO date range filter articles;
-        ``exclude`` leaves out the listed article ids.
+        ``rerank`` (hybrid, re-ranked by the best answering sentence), ``dense`` or ``lexical``;
+        ``source`` and the ISO date range filter articles; ``exclude`` leaves out the listed article ids.
         """
         from qa.retrieval import hybrid_search
 
