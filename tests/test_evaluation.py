@@ -57,3 +57,17 @@ def test_french_answer_normalisation_and_scores():
     assert quote_contains_answer(["En novembre 1994, la délégation de l’UE…"], ["novembre 1994"])
     assert not quote_contains_answer(["En décembre 1993, …"], ["novembre 1994"])
     assert not quote_contains_answer(["Les 1994 délégués"], ["199"])  # whole tokens only
+
+
+def test_threshold_table_by_hand():
+    from qa.evaluation import threshold_table
+
+    answerable = [(0.9, 1.0), (0.5, 1.0), (0.2, 0.0), (0.1, 1.0)]
+    unanswerable = [0.05, 0.3, 0.6]
+    [row] = threshold_table(answerable, unanswerable, [0.4])
+    assert row == {
+        "threshold": 0.4,
+        "false_abstention_rate": 0.5,  # 0.2 and 0.1 fall below
+        "quote_contains_answer": 0.5,  # hits kept: 0.9 and 0.5
+        "unanswerable_abstention_rate": round(2 / 3, 4),
+    }
