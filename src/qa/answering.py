@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -466,22 +465,8 @@ class ExtractiveAnswerer:
     """How many top sentences spaCy reads for a person or a place (~10 ms each on one core)."""
     DOC_CACHE = 512
 
-    SEMANTIC_SENTENCES = 8
-    """How many top sentences (by the lexical score) the semantic scorer re-reads."""
-    SEMANTIC_WEIGHT = 0.3
-    """Bonus for the sentence closest in meaning to the question among those (scaled 0..1 within them)."""
-
-    def __init__(
-        self,
-        *,
-        min_confidence: float = 0.35,
-        nlp: Any = None,
-        semantic: Callable[[str, Sequence[str]], Sequence[float]] | None = None,
-    ) -> None:
-        """``semantic(question, sentences)`` gives each sentence's similarity to the question (e.g. the
-        embedding model's cosine); when given, it re-orders the top sentences found lexically."""
+    def __init__(self, *, min_confidence: float = 0.35, nlp: Any = None) -> None:
         self.min_confidence = min_confidence
-        self.semantic = semantic
         self._nlp = nlp
         self._docs: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -595,8 +580,6 @@ class ExtractiveAnswerer:
             score = (cov + self.CONTEXT_WEIGHT * max(neighbours, default=0.0)) * prior
             ranked.append(ScoredSentence(c.passage_index, c.start, c.end, c.text, score, cov, context, matched))
         ranked.sort(key=lambda s: (-s.score, s.passage_index, s.start))
-        if self.semantic is not None and len(ranked) > 1 and ranked[0].score > 0:
-            self._add_semantic(question, ranked)
 
         if qtype in _TYPED:
             names = {t for t, factor in q_terms.items() if factor == self.NAME_WEIGHT}
@@ -613,19 +596,6 @@ class ExtractiveAnswerer:
                     s.score += self.TYPE_BONUS * s.answer.strength
             ranked.sort(key=lambda s: (-s.score, s.passage_index, s.start))
         return ranked, qinfo
-
-    def _add_semantic(self, question: str, ranked: list[ScoredSentence]) -> None:
-        """Re-order the top sentences with the semantic scorer (in place)."""
-        top = [s for s in ranked[: self.SEMANTIC_SENTENCES] if s.score > 0]
-        if len(top) < 2:
-            return
-        sims = list(self.semantic(question, [s.text for s in top]))  # type: ignore[misc]
-        lo, hi = min(sims), max(sims)
-        if hi - lo < 1e-6:
-            return
-        for sentence, sim in zip(top, sims, strict=True):
-            sentence.score += self.SEMANTIC_WEIGHT * (sim - lo) / (hi - lo)
-        ranked.sort(key=lambda s: (-s.score, s.passage_index, s.start))
 
     def _find_answer(
         self, qtype: str, sentence: ScoredSentence, question: str, weights: dict[str, float], names: set[str], doc: Any = None

@@ -10,7 +10,7 @@ LLM when one answers.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
@@ -149,24 +149,15 @@ def extractive_answerer() -> Any:
     return _EXTRACTIVE
 
 
-def make_answerer(
-    spec: str,
-    *,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    semantic: Callable[[str, Sequence[str]], Sequence[float]] | None = None,
-) -> Any:
+def make_answerer(spec: str, *, base_url: str | None = None, api_key: str | None = None) -> Any:
     """``extractive`` (default, offline) or an LLM answerer for ``openai:…``, ``ollama:…``, ``llamacpp:…``.
 
-    ``semantic`` (question, sentences → similarities) lets the extractive answerer weigh
-    meaning as well as shared words. LLM answerers fall back on the extractive
-    answer's citations when the model cites nothing.
+    LLM answerers fall back on the extractive answer's citations when the model cites nothing.
     """
-    from qa.answering import ExtractiveAnswerer
     from qa.llm import make_llm_answerer, parse_answerer
 
     provider, _ = parse_answerer(spec)
-    extractive = ExtractiveAnswerer(semantic=semantic) if semantic else extractive_answerer()
+    extractive = extractive_answerer()
     if provider == "extractive":
         return extractive
     return make_llm_answerer(spec, base_url=base_url, api_key=api_key, fallback=extractive.answer)

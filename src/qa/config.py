@@ -66,10 +66,6 @@ class Settings:
     """In ``rerank`` mode, fused passages re-ranked by how well their best sentence answers. ``QA_RERANK_DEPTH``."""
     rerank_weight: float = 0.5
     """In ``rerank`` mode, share of the re-ranking score against the fusion score. ``QA_RERANK_WEIGHT``."""
-    semantic_sentences: int = 0
-    """1: the extractive answerer also weighs the embedding similarity of its top 8 sentences
-    to the question (8 more short embeddings per question: ~0.2–0.5 s on 2 CPU cores);
-    0: shared words only (default). ``QA_SEMANTIC_SENTENCES``."""
     chunk_tokens: int = 200
     """Target chunk size in tokens of the embedding model. ``QA_CHUNK_TOKENS``."""
     chunk_overlap: int = 40

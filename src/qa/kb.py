@@ -244,18 +244,8 @@ class KnowledgeBase:
 
         spec = spec or self.settings.answerer
         if spec not in self._answerers:
-            self._answerers[spec] = make_answerer(
-                spec,
-                base_url=self.settings.llm_base_url,
-                api_key=self.settings.llm_api_key,
-                semantic=self.sentence_similarity if self.settings.semantic_sentences else None,
-            )
+            self._answerers[spec] = make_answerer(spec, base_url=self.settings.llm_base_url, api_key=self.settings.llm_api_key)
         return self._answerers[spec]
-
-    def sentence_similarity(self, question: str, sentences: Sequence[str]) -> list[float]:
-        """Cosine similarity of each sentence to the question, by the embedding model."""
-        vectors = self.embedder.embed_documents(list(sentences))
-        return [float(x) for x in vectors @ self.embedder.embed_query(question)]
 
     def ask(
         self,
