@@ -293,8 +293,10 @@ class KnowledgeBase:
         return chosen, {"question": question.strip(), "history": list(history or []), "filters": filters, "k": k}
 
     def warm(self) -> None:
-        """Load the embedding model now (servers and the UI call this once at start)."""
+        """Load the embedding model and the default answerer's NLP pipeline now (servers and
+        the UI call this once at start, so the first question does not pay for it)."""
         self.embedder.embed_query("warm up")
+        getattr(self.answerer(), "nlp", None)  # the extractive answerer loads spaCy on first use
 
     def as_retriever(self, k: int = 5, **filters: Any) -> Any:
         """A LangChain ``BaseRetriever`` over :meth:`search`."""
