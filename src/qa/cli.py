@@ -70,7 +70,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     kb = _open_kb(args)
-    hits = kb.search(args.question, k=args.k, source=args.source, date_from=args.date_from, date_to=args.date_to)
+    hits = kb.search(args.question, k=args.k, **_filters(args))
     if args.json:
         print(json.dumps([p.to_dict() for p in hits], ensure_ascii=False, indent=2))
         return 0
@@ -104,8 +104,7 @@ def format_answer(answer: Any) -> str:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     kb = _open_kb(args)
-    filters = {"source": args.source, "date_from": args.date_from, "date_to": args.date_to}
-    chosen = {k: v for k, v in filters.items() if v}
+    chosen = _filters(args)
     if args.json:
         answer = kb.ask(args.question, k=args.k, answerer=args.answerer, **chosen)
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
@@ -192,6 +191,18 @@ def _common_options(parser: argparse.ArgumentParser, default: Any) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", default=default or False, help="log what happens")
 
 
+def _filter_options(parser: argparse.ArgumentParser) -> None:
+    """The filters of ``search`` and ``ask``."""
+    parser.add_argument("--source", action="append", help="only this source (repeatable)")
+    parser.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="only articles dated on or after")
+    parser.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="only articles dated on or before")
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    given = {"source": args.source, "date_from": args.date_from, "date_to": args.date_to}
+    return {k: v for k, v in given.items() if v}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qa", description="Question answering over a corpus of news articles.")
     _common_options(parser, None)
@@ -209,9 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", parents=[common], help="find the passages closest to a question")
     p.add_argument("question")
     p.add_argument("-k", type=int, default=5, help="number of passages (default 5)")
-    p.add_argument("--source", action="append", help="only this source (repeatable)")
-    p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="only articles dated on or after")
-    p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="only articles dated on or before")
+    _filter_options(p)
     p.add_argument("--json", action="store_true", help="print passages as JSON")
     p.set_defaults(func=cmd_search)
 
@@ -219,9 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question")
     p.add_argument("--answerer", metavar="SPEC", help="extractive (default), openai:MODEL, ollama:MODEL or llamacpp:PATH")
     p.add_argument("-k", type=int, default=5, help="passages to read (default 5)")
-    p.add_argument("--source", action="append", help="only this source (repeatable)")
-    p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="only articles dated on or after")
-    p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="only articles dated on or before")
+    _filter_options(p)
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
     p.set_defaults(func=cmd_ask)
 
