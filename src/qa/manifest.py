@@ -157,11 +157,6 @@ class Manifest:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM articles").fetchone()[0])
 
-    def chunk_count(self) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT COALESCE(SUM(json_array_length(chunk_ids)), 0) FROM articles").fetchone()
-        return int(row[0])
-
     def sources(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT DISTINCT source FROM articles WHERE source != '' ORDER BY source")]
@@ -170,11 +165,3 @@ class Manifest:
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
-
-    def iter_records(self, offset: int = 0, limit: int | None = None) -> Iterator[ArticleRecord]:
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {self._COLUMNS} FROM articles ORDER BY doc_id LIMIT ? OFFSET ?", (-1 if limit is None else limit, offset)
-            ).fetchall()
-        for row in rows:
-            yield self._row(row)
