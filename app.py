@@ -1,46 +1,150 @@
-"""Streamlit page over `qa` (a thin shell: everything it shows comes from qa.*).
+"""Streamlit chat over `qa`: a thin shell, everything it shows comes from qa.* (formatting in qa.ui).
 
 Run with `make run`, or `streamlit run app.py` once the index is built.
 """
 
+from collections.abc import Iterator
+
 import streamlit as st
 
-from qa import KnowledgeBase, QAError
-from qa.ui import answer_markdown, stats_markdown
+from qa import Answer, KnowledgeBase, QAError, load_settings, ui
+from qa.i18n import translator
+from qa.uploads import UPLOAD_TYPES, ingest_uploads
 
-st.set_page_config(page_title="qa — questions sur le corpus", page_icon="📰")
+try:
+    settings = load_settings()
+except QAError as exc:
+    st.error(str(exc))
+    st.stop()
+t = translator(settings.language)
+st.set_page_config(page_title=t("page_title"), page_icon="📰")
 
 
-@st.cache_resource(show_spinner="Chargement du modèle d'embeddings et de l'index…")
+@st.cache_resource(show_spinner=False)
 def knowledge_base() -> KnowledgeBase:
-    kb = KnowledgeBase.open()
-    kb.warm()
-    return kb
+    """One index per process, shared by every browser session (the model loads in warm())."""
+    return KnowledgeBase.open(settings=settings)
 
 
-st.title("Questions sur le corpus")
+def article_text(doc_id: str) -> str | None:
+    try:
+        return kb.article(doc_id).text
+    except QAError:
+        return None
+
+
+def show_answer(answer: Answer, asked: str) -> None:
+    view = ui.answer_view(answer, t, article_text, asked=asked)
+    if view.abstained:
+        st.warning(view.reply + "  \n" + view.note, icon="🔎")
+    else:
+        st.markdown(view.reply)
+        if view.note:
+            st.caption(view.note)
+    if view.sources:
+        st.caption(view.sources_title)
+    for source in view.sources:
+        st.markdown(source.heading)
+        st.markdown(source.passage)
+        if source.context:
+            with st.expander(t("context")):
+                st.markdown(source.context)
+
+
+def reply(events: Iterator[str | Answer]) -> Answer:
+    """Show an LLM's text as it streams, then return the final Answer (extractive: the Answer alone)."""
+    streamed, placeholder = "", st.empty()
+    for event in events:
+        if isinstance(event, Answer):
+            placeholder.empty()
+            return event
+        streamed += event
+        placeholder.markdown(ui.escape_markdown(streamed) + " ▌")
+    raise QAError("the answerer stopped without an answer; try again")
+
+
+st.title(t("title"))
+st.caption(t("intro"))
 try:
     kb = knowledge_base()
+    if not kb.is_warm:
+        with st.status(t("loading"), expanded=True) as status:
+            kb.warm(progress=lambda step: status.write(t(f"loading_{step}")))
+            status.update(label=t("ready"), state="complete", expanded=False)
     stats = kb.stats()
 except QAError as exc:
     st.error(str(exc))
     st.stop()
 
+messages: list[dict] = st.session_state.setdefault("messages", [])
+
 with st.sidebar:
-    st.subheader("Corpus")
-    st.markdown(stats_markdown(stats))
-    k = st.slider("Nombre de passages", min_value=1, max_value=20, value=5)
+    st.subheader(t("corpus"))
+    st.markdown(ui.stats_markdown(stats, t))
+    st.subheader(t("options"))
+    sources = st.multiselect(t("sources"), stats["sources"], placeholder=t("all_sources"))
+    date_from = st.date_input(t("date_from"), value=None, format="YYYY-MM-DD")
+    date_to = st.date_input(t("date_to"), value=None, format="YYYY-MM-DD")
+    k = st.slider(t("passages"), min_value=1, max_value=20, value=5)
+    choices = ui.answerer_choices(settings.answerer)
+    answerer = st.selectbox(t("answerer"), choices, format_func=lambda spec: ui.answerer_label(spec, t))
+    if st.button(t("new_conversation"), icon="🗨️"):
+        messages.clear()
+
+    with st.expander(t("add_articles")):
+        uploader_key = f"uploads-{st.session_state.setdefault('upload_round', 0)}"
+        files = st.file_uploader(
+            t("upload_label"),
+            type=[ext.lstrip(".") for ext in UPLOAD_TYPES],
+            accept_multiple_files=True,
+            key=uploader_key,
+            help=t("upload_help", folder=f"{settings.corpus_dir}/uploads", max_mb=settings.max_file_mb),
+        )
+        if files and st.button(t("ingest_button"), type="primary"):
+            with st.status(t("ingesting", files=len(files))) as status:
+                report = ingest_uploads(
+                    kb,
+                    [(f.name, f.getvalue()) for f in files],
+                    settings.corpus_dir,
+                    int(settings.max_file_mb * 1e6),
+                    progress=lambda r, seen: status.update(label=t("ingest_progress", articles=seen, chunks=r.chunks_written)),
+                )
+            st.session_state.last_ingest = ui.ingest_summary(report, t)
+            st.session_state.upload_round += 1
+            st.rerun()
+        if "last_ingest" in st.session_state:
+            summary, problems = st.session_state.last_ingest
+            st.success(summary)
+            if problems:
+                st.error(t("ingest_errors") + "\n\n" + "\n".join(f"- {p}" for p in problems))
 
 if not stats["articles"]:
-    st.warning("L'index est vide : lancez `make index` (ou `qa ingest corpus/`) puis rechargez la page.")
-    st.stop()
+    st.warning(t("empty_index"))
 
-question = st.text_input("Votre question", placeholder="Quand le bureau de l'UE a-t-il ouvert à Almaty ?")
-if question.strip():
-    try:
-        with st.spinner("Recherche de la réponse…"):
-            answer = kb.ask(question, k=k)
-    except QAError as exc:
-        st.error(str(exc))
-    else:
-        st.markdown(answer_markdown(answer))
+question = None
+for message in messages:
+    with st.chat_message(message["role"]):
+        if message["role"] == "user":
+            question = message["text"]
+            st.markdown(ui.escape_markdown(question))
+        elif "answer" in message:
+            show_answer(message["answer"], question)
+        else:
+            st.error(message["error"])
+
+if question := st.chat_input(t("placeholder"), disabled=not stats["articles"]):
+    history = ui.history_pairs(messages)
+    messages.append({"role": "user", "text": question})
+    with st.chat_message("user"):
+        st.markdown(ui.escape_markdown(question))
+    with st.chat_message("assistant"):
+        try:
+            with st.spinner(t("searching")):
+                filters = ui.search_filters(sources, date_from, date_to)
+                answer = reply(kb.ask_stream(question, history, k=k, answerer=answerer, **filters))
+        except QAError as exc:
+            messages.append({"role": "assistant", "error": str(exc)})
+            st.error(str(exc))
+        else:
+            messages.append({"role": "assistant", "answer": answer})
+            show_answer(answer, question)

@@ -23,6 +23,7 @@ from qa.errors import ConfigError
 
 DEFAULT_MODEL = "multilingual-e5-small"
 RETRIEVAL_MODES = ("hybrid", "rerank", "dense", "lexical")
+LANGUAGES = ("fr", "en")
 
 
 def _default_cache_dir() -> Path:
@@ -76,6 +77,8 @@ class Settings:
     """Files larger than this are skipped with a message. ``QA_MAX_FILE_MB``."""
     collection: str = "qa_chunks"
     """Chroma collection name (3–512 of ``[a-zA-Z0-9._-]``). ``QA_COLLECTION``."""
+    language: str = "fr"
+    """Language of the web interface: ``fr`` or ``en``. ``QA_LANGUAGE``."""
 
     def __post_init__(self) -> None:
         if self.chunk_tokens < 16 or self.chunk_tokens > 512:
@@ -102,6 +105,8 @@ class Settings:
             raise ConfigError("candidates must be between 1 and 1000: fix QA_CANDIDATES")
         if self.max_file_mb <= 0:
             raise ConfigError("max_file_mb must be > 0: fix QA_MAX_FILE_MB")
+        if self.language not in LANGUAGES:
+            raise ConfigError(f"language={self.language!r}: set QA_LANGUAGE to one of {', '.join(LANGUAGES)}")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (values are coerced like env vars)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -58,6 +59,8 @@ class KnowledgeBase:
         # fail at open, before any model is loaded, if the index was built with another model
         self.store.check_compatible(self.embedder.model_id)
         self._answerers: dict[str, Any] = {}
+        self._warm = False
+        self._warm_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -292,11 +295,28 @@ class KnowledgeBase:
         chosen = answerer if answerer is not None and not isinstance(answerer, str) else self.answerer(answerer)
         return chosen, {"question": question.strip(), "history": list(history or []), "filters": filters, "k": k}
 
-    def warm(self) -> None:
+    def warm(self, progress: Callable[[str], None] | None = None) -> None:
         """Load the embedding model and the default answerer's NLP pipeline now (servers and
-        the UI call this once at start, so the first question does not pay for it)."""
-        self.embedder.embed_query("warm up")
-        getattr(self.answerer(), "nlp", None)  # the extractive answerer loads spaCy on first use
+        the UI call this once at start, so the first question does not pay for it).
+
+        ``progress`` is told each step as it starts: ``"model"``, then ``"answerer"``.
+        Thread-safe and done once: later calls return at once.
+        """
+        with self._warm_lock:
+            if self._warm:
+                return
+            if progress:
+                progress("model")
+            self.embedder.embed_query("warm up")
+            if progress:
+                progress("answerer")
+            getattr(self.answerer(), "nlp", None)  # the extractive answerer loads spaCy on first use
+            self._warm = True
+
+    @property
+    def is_warm(self) -> bool:
+        """Whether :meth:`warm` has run (the model and the answerer are loaded)."""
+        return self._warm
 
     def as_retriever(self, k: int = 5, **filters: Any) -> Any:
         """A LangChain ``BaseRetriever`` over :meth:`search`."""
