@@ -30,7 +30,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "ingest_button": "Indexer",
         "ingesting": "Indexation de {files} fichier(s)…",
         "ingest_progress": "{articles} article(s) lu(s), {chunks} passage(s) indexé(s)…",
-        "ingest_done": "{added} ajoutés, {updated} mis à jour, {unchanged} inchangés ; "
+        "ingest_done": "Ajoutés : {added}, mis à jour : {updated}, inchangés : {unchanged} ; "
         "{chunks} passages indexés en {seconds:.1f} s.",
         "ingest_errors": "Non indexés :",
         "empty_index": "L'index est vide : ajoutez des articles dans la barre latérale, ou lancez `make index` "
@@ -70,7 +70,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "ingest_button": "Index",
         "ingesting": "Indexing {files} file(s)…",
         "ingest_progress": "{articles} article(s) read, {chunks} passage(s) indexed…",
-        "ingest_done": "{added} added, {updated} updated, {unchanged} unchanged; {chunks} passages indexed in {seconds:.1f} s.",
+        "ingest_done": "Added: {added}, updated: {updated}, unchanged: {unchanged}; {chunks} passages indexed in {seconds:.1f} s.",
         "ingest_errors": "Not indexed:",
         "empty_index": "The index is empty: add articles in the sidebar, or run `make index` "
         "(or `qa ingest corpus/`) and reload the page.",
