@@ -70,7 +70,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "ingest_button": "Index",
         "ingesting": "Indexing {files} file(s)…",
         "ingest_progress": "{articles} article(s) read, {chunks} passage(s) indexed…",
-        "ingest_done": "Added: {added}, updated: {updated}, unchanged: {unchanged}; {chunks} passages indexed in {seconds:.1f} s.",
+        "ingest_done": "Added: {added}, updated: {updated}, unchanged: {unchanged}; "
+        "{chunks} passages indexed in {seconds:.1f} s.",
         "ingest_errors": "Not indexed:",
         "empty_index": "The index is empty: add articles in the sidebar, or run `make index` "
         "(or `qa ingest corpus/`) and reload the page.",
