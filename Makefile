@@ -4,12 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.qa-installed
 PORT   ?= 8501
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup index run test test-fast lint eval-piaf clean-index
+.PHONY: setup browser index run test test-fast lint eval-piaf clean-index
 
 setup: $(STAMP)
 
@@ -31,7 +32,12 @@ index: setup
 run: index
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
-test: setup
+# Debian chromium for the browser test (Playwright from PyPI drives it; never `playwright install`)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (apt-get)…"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: setup browser
 	$(BIN)/python -m pytest
 
 test-fast: setup

@@ -88,7 +88,7 @@ with st.sidebar:
     k = st.slider(t("passages"), min_value=1, max_value=20, value=5)
     choices = ui.answerer_choices(settings.answerer)
     answerer = st.selectbox(t("answerer"), choices, format_func=lambda spec: ui.answerer_label(spec, t))
-    if st.button(t("new_conversation"), icon="🗨️"):
+    if st.button(t("new_conversation"), icon=":material/add_comment:"):
         messages.clear()
 
     with st.expander(t("add_articles")):
