@@ -101,6 +101,10 @@ def test_cli_eval_on_a_tiny_squad_file(use_fake_embedder, capsys, tmp_path):
     assert 0 <= result["answers"]["quote_contains_answer"] <= 1 and 0 <= result["unanswerable"]["abstention_rate"] <= 1
     text = report.read_text()
     assert "## Retrieval" in text and "| lexical |" in text and "## By question type" in text
+    assert "![recall@k for k = 1..20 per retriever](report-recall.png)" in text
+    png = (tmp_path / "report-recall.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert result["recall_curve"]["dense"][19] >= result["recall_curve"]["dense"][0]
 
 
 def test_ask_stream_yields_llm_chunks_then_the_answer(seeded):

@@ -126,7 +126,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from qa.config import load_settings
-    from qa.evaluation import evaluate_squad, format_report, load_squad
+    from qa.evaluation import evaluate_squad, format_report, load_squad, plot_recall_curves
     from qa.kb import KnowledgeBase
 
     articles, questions = load_squad(args.file)
@@ -154,7 +154,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     markdown = format_report(result)
     if args.report:
-        Path(args.report).write_text(markdown, encoding="utf-8")
+        report = Path(args.report)
+        plot = plot_recall_curves(result, report.with_name(report.stem + "-recall.png"))
+        markdown = format_report(result, plot=plot.name)
+        report.write_text(markdown, encoding="utf-8")
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else markdown)
     return 0
 
@@ -241,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unanswerable", action="store_true", help="also ask each question with its paragraph left out")
     p.add_argument("--no-answers", action="store_true", help="retrieval metrics only")
     p.add_argument("--answerer", metavar="SPEC", help="extractive (default) or provider:model")
-    p.add_argument("--report", metavar="FILE.md", help="also write the report as Markdown")
+    p.add_argument("--report", metavar="FILE.md", help="also write a Markdown report, and its recall@k plot as FILE-recall.png")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_eval)
 

@@ -252,8 +252,35 @@ def _row(*cells: Any) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def format_report(result: dict[str, Any]) -> str:
-    """The evaluation as Markdown tables."""
+TYPE_LABELS = {"quand": "Quand", "qui": "Qui", "ou": "Où", "combien": "Combien", "quel": "Quel", "other": "other"}
+
+
+def plot_recall_curves(result: dict[str, Any], path: str | Path) -> Path:
+    """A PNG of recall@k for k = 1..20, one line per retriever."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; must come before pyplot
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    try:
+        for mode, curve in result["recall_curve"].items():
+            ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=mode)
+        ax.set_xlabel("k (passages retrieved)")
+        ax.set_ylabel("recall@k (gold paragraph in the top k)")
+        ax.set_title(f"{Path(result.get('file', '')).name}: {result['questions']} questions, {result.get('chunks', '?')} chunks")
+        ax.set_xticks(range(1, 21))
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def format_report(result: dict[str, Any], plot: str | None = None) -> str:
+    """The evaluation as Markdown tables (``plot``: the recall@k PNG to link, relative to the report)."""
     lines = [f"# qa eval — {result.get('file', '')}", ""]
     lines += [f"{result['questions']} questions, {result.get('articles', '?')} articles ({result.get('chunks', '?')} chunks), "
               f"k={result['k']}, model `{result.get('model', '?')}`, answerer `{result.get('answerer', '?')}`", ""]  # fmt: skip
@@ -269,6 +296,8 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(
             _row(mode, r["recall@1"], r["recall@5"], r["recall@10"], r["mrr@10"], r["search_ms_p50"], r["search_ms_p95"])
         )
+    if plot:
+        lines += ["", f"![recall@k for k = 1..20 per retriever]({plot})"]
     if "answers" in result:
         a = result["answers"]
         lines += [
@@ -308,5 +337,6 @@ def format_report(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for qtype, r in sorted(result.get("by_type", {}).items(), key=lambda kv: -kv[1].get("questions", 0)):
-        lines.append(_row(qtype, *(r.get(c, "") for c in ("questions", "recall@5", "quote_contains_answer", "f1"))))
+        cells = (r.get(c, "") for c in ("questions", "recall@5", "quote_contains_answer", "f1"))
+        lines.append(_row(TYPE_LABELS.get(qtype, qtype), *cells))
     return "\n".join(lines) + "\n"
