@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup browser index run test test-fast lint eval-piaf clean-index
+.PHONY: setup browser index run test test-fast lint eval-piaf bench-ingest bench-query clean-index
 
 setup: $(STAMP)
 
@@ -44,14 +44,22 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup
-	$(BIN)/ruff check src tests app.py ingest.py
-	$(BIN)/ruff format --check src tests app.py ingest.py
+	$(BIN)/ruff check src tests app.py ingest.py benchmarks
+	$(BIN)/ruff format --check src tests app.py ingest.py benchmarks
 
 # answer quality and retrieval on PIAF v1.0 (outside the repo; not needed by the tests)
 PIAF ?= ../shared/data/piaf-v1.0.json
 eval-piaf: setup
 	mkdir -p benchmarks/results
 	$(BIN)/qa eval squad $(PIAF) --compare --unanswerable --report benchmarks/results/piaf.md
+
+# speed: qa vs the naive LangChain pipeline (ingest), latency and memory at 1k/10k/100k chunks (query)
+bench-ingest: setup
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
+	cd benchmarks && ../$(BIN)/python ingest.py
+
+bench-query: setup
+	cd benchmarks && ../$(BIN)/python query.py
 
 clean-index:
 	rm -rf .qa/index

@@ -1,0 +1,81 @@
+"""Shared helpers for the benchmark scripts (not tests): corpora, timing, tables, machine info."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+PIAF = ROOT.parent / "shared" / "data" / "piaf-v1.0.json"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def load_corpus(path: str | Path | None, limit: int | None = None) -> tuple[list[Any], list[Any], str]:
+    """Articles (and questions, for SQuAD files) from a SQuAD JSON file, a folder or files; PIAF if it is there."""
+    from qa.documents import Article, iter_inputs
+    from qa.evaluation import load_squad
+
+    source = Path(path) if path else (PIAF if PIAF.exists() else ROOT / "corpus")
+    if source.suffix == ".json":
+        articles, questions = load_squad(source)
+    else:
+        articles = [a for a in iter_inputs([source], 50_000_000) if isinstance(a, Article)]
+        questions = []
+    if limit:
+        articles = articles[:limit]
+        keep = {a.id for a in articles}
+        questions = [q for q in questions if q.doc_id in keep]
+    return articles, questions, str(source)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

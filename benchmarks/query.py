@@ -1,0 +1,174 @@
+"""Query speed and memory at 1k, 10k and 100k chunks: `search` and `ask` latency p50/p95, peak RSS.
+
+    .venv/bin/python benchmarks/query.py [--sizes 1000 10000 100000] [--questions 200]
+
+The index holds real PIAF paragraphs embedded with the real model (their questions are the ones
+measured), topped up with filler articles to each size: French sentences from the other PIAF
+paragraphs shuffled into new articles, with vectors mixed from real ones plus noise, ingested
+through `KnowledgeBase.add_articles` like any article. Each size is measured in a fresh process
+(model loaded and warmed first; the query-vector cache is cleared before each call, so every
+call embeds its question). Prints a table and writes benchmarks/results/query.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import PIAF, load_corpus, machine, peak_rss_mb, percentile, table, write_json
+
+REAL_ARTICLES = 200
+
+
+class FillerEmbedder:
+    """Vectors for filler chunks: a mix of two real chunk vectors plus noise (no model run)."""
+
+    def __init__(self, model_id: str, real: np.ndarray, seed: int = 0) -> None:
+        self.model_id = model_id
+        self.dimension = real.shape[1]
+        self.real = real
+        self.rng = np.random.default_rng(seed)
+
+    def embed_documents(self, texts: list[str]) -> np.ndarray:
+        n = len(texts)
+        a = self.real[self.rng.integers(len(self.real), size=n)]
+        b = self.real[self.rng.integers(len(self.real), size=n)]
+        w = self.rng.uniform(0.3, 0.7, size=(n, 1))
+        v = w * a + (1 - w) * b + self.rng.normal(0, 0.02, size=(n, self.dimension))
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:  # pragma: no cover - never queried
+        raise NotImplementedError
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [int(len(t.split()) * 1.5) + 1 for t in texts]  # ~1.5 tokens per French word for e5
+
+
+def build(index: Path, sizes: list[int], questions_n: int, real_n: int) -> Iterator[tuple[int, Path, list[dict[str, Any]]]]:
+    """Yield (size, index, questions) as the index grows through ``sizes``."""
+    from qa import KnowledgeBase
+    from qa.documents import Article
+    from qa.embeddings import SentenceTransformerEmbedder
+
+    articles, questions, _ = load_corpus(PIAF, None)
+    real, rest = articles[:real_n], articles[real_n:]
+    keep = {a.id for a in real}
+    qs = [{"text": q.text, "doc_id": q.doc_id} for q in questions if q.doc_id in keep][:questions_n]
+    embedder = SentenceTransformerEmbedder("multilingual-e5-small", _cache())
+    captured: list[np.ndarray] = []
+    original = embedder.embed_documents
+    embedder.embed_documents = lambda texts: captured.append(original(texts)) or captured[-1]  # type: ignore[method-assign]
+    t = time.perf_counter()
+    with KnowledgeBase.open(index, embedder=embedder) as kb:
+        kb.add_articles(real)
+        chunks = kb.stats()["chunks"]
+    print(f"real: {len(real)} articles, {chunks} chunks embedded in {time.perf_counter() - t:.0f} s", flush=True)
+    filler = FillerEmbedder(embedder.model_id, np.concatenate(captured))
+    sentences = [s for a in rest for s in re.split(r"(?<=[.!?])\s+", a.text) if len(s.split()) > 4]
+    rng = random.Random(0)
+    serial = 0
+    for size in sizes:
+        t = time.perf_counter()
+        with KnowledgeBase.open(index, embedder=filler) as kb:
+            while (chunks := kb.stats()["chunks"]) < size:
+                batch = []
+                for _ in range(min(2000, max(1, (size - chunks) // 6))):
+                    serial += 1
+                    text = " ".join(rng.choice(sentences) for _ in range(rng.randint(15, 30)))
+                    batch.append(Article(id=f"filler-{serial}", text=text, title=f"Dépêche {serial}", source="filler"))
+                kb.add_articles(batch)
+                print(f"  {kb.stats()['chunks']} chunks", flush=True)
+        print(f"size {size}: built in {time.perf_counter() - t:.0f} s", flush=True)
+        yield chunks, index, qs
+
+
+def _cache() -> Path:
+    from qa.config import load_settings
+
+    return load_settings().model_cache
+
+
+def measure(index: Path, questions: list[dict[str, Any]], k: int) -> dict[str, Any]:
+    """In a fresh process: warm, then time search and ask for each question."""
+    from qa import KnowledgeBase
+
+    t = time.perf_counter()
+    kb = KnowledgeBase.open(index)
+    kb.warm()
+    for q in questions[:5]:  # first-call paths (HNSW load, SQLite pages)
+        kb.ask(q["text"], k=k)
+    warm_s = time.perf_counter() - t
+    cache = kb.embedder._queries  # noqa: SLF001 - each measured call must embed its question
+    search_ms, ask_ms, hits = [], [], 0
+    for q in questions:
+        cache.clear()
+        t = time.perf_counter()
+        found = kb.search(q["text"], k=k)
+        search_ms.append((time.perf_counter() - t) * 1000)
+        hits += q["doc_id"] in [p.doc_id for p in found]
+        cache.clear()
+        t = time.perf_counter()
+        kb.ask(q["text"], k=k)
+        ask_ms.append((time.perf_counter() - t) * 1000)
+    stats = kb.stats()
+    return {
+        "chunks": stats["chunks"],
+        "articles": stats["articles"],
+        "questions": len(questions),
+        "search_ms_p50": round(percentile(search_ms, 0.5), 1),
+        "search_ms_p95": round(percentile(search_ms, 0.95), 1),
+        "ask_ms_p50": round(percentile(ask_ms, 0.5), 1),
+        "ask_ms_p95": round(percentile(ask_ms, 0.95), 1),
+        "recall@k": round(hits / len(questions), 3),
+        "open_and_warm_s": round(warm_s, 1),
+        "peak_rss_mb": round(peak_rss_mb()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("-k", type=int, default=5)
+    parser.add_argument("--real", type=int, default=REAL_ARTICLES, help="PIAF paragraphs embedded for real (default 200)")
+    parser.add_argument("--index", help="where to build (default: a temporary folder)")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: measure this index in this process
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(Path(args.measure), json.loads(sys.stdin.read()), args.k)))
+        return
+    if not PIAF.exists():
+        sys.exit(f"{PIAF} not found: the query benchmark needs PIAF v1.0 for real questions")
+    index = Path(args.index or tempfile.mkdtemp(prefix="qa-bench-query-")) / "index"
+    rows, results = [], []
+    for size, path, questions in build(index, sorted(args.sizes), args.questions, args.real):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--measure", str(path), "-k", str(args.k)],
+            input=json.dumps(questions),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        results.append(r)
+        rows.append([r["chunks"], r["search_ms_p50"], r["search_ms_p95"], r["ask_ms_p50"], r["ask_ms_p95"], r["recall@k"],
+                     r["peak_rss_mb"]])  # fmt: skip
+        print(f"measured {size}: {r}", flush=True)
+    print()
+    headers = ["chunks", "search p50 ms", "search p95 ms", "ask p50 ms", "ask p95 ms", f"recall@{args.k}", "peak RSS MB"]
+    print(table(headers, rows))
+    print(f"\nwrote {write_json('query.json', {'machine': machine(), 'k': args.k, 'sizes': results})}")
+
+
+if __name__ == "__main__":
+    main()
