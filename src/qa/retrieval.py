@@ -19,7 +19,9 @@ the re-ranking score, in [0, 1].
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -35,6 +37,17 @@ from qa.schema import Passage
 from qa.store import build_where, date_number
 
 RRF_K = 60
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _dense_pool() -> ThreadPoolExecutor:
+    """Threads that run the dense half of a search beside the lexical half (created once per process)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="qa-dense")
+        return _POOL
 
 
 def hybrid_search(
@@ -59,8 +72,10 @@ def hybrid_search(
     dense: list[Passage] = []
     lexical: list[tuple[str, float]] = []
     fusing = mode in ("hybrid", "rerank")
+    pending: Future[list[Passage]] | None = None
     if mode == "dense" or (fusing and settings.dense_weight > 0):
-        dense = kb.store.query(kb.embedder.embed_query(question), n if fusing else k, where)
+        # the question is embedded (torch, GIL released) while BM25 runs here (SQLite, GIL released)
+        pending = _dense_pool().submit(lambda: kb.store.query(kb.embedder.embed_query(question), n if fusing else k, where))
     if mode == "lexical" or (fusing and settings.lexical_weight > 0):
         filters = {
             "source": source,
@@ -69,6 +84,8 @@ def hybrid_search(
             "exclude": exclude,
         }
         lexical = kb.manifest.lexical_search(question, n if fusing else k, **filters)
+    if pending is not None:
+        dense = pending.result()
     if mode == "dense":
         return dense[:k]
     if mode == "lexical":
