@@ -16,6 +16,7 @@ import argparse
 import json
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,8 +55,12 @@ class FillerEmbedder:
         return [int(len(t.split()) * 1.5) + 1 for t in texts]  # ~1.5 tokens per French word for e5
 
 
-def build(index: Path, sizes: list[int], questions_n: int, real_n: int) -> Iterator[tuple[int, Path, list[dict[str, Any]]]]:
-    """Yield (size, index, questions) as the index grows through ``sizes``."""
+def build(root: Path, sizes: list[int], questions_n: int, real_n: int) -> Iterator[tuple[int, Path, list[dict[str, Any]]]]:
+    """Yield (size, index, questions) as the index grows through ``sizes``.
+
+    Each size is kept as a snapshot folder (``root/size-N``), and so are the real articles
+    (``root/real``): a second run with the same ``--index`` measures again without rebuilding.
+    """
     from qa import KnowledgeBase
     from qa.documents import Article
     from qa.embeddings import SentenceTransformerEmbedder
@@ -64,20 +69,32 @@ def build(index: Path, sizes: list[int], questions_n: int, real_n: int) -> Itera
     real, rest = articles[:real_n], articles[real_n:]
     keep = {a.id for a in real}
     qs = [{"text": q.text, "doc_id": q.doc_id} for q in questions if q.doc_id in keep][:questions_n]
-    embedder = SentenceTransformerEmbedder("multilingual-e5-small", _cache())
-    captured: list[np.ndarray] = []
-    original = embedder.embed_documents
-    embedder.embed_documents = lambda texts: captured.append(original(texts)) or captured[-1]  # type: ignore[method-assign]
-    t = time.perf_counter()
-    with KnowledgeBase.open(index, embedder=embedder) as kb:
-        kb.add_articles(real)
-        chunks = kb.stats()["chunks"]
-    print(f"real: {len(real)} articles, {chunks} chunks embedded in {time.perf_counter() - t:.0f} s", flush=True)
-    filler = FillerEmbedder(embedder.model_id, np.concatenate(captured))
+    index = root / "building"
+    if not (root / "real").exists():
+        embedder = SentenceTransformerEmbedder("multilingual-e5-small", _cache())
+        t = time.perf_counter()
+        with KnowledgeBase.open(root / "real", embedder=embedder) as kb:
+            kb.add_articles(real)
+            chunks = kb.stats()["chunks"]
+        print(f"real: {len(real)} articles, {chunks} chunks embedded in {time.perf_counter() - t:.0f} s", flush=True)
+    shutil.rmtree(index, ignore_errors=True)
+    shutil.copytree(root / "real", index)
+    with KnowledgeBase.open(index, embedder=_Reader()) as kb:
+        got = kb.store._existing().get(include=["embeddings"])  # noqa: SLF001
+        model_id = kb.store.spec()["embedding_model"]
+    filler = FillerEmbedder(model_id, np.asarray(got["embeddings"], dtype=np.float32))
     sentences = [s for a in rest for s in re.split(r"(?<=[.!?])\s+", a.text) if len(s.split()) > 4]
     rng = random.Random(0)
     serial = 0
     for size in sizes:
+        snapshot = root / f"size-{size}"
+        if snapshot.exists():
+            with KnowledgeBase.open(snapshot, embedder=_Reader(model_id)) as kb:
+                chunks = kb.stats()["chunks"]
+            shutil.rmtree(index)
+            shutil.copytree(snapshot, index)
+            yield chunks, snapshot, qs
+            continue
         t = time.perf_counter()
         with KnowledgeBase.open(index, embedder=filler) as kb:
             while (chunks := kb.stats()["chunks"]) < size:
@@ -89,7 +106,15 @@ def build(index: Path, sizes: list[int], questions_n: int, real_n: int) -> Itera
                 kb.add_articles(batch)
                 print(f"  {kb.stats()['chunks']} chunks", flush=True)
         print(f"size {size}: built in {time.perf_counter() - t:.0f} s", flush=True)
-        yield chunks, index, qs
+        shutil.copytree(index, snapshot)
+        yield chunks, snapshot, qs
+
+
+class _Reader:
+    """Stands in for the embedder when an index is only opened to be read or copied."""
+
+    def __init__(self, model_id: str = "") -> None:
+        self.model_id = model_id or "intfloat/multilingual-e5-small"
 
 
 def _cache() -> Path:
@@ -141,7 +166,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("-k", type=int, default=5)
     parser.add_argument("--real", type=int, default=REAL_ARTICLES, help="PIAF paragraphs embedded for real (default 200)")
-    parser.add_argument("--index", help="where to build (default: a temporary folder)")
+    parser.add_argument("--index", help="where to build and keep the indexes (default: a temporary folder); reused if there")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: measure this index in this process
     args = parser.parse_args()
     if args.measure:
@@ -149,9 +174,9 @@ def main() -> None:
         return
     if not PIAF.exists():
         sys.exit(f"{PIAF} not found: the query benchmark needs PIAF v1.0 for real questions")
-    index = Path(args.index or tempfile.mkdtemp(prefix="qa-bench-query-")) / "index"
+    root = Path(args.index or tempfile.mkdtemp(prefix="qa-bench-query-"))
     rows, results = [], []
-    for size, path, questions in build(index, sorted(args.sizes), args.questions, args.real):
+    for size, path, questions in build(root, sorted(args.sizes), args.questions, args.real):
         proc = subprocess.run(
             [sys.executable, __file__, "--measure", str(path), "-k", str(args.k)],
             input=json.dumps(questions),
