@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import PIAF, load_corpus, machine, peak_rss_mb, percentile, table, write_json
+from common import PIAF, current_rss_mb, load_corpus, machine, peak_rss_mb, percentile, table, write_json
 
 REAL_ARTICLES = 200
 
@@ -157,6 +157,7 @@ def measure(index: Path, questions: list[dict[str, Any]], k: int) -> dict[str, A
         "recall@k": round(hits / len(questions), 3),
         "open_and_warm_s": round(warm_s, 1),
         "peak_rss_mb": round(peak_rss_mb()),
+        "rss_after_mb": round(current_rss_mb()),
     }
 
 
@@ -187,10 +188,11 @@ def main() -> None:
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(r)
         rows.append([r["chunks"], r["search_ms_p50"], r["search_ms_p95"], r["ask_ms_p50"], r["ask_ms_p95"], r["recall@k"],
-                     r["peak_rss_mb"]])  # fmt: skip
+                     r["peak_rss_mb"], r["rss_after_mb"]])  # fmt: skip
         print(f"measured {size}: {r}", flush=True)
     print()
-    headers = ["chunks", "search p50 ms", "search p95 ms", "ask p50 ms", "ask p95 ms", f"recall@{args.k}", "peak RSS MB"]
+    headers = ["chunks", "search p50 ms", "search p95 ms", "ask p50 ms", "ask p95 ms", f"recall@{args.k}"]
+    headers += ["peak RSS MB", "RSS after MB"]
     print(table(headers, rows))
     print(f"\nwrote {write_json('query.json', {'machine': machine(), 'k': args.k, 'sizes': results})}")
 
