@@ -261,3 +261,32 @@ def test_rrf_ties_keep_first_appearance() -> None:
     assert [i for i, _ in rrf_fuse([["p"], ["q"], ["r"]])] == ["p", "q", "r"]
     assert rrf_fuse([["a", "a", "b"]], k=0) == [("a", 1.0), ("b", pytest.approx(1 / 3))]  # a repeat counts once
     assert rrf_fuse([]) == [] and rrf_fuse([[], []]) == []
+
+
+def test_prune_terms_drops_the_most_common_terms_over_the_budget():
+    from qa.lexical import prune_terms
+
+    df = {"autr": 19070, "nom": 8732, "john": 526, "connor": 2}
+    terms = ["autr", "nom", "john", "connor"]
+    assert prune_terms(terms, df, budget=100_000) == terms  # under budget: all kept
+    assert prune_terms(terms, df, budget=8000) == ["john", "connor"]  # order of the query kept
+    assert prune_terms(terms, df, budget=10) == ["connor"]
+    assert prune_terms(["autr", "nom"], df, budget=10) == ["nom"]  # the rarest term is always kept
+    assert prune_terms(["zzz", "autr"], df, budget=10) == ["zzz"]  # unknown terms cost nothing
+
+
+def test_common_terms_are_left_out_only_past_the_budget(monkeypatch):
+    import sqlite3
+
+    import qa.lexical
+    from qa.lexical import LexicalIndex, LexicalRow
+
+    index = LexicalIndex(sqlite3.connect(":memory:"))
+    rows = [LexicalRow(f"c{i}", f"d{i}", "le gouvernement annonce une réforme") for i in range(50)]
+    rows.append(LexicalRow("rare", "dr", "le gouvernement annonce la réforme des retraites"))
+    index.add(rows)
+    assert index.doc_freq(["gouvern", "retrait", "absent"]) == {"gouvern": 51, "retrait": 1}
+    query = "Quelle réforme des retraites le gouvernement annonce-t-il ?"
+    assert len(index.search(query, k=100)) == 51  # every chunk holding a term is scored
+    monkeypatch.setattr(qa.lexical, "MATCH_BUDGET", 10)
+    assert [cid for cid, _ in index.search(query, k=100)] == ["rare"]  # only the rare term is matched

@@ -32,12 +32,19 @@ logger = logging.getLogger(__name__)
 
 CHUNKS_TABLE = "lexical_chunks"
 FTS_TABLE = "lexical_fts"
+VOCAB_TABLE = "lexical_vocab"
 TITLE_WEIGHT = 1.0
 """bm25 weight of the title column against 1.0 for the chunk text. On PIAF (761 paragraphs as chunks
 with their article title, 3,835 questions) R@1 is 0.691 without the title, 0.710 at 1.0, flat up to 4.0;
 1.0 scores exactly as one column holding title + text would."""
 MAX_QUERY_TERMS = 256
 """A query longer than this (a pasted article) keeps its first distinct terms."""
+MATCH_BUDGET = 8000
+"""BM25 scores every chunk that holds a query term, so a common term makes a query cost in
+proportion to the corpus. When a query's terms together occur in more chunks than this, its most
+common terms are left out (they weigh least in BM25; the rarest term is always kept). At 100k chunks
+(benchmarks/query.py, 200 PIAF questions): lexical p50 45 -> 19 ms, p95 148 -> 42 ms, lexical recall@5
+0.790 -> 0.785 (4000: 10 ms, 0.760). Below a few thousand chunks nothing is left out."""
 
 _SCHEMA = (
     f"""CREATE TABLE IF NOT EXISTS {CHUNKS_TABLE} (
@@ -68,18 +75,44 @@ def _terms(text: str) -> str:
     return " ".join(analyze(text)) if text else ""
 
 
+def query_terms(query: str) -> list[str]:
+    """The distinct analysed terms of ``query``, in order (at most ``MAX_QUERY_TERMS``)."""
+    terms = list(dict.fromkeys(analyze(query)))
+    if len(terms) > MAX_QUERY_TERMS:
+        logger.debug("lexical query of %d terms cut to %d", len(terms), MAX_QUERY_TERMS)
+        terms = terms[:MAX_QUERY_TERMS]
+    return terms
+
+
+def _expression(terms: Sequence[str]) -> str | None:
+    quoted = ['"' + t.replace('"', '""') + '"' for t in terms]
+    return " OR ".join(quoted) if quoted else None
+
+
 def query_expression(query: str) -> str | None:
     """The FTS5 ``MATCH`` expression for ``query``: its distinct analysed terms, each quoted, ORed.
 
     User text is never read as FTS5 syntax: every term is a quoted string. ``None`` when
     the query has no terms (only stop words, punctuation, emoji…).
     """
-    terms = list(dict.fromkeys(analyze(query)))
-    if len(terms) > MAX_QUERY_TERMS:
-        logger.debug("lexical query of %d terms cut to %d", len(terms), MAX_QUERY_TERMS)
-        terms = terms[:MAX_QUERY_TERMS]
-    quoted = ['"' + t.replace('"', '""') + '"' for t in terms]
-    return " OR ".join(quoted) if quoted else None
+    return _expression(query_terms(query))
+
+
+def prune_terms(terms: Sequence[str], doc_freq: dict[str, int], budget: int | None = None) -> list[str]:
+    """``terms`` without the most common ones, so that their document frequencies add up to at
+    most ``budget`` (default ``MATCH_BUDGET``; the rarest term is always kept; terms the index lacks cost nothing)."""
+    budget = MATCH_BUDGET if budget is None else budget
+    if sum(doc_freq.get(t, 0) for t in terms) <= budget:
+        return list(terms)
+    kept: set[str] = set()
+    total = 0
+    for term in sorted(terms, key=lambda t: doc_freq.get(t, 0)):
+        df = doc_freq.get(term, 0)
+        if kept and total + df > budget:
+            break
+        kept.add(term)
+        total += df
+    return [t for t in terms if t in kept]
 
 
 def _autocommit(conn: sqlite3.Connection) -> bool:
@@ -96,6 +129,8 @@ class LexicalIndex:
         self._conn = conn
         for statement in _SCHEMA:  # not executescript(): it would COMMIT the caller's transaction
             conn.execute(statement)
+        # document frequencies of terms, read from the FTS index itself (temp: nothing is written to the file)
+        conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{VOCAB_TABLE} USING fts5vocab(main, {FTS_TABLE}, 'row')")
 
     @contextmanager
     def _atomic(self) -> Iterator[None]:
@@ -163,6 +198,13 @@ class LexicalIndex:
         """Number of indexed chunks."""
         return int(self._conn.execute(f"SELECT COUNT(*) FROM {CHUNKS_TABLE}").fetchone()[0])
 
+    def doc_freq(self, terms: Sequence[str]) -> dict[str, int]:
+        """How many chunks hold each of ``terms`` (terms the index lacks are left out)."""
+        if not terms:
+            return {}
+        marks = ",".join("?" * len(terms))
+        return dict(self._conn.execute(f"SELECT term, doc FROM temp.{VOCAB_TABLE} WHERE term IN ({marks})", list(terms)))
+
     def doc_ids(self) -> set[str]:
         """The articles that have chunks here (to check against the manifest)."""
         return {r[0] for r in self._conn.execute(f"SELECT DISTINCT doc_id FROM {CHUNKS_TABLE}")}
@@ -184,9 +226,18 @@ class LexicalIndex:
         inclusive; ``date_to`` leaves out undated chunks (``date_num`` 0), as the dense side does;
         ``exclude`` lists article ids to leave out.
         """
-        expression = query_expression(query)
-        if expression is None or k <= 0:
+        terms = query_terms(query)
+        if not terms or k <= 0:
             return []
+        expression = _expression(prune_terms(terms, self.doc_freq(terms)))
+        if not (source or date_from is not None or date_to is not None or exclude):
+            # no filter: the top k from the FTS index alone, then their chunk ids (no join over every match)
+            sql = (
+                f"SELECT c.chunk_id, t.s FROM (SELECT rowid AS id, bm25({FTS_TABLE}, {TITLE_WEIGHT!r}, 1.0) AS s "
+                f"FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? ORDER BY s, rowid LIMIT ?) t "
+                f"JOIN {CHUNKS_TABLE} c ON c.id = t.id ORDER BY t.s, t.id"
+            )
+            return [(chunk_id, -float(score)) for chunk_id, score in self._conn.execute(sql, (expression, int(k)))]
         clauses = [f"{FTS_TABLE} MATCH ?"]
         params: list[object] = [expression]
         if source:
