@@ -17,7 +17,9 @@ import asyncio
 import hmac
 import json
 import logging
+import sys
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -75,7 +77,36 @@ def qa_error_status(exc: QAError) -> tuple[int, str]:
     for kind, status, name in _STATUS:
         if isinstance(exc, kind):
             return status, name
+    llm = sys.modules.get("qa.llm")  # loaded whenever an LLM answerer could have failed
+    if llm is not None and isinstance(exc, llm.LLMError):
+        return 502, "llm_unavailable"
     return 400, "invalid_request"
+
+
+class FairLock:
+    """A lock handed over first come, first served (``threading.Lock`` lets a writer that
+    releases and re-acquires it in a loop starve the readers waiting for it)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._waiting: deque[threading.Event] = deque()
+        self._held = False
+
+    def __enter__(self) -> None:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return
+            turn = threading.Event()
+            self._waiting.append(turn)
+        turn.wait()  # the lock is handed over held
+
+    def __exit__(self, *exc: object) -> None:
+        with self._mutex:
+            if self._waiting:
+                self._waiting.popleft().set()
+            else:
+                self._held = False
 
 
 class SerialEmbedder:
@@ -89,7 +120,7 @@ class SerialEmbedder:
     def __init__(self, inner: Any, slice_size: int = 8) -> None:
         self._inner = inner
         self._slice = slice_size
-        self._lock = threading.Lock()
+        self._lock = FairLock()
 
     @property
     def model_id(self) -> str:
@@ -361,8 +392,8 @@ def create_app(
         hits = await service.read(base.search, req.question, req.k, mode=req.mode, **_filters(req.filters))
         return [p.to_dict() for p in hits]
 
-    def ask_args(req: m.AskRequest) -> dict[str, Any]:
-        allowed = {"extractive", settings.answerer}
+    def ask_args(req: m.AskRequest, base: Any) -> dict[str, Any]:
+        allowed = {"extractive", base.settings.answerer}
         if req.answerer is not None and req.answerer not in allowed:
             raise ApiError(
                 400,
@@ -377,7 +408,7 @@ def create_app(
     async def ask(req: m.AskRequest) -> dict[str, Any]:
         """An answer with citations (verbatim quotes of the passages), or an abstention."""
         base = service.get_kb()
-        answer = await service.read(base.ask, req.question, **ask_args(req))
+        answer = await service.read(base.ask, req.question, **ask_args(req, base))
         return answer.to_dict()
 
     @api.post(
@@ -392,7 +423,7 @@ def create_app(
         from qa.store import build_where
 
         base = service.get_kb()
-        args = ask_args(req)
+        args = ask_args(req, base)
         filters = _filters(req.filters)
         build_where(filters.get("source"), filters.get("date_from"), filters.get("date_to"))  # 400 before streaming
         items = iter(await service.read(base.ask_stream, req.question, **args))
