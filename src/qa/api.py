@@ -169,8 +169,17 @@ class Service:
         self.warm = warm
         self.ready = False
         self.problem = "starting: opening the index and loading the model"
-        self.readers = ThreadPoolExecutor(threads, thread_name_prefix="qa-read")
-        self.writer = ThreadPoolExecutor(1, thread_name_prefix="qa-write")
+        self.threads = threads
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._pools_lock = threading.Lock()
+
+    def pool(self, name: str) -> ThreadPoolExecutor:
+        """``read`` (``threads`` workers) or ``write`` (one: writes never interleave); made on first use."""
+        with self._pools_lock:
+            if name not in self._pools:
+                size = self.threads if name == "read" else 1
+                self._pools[name] = ThreadPoolExecutor(size, thread_name_prefix=f"qa-{name}")
+            return self._pools[name]
 
     def start(self) -> None:
         """Open the index (unless given one) and warm the model; runs in a background thread."""
@@ -189,10 +198,13 @@ class Service:
             logger.exception("qa API start-up failed")
 
     def close(self) -> None:
-        self.readers.shutdown(wait=False, cancel_futures=True)
-        self.writer.shutdown(wait=True)
+        with self._pools_lock:
+            pools, self._pools = self._pools, {}
+        for name, pool in pools.items():
+            pool.shutdown(wait=name == "write", cancel_futures=name == "read")
         if self.owns_kb and self.kb is not None:
             self.kb.close()
+            self.kb, self.ready = None, False
 
     def get_kb(self) -> Any:
         if self.kb is None:
@@ -200,10 +212,10 @@ class Service:
         return self.kb
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.readers, lambda: fn(*args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(self.pool("read"), lambda: fn(*args, **kwargs))
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.writer, lambda: fn(*args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(self.pool("write"), lambda: fn(*args, **kwargs))
 
 
 class BodyLimit:
