@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup index run test test-fast lint eval-piaf clean-index
+.PHONY: setup index run test test-fast lint eval-piaf bench-load clean-index
 
 setup: $(STAMP)
 
@@ -46,6 +46,10 @@ PIAF ?= ../shared/data/piaf-v1.0.json
 eval-piaf: setup
 	mkdir -p benchmarks/results
 	$(BIN)/qa eval squad $(PIAF) --compare --unanswerable --report benchmarks/results/piaf.md
+
+# HTTP API under load: qa serve (real model) on 127.0.0.1, 1/8/32 clients × search/ask, 15 s each (~3 min)
+bench-load: setup
+	$(BIN)/python benchmarks/load_test.py --clients 1,8,32 --duration 15
 
 clean-index:
 	rm -rf .qa/index
