@@ -3,9 +3,10 @@
 >>> with ChromaServer(tmp_dir) as server:
 ...     kb = KnowledgeBase.open(index_dir, chroma_url=server.url, collection="t1")
 
-The session fixture :func:`chroma_server` starts one server for the whole run (about 2 s),
-waits for its heartbeat and stops it at teardown. Tests keep apart by using their own
-collection name (:func:`unique_collection`); the manifest stays in each test's tmp_path.
+The session fixture ``chroma_server`` (import :func:`chroma_server_fixture` into a test
+module) starts one server for the whole run (about 2 s), waits for its heartbeat and stops
+it at teardown. Tests keep apart by using their own collection name (:func:`unique_collection`);
+the manifest stays in each test's tmp_path.
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ class ChromaServer:
         self.stop()
 
 
-@pytest.fixture(scope="session")
-def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
+@pytest.fixture(scope="session", name="chroma_server")
+def chroma_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
     """One ``chroma run`` server for the test session, with its own data folder."""
     with ChromaServer(tmp_path_factory.mktemp("chroma-server") / "data") as server:
         yield server

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from qa import KnowledgeBase, load_settings
 from qa.api import SerialEmbedder, create_app
 
-from chroma_server import chroma_server, unique_collection  # noqa: F401 - the fixture
+from chroma_server import chroma_server_fixture, unique_collection  # noqa: F401 - the fixture
 from conftest import SEED, FakeEmbedder
 from fake_openai import FakeOpenAIServer, fake_openai_fixture  # noqa: F401 - the fixture
 
@@ -421,3 +421,64 @@ def test_concurrent_searches_and_writes_all_succeed(client):
         t.join(120)
     assert errors == []
     assert client.get("/documents").json()["total"] == 11
+
+
+# -- Chroma server mode and the command line -----------------------------------------------
+def test_two_api_processes_share_one_chroma_server(tmp_path, chroma_server):
+    """Two services over one `chroma run` server and one QA_INDEX_DIR see each other's writes."""
+    settings = load_settings(index_dir=tmp_path / "shared", chroma_url=chroma_server.url, collection=unique_collection())
+    one = KnowledgeBase.open(settings=settings, embedder=FakeEmbedder(), chunk_tokens=60, chunk_overlap=10)
+    two = KnowledgeBase.open(settings=settings, embedder=FakeEmbedder(), chunk_tokens=60, chunk_overlap=10)
+    with make_client(one) as a, make_client(two) as b:
+        a.post("/documents", json=ARTICLE).raise_for_status()
+        hits = b.post("/search", json={"question": "Nur-Sultan ministre", "k": 3}).json()
+        assert hits[0]["doc_id"] == ARTICLE["id"]
+        assert b.get("/info").json()["chunks"] == a.get("/info").json()["chunks"] >= 1
+        b.delete(f"/documents/{ARTICLE['id']}").raise_for_status()
+        assert a.post("/search", json={"question": "Nur-Sultan ministre"}).json() == []
+    one.close()
+    two.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://127.0.0.1:1", "is not a URL: use http://host:port"),
+        ("http://127.0.0.1:9", "cannot reach the Chroma server at http://127.0.0.1:9"),
+    ],
+)
+def test_a_wrong_chroma_url_says_what_to_do(tmp_path, url, message):
+    from qa import StoreError
+
+    with pytest.raises(StoreError, match=message):
+        KnowledgeBase.open(tmp_path / "index", embedder=FakeEmbedder(), chroma_url=url)
+
+
+def test_qa_serve_builds_the_app_and_runs_uvicorn(monkeypatch, tmp_path):
+    import uvicorn
+
+    from qa.cli import main
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(app=app, **kwargs))
+    monkeypatch.setenv("QA_API_TOKEN", TOKEN)
+    assert main(["serve", "--index", str(tmp_path / "idx"), "--port", "8765", "--threads", "2"]) == 0
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8765
+    service = seen["app"].state.service
+    assert service.settings.index_dir == tmp_path / "idx" and service.threads == 2 and service.kb is None
+    assert service.settings.api_token == TOKEN
+
+
+@pytest.mark.slow
+def test_the_real_model_answers_over_http(tmp_path, backend, real_embedder):
+    kb = KnowledgeBase.open(tmp_path / "index", embedder=SerialEmbedder(real_embedder), **backend)
+    kb.ingest([SEED])
+    with TestClient(create_app(kb)) as c:
+        wait_ready(c)
+        hits = c.post("/search", json={"question": "When did the EU office open in Almaty?", "k": 2}).json()
+        assert any(ALMATY in h["text"] for h in hits)
+        answer = c.post("/ask", json={"question": QUESTION}).json()
+        assert "novembre 1994" in answer["text"] and "Almaty" in answer["citations"][0]["quote"]
+        [(event, streamed)] = sse_events(c.post("/ask/stream", json={"question": QUESTION}).text)
+        assert event == "answer" and streamed["text"] == answer["text"]
+    kb.close()
