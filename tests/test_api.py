@@ -482,3 +482,62 @@ def test_the_real_model_answers_over_http(tmp_path, backend, real_embedder):
         [(event, streamed)] = sse_events(c.post("/ask/stream", json={"question": QUESTION}).text)
         assert event == "answer" and streamed["text"] == answer["text"]
     kb.close()
+
+
+# -- the shared model -----------------------------------------------------------------------
+class BatchingModel:
+    """A stand-in sentence-transformers model: records batch sizes, takes 50 ms per call."""
+
+    prompts = {"query": "query: "}
+
+    def __init__(self, fake: FakeEmbedder) -> None:
+        self.fake, self.batches = fake, []
+
+    def encode(self, texts, prompt_name=None, **kwargs):
+        assert prompt_name == "query"
+        self.batches.append(len(texts))
+        time.sleep(0.05)
+        return self.fake.embed_documents(texts)
+
+
+class ModelEmbedder(FakeEmbedder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = BatchingModel(FakeEmbedder())
+
+    def embed_query(self, text):
+        return self.model.encode([text], prompt_name="query")[0]
+
+
+def test_concurrent_queries_are_batched_and_each_gets_its_own_vector():
+    inner = ModelEmbedder()
+    shared = SerialEmbedder(inner)
+    questions = [f"question numéro {i} sur Almaty" for i in range(24)]
+    results: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda q=q: results.update({q: shared.embed_query(q)})) for q in questions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for q in questions:
+        assert (results[q] == FakeEmbedder().embed_query(q)).all()
+    assert sum(inner.model.batches) == len(questions) and max(inner.model.batches) > 1
+    assert len(inner.model.batches) < len(questions)
+
+
+def test_a_failed_batch_fails_every_query_in_it():
+    inner = ModelEmbedder()
+    inner.model.encode = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("model broke"))
+    with pytest.raises(RuntimeError, match="model broke"):
+        SerialEmbedder(inner).embed_query("Quand ?")
+
+
+@pytest.mark.slow
+def test_batched_query_vectors_match_single_ones(real_embedder):
+    import numpy as np
+
+    shared = SerialEmbedder(real_embedder)
+    questions = [QUESTION, "Qui est le président du Kazakhstan ?", "When did the EU office open in Almaty?"]
+    batched = shared._encode_queries(questions)
+    for q, v in zip(questions, batched, strict=True):
+        assert float(np.dot(v, real_embedder.embed_query(q))) > 0.9999

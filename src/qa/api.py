@@ -109,18 +109,29 @@ class FairLock:
                 self._held = False
 
 
+class _Query:
+    __slots__ = ("text", "vector", "error")
+
+    def __init__(self, text: str) -> None:
+        self.text, self.vector, self.error = text, None, None
+
+
 class SerialEmbedder:
-    """Wraps an embedder so that its model is used by one thread at a time.
+    """Wraps an embedder so that its model is used by one thread at a time, and batches queries.
 
     A fast tokenizer shared between threads fails ("Already borrowed") when an ingest
     changes its truncation while a query encodes. Documents are embedded in slices, each
-    under the lock, so a query waits for one slice, not for a whole ingest.
+    under the lock, so a query waits for one slice, not for a whole ingest. Queries that
+    arrive while the model is busy are encoded together when their turn comes: a batch of 8
+    short questions costs about twice one, so concurrent searches share the model's time.
     """
 
     def __init__(self, inner: Any, slice_size: int = 8) -> None:
         self._inner = inner
         self._slice = slice_size
         self._lock = FairLock()
+        self._pending: list[_Query] = []
+        self._pending_lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -132,8 +143,34 @@ class SerialEmbedder:
             return self._inner.dimension
 
     def embed_query(self, text: str) -> np.ndarray:
+        query = _Query(text)
+        with self._pending_lock:
+            self._pending.append(query)
         with self._lock:
-            return self._inner.embed_query(text)
+            if query.vector is None and query.error is None:  # not done by an earlier batch: lead one
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                try:
+                    for q, vector in zip(batch, self._encode_queries([q.text for q in batch]), strict=True):
+                        q.vector = vector
+                except Exception as exc:
+                    for q in batch:
+                        q.error = exc
+        if query.error is not None:
+            raise query.error
+        return query.vector
+
+    def _encode_queries(self, texts: list[str]) -> list[np.ndarray]:
+        if len(texts) == 1:
+            return [self._inner.embed_query(texts[0])]  # keeps the embedder's query cache
+        model = getattr(self._inner, "model", None)  # a sentence-transformers model: one batched call
+        if model is None or not hasattr(model, "encode"):
+            return [self._inner.embed_query(t) for t in texts]
+        prompt = "query" if "query" in (getattr(model, "prompts", None) or {}) else None
+        vectors = model.encode(
+            texts, prompt_name=prompt, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return [np.asarray(v, dtype=np.float32) for v in vectors]
 
     def embed_documents(self, texts: Any) -> np.ndarray:
         parts = []
