@@ -286,11 +286,12 @@ def test_invalid_articles_write_nothing(client):
 
 
 def test_article_ids_never_become_paths(client, tmp_path):
-    weird = "../../escape"
+    name = unique_collection()
+    weird = f"../../{name}"
     client.post("/documents", json={"id": weird, "text": "Un article au nom étrange."}).raise_for_status()
-    assert client.get("/documents/..%2F..%2Fescape").json()["id"] == weird
+    assert client.get(f"/documents/..%2F..%2F{name}").json()["id"] == weird
     assert weird in {d["id"] for d in client.get("/documents").json()["documents"]}
-    assert not any("escape" in p.name for p in tmp_path.parent.parent.rglob("*escape*"))
+    assert not list(tmp_path.parent.rglob(f"*{name}*"))  # nothing named after it in this session's folders
 
 
 # -- auth -------------------------------------------------------------------------------
@@ -438,6 +439,22 @@ def test_two_api_processes_share_one_chroma_server(tmp_path, chroma_server):
         assert a.post("/search", json={"question": "Nur-Sultan ministre"}).json() == []
     one.close()
     two.close()
+
+
+def test_a_chroma_server_that_goes_away_gives_503(tmp_path):
+    from chroma_server import ChromaServer
+
+    with ChromaServer(tmp_path / "chroma") as server:
+        kb = KnowledgeBase.open(
+            tmp_path / "index", embedder=FakeEmbedder(), chroma_url=server.url, chunk_tokens=60, chunk_overlap=10
+        )
+        kb.ingest([SEED])
+        with make_client(kb) as c:
+            assert c.post("/search", json={"question": QUESTION}).status_code == 200
+            server.stop()
+            assert_error(c.post("/search", json={"question": QUESTION}), 503, "store_unavailable")
+            assert c.get("/health").status_code == 200
+    kb.close()
 
 
 @pytest.mark.parametrize(
