@@ -26,12 +26,13 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
+from fastapi import Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from qa import api_models as m
 from qa.config import Settings, load_settings
@@ -319,6 +320,15 @@ def _summary(record: Any, with_text: bool = False) -> dict[str, Any]:
     return out
 
 
+def _routes(routes: Any) -> Any:
+    """Every endpoint route, looking inside included routers."""
+    for route in routes:
+        if getattr(route, "methods", None):
+            yield route
+        elif getattr(route, "routes", None):
+            yield from _routes(route.routes)
+
+
 _ERRORS = {status: {"model": m.Error} for status in (400, 401, 404, 413, 422, 503)}
 DocId = Annotated[str, Path(min_length=1, max_length=m.MAX_ID_CHARS, description="the article's id")]
 
@@ -338,6 +348,7 @@ def create_app(
 
     settings = settings or (kb.settings if kb is not None else load_settings())
     service = Service(kb, settings, warm=warm, threads=threads)
+    AskRequest = m.ask_request_model(sorted({"extractive", (kb.settings if kb is not None else settings).answerer}))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -393,7 +404,11 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         name = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, name, str(exc.detail), getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # every method the path has, not only those of the first route that matched it
+            methods = {x for r in _routes(request.app.routes) if r.matches(request.scope)[0] != Match.NONE for x in r.methods}
+            headers["Allow"] = ", ".join(sorted(methods))
+        return _error(exc.status_code, name, str(exc.detail), headers or None)
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
@@ -408,16 +423,28 @@ def create_app(
         """Liveness: the process answers (no token needed)."""
         return {"status": "ok"}
 
-    api = APIRouter(dependencies=[Depends(authorise)], responses={401: {"model": m.Error}})
+    guard = [Depends(authorise)]  # every route below /health needs the token, when one is set
 
-    @api.get("/ready", response_model=m.Ready, responses={503: {"model": m.Ready}}, tags=["service"])
+    @app.get(
+        "/ready",
+        dependencies=guard,
+        response_model=m.Ready,
+        responses={401: {"model": m.Error}, 503: {"model": m.Ready}},
+        tags=["service"],
+    )
     async def ready() -> Any:
         """Readiness: the index is open and the model loaded (503 until then)."""
         if service.ready:
             return {"ready": True, "detail": ""}
         return JSONResponse({"ready": False, "detail": service.problem}, status_code=503)
 
-    @api.get("/info", response_model=m.Info, responses={503: {"model": m.Error}}, tags=["service"])
+    @app.get(
+        "/info",
+        dependencies=guard,
+        response_model=m.Info,
+        responses={401: {"model": m.Error}, 503: {"model": m.Error}},
+        tags=["service"],
+    )
     async def info() -> dict[str, Any]:
         """The model, the counts, the version."""
         base = service.get_kb()
@@ -434,14 +461,14 @@ def create_app(
             "ready": service.ready,
         }
 
-    @api.post("/search", response_model=list[m.PassageOut], responses=_ERRORS, tags=["questions"])
+    @app.post("/search", dependencies=guard, response_model=list[m.PassageOut], responses=_ERRORS, tags=["questions"])
     async def search(req: m.SearchRequest) -> list[dict[str, Any]]:
         """The `k` passages that best answer the question, best first."""
         base = service.get_kb()
         hits = await service.read(base.search, req.question, req.k, mode=req.mode, **_filters(req.filters))
         return [p.to_dict() for p in hits]
 
-    def ask_args(req: m.AskRequest, base: Any) -> dict[str, Any]:
+    def ask_args(req: AskRequest, base: Any) -> dict[str, Any]:
         allowed = {"extractive", base.settings.answerer}
         if req.answerer is not None and req.answerer not in allowed:
             raise ApiError(
@@ -453,20 +480,21 @@ def create_app(
         history = [(t.question, t.answer) for t in req.history]
         return {"history": history, "k": req.k, "answerer": req.answerer, **_filters(req.filters)}
 
-    @api.post("/ask", response_model=m.AnswerOut, responses=_ERRORS, tags=["questions"])
-    async def ask(req: m.AskRequest) -> dict[str, Any]:
+    @app.post("/ask", dependencies=guard, response_model=m.AnswerOut, responses=_ERRORS, tags=["questions"])
+    async def ask(req: AskRequest) -> dict[str, Any]:
         """An answer with citations (verbatim quotes of the passages), or an abstention."""
         base = service.get_kb()
         answer = await service.read(base.ask, req.question, **ask_args(req, base))
         return answer.to_dict()
 
-    @api.post(
+    @app.post(
         "/ask/stream",
+        dependencies=guard,
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}, **_ERRORS},
         tags=["questions"],
     )
-    async def ask_stream(req: m.AskRequest) -> StreamingResponse:
+    async def ask_stream(req: AskRequest) -> StreamingResponse:
         """Server-sent events: `token` events (`{"text": …}`) as an LLM writes, then one `answer`
         event with the whole Answer (citations included); an `error` event if it fails midway."""
         from qa.store import build_where
@@ -490,7 +518,7 @@ def create_app(
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    @api.get("/documents", response_model=m.DocumentPage, responses=_ERRORS, tags=["documents"])
+    @app.get("/documents", dependencies=guard, response_model=m.DocumentPage, responses=_ERRORS, tags=["documents"])
     async def list_documents(
         offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50
     ) -> dict[str, Any]:
@@ -499,13 +527,13 @@ def create_app(
         total, page = await service.read(base.list_documents, offset, limit)
         return {"total": total, "offset": offset, "limit": limit, "documents": [_summary(r) for r in page]}
 
-    @api.get("/documents/{doc_id:path}", response_model=m.DocumentOut, responses=_ERRORS, tags=["documents"])
+    @app.get("/documents/{doc_id:path}", dependencies=guard, response_model=m.DocumentOut, responses=_ERRORS, tags=["documents"])
     async def get_document(doc_id: DocId) -> dict[str, Any]:
         """One article: metadata and full text."""
         base = service.get_kb()
         return _summary(await service.read(base.article, doc_id), with_text=True)
 
-    @api.post("/documents", response_model=m.IngestReportOut, responses=_ERRORS, tags=["documents"])
+    @app.post("/documents", dependencies=guard, response_model=m.IngestReportOut, responses=_ERRORS, tags=["documents"])
     async def add_documents(
         body: Annotated[m.ArticleIn | Annotated[list[m.ArticleIn], Field(min_length=1, max_length=m.MAX_BATCH)], Body()],
     ) -> dict[str, Any]:
@@ -518,7 +546,7 @@ def create_app(
         articles, problems = [], []
         for i, item in enumerate(given):
             try:
-                article = parse_jsonl_record(item.model_dump(exclude_none=True), "request", i)
+                article = parse_jsonl_record(item.model_dump(mode="json", exclude_none=True), "request", i)
             except DocumentError as exc:
                 problems.append(f"article {i} ({item.id!r}): {exc.reason}" if len(given) > 1 else exc.reason)
                 continue
@@ -529,12 +557,11 @@ def create_app(
         report = await service.write(base.add_articles, articles)
         return report.to_dict()
 
-    @api.delete("/documents/{doc_id:path}", response_model=m.Deleted, responses=_ERRORS, tags=["documents"])
+    @app.delete("/documents/{doc_id:path}", dependencies=guard, response_model=m.Deleted, responses=_ERRORS, tags=["documents"])
     async def delete_document(doc_id: DocId) -> dict[str, Any]:
         """Remove an article and all its chunks."""
         base = service.get_kb()
         await service.write(base.delete, doc_id)
         return {"deleted": doc_id}
 
-    app.include_router(api)
     return app

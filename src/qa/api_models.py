@@ -7,10 +7,11 @@ The response models mirror the dataclasses of :mod:`qa.schema` field for field
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Annotated, Literal
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints, create_model
 
 MAX_QUESTION_CHARS = 2000
 """Longer questions are refused (422): a question is a sentence, not a document."""
@@ -22,6 +23,16 @@ MAX_BATCH = 500
 """Most articles one ``POST /documents`` may carry."""
 MAX_ID_CHARS = 512
 
+
+def _text(value: Any) -> Any:
+    if not isinstance(value, str):  # pydantic would read a number as a Unix time
+        raise ValueError("write dates as strings: YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_text)]
+"""``YYYY-MM-DD``, as a string."""
+Stamp = Annotated[datetime, BeforeValidator(_text)]
 Question = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUESTION_CHARS)]
 Short = Annotated[str, StringConstraints(max_length=2000)]
 
@@ -36,8 +47,8 @@ class Filters(_Strict):
     source: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = Field(
         None, max_length=50, description="only these sources (an article's `source` field)", examples=[["Astana Times"]]
     )
-    date_from: date | None = Field(None, description="only articles dated on or after (YYYY-MM-DD)")
-    date_to: date | None = Field(None, description="only articles dated on or before (YYYY-MM-DD)")
+    date_from: Day | None = Field(None, description="only articles dated on or after (YYYY-MM-DD)")
+    date_to: Day | None = Field(None, description="only articles dated on or before (YYYY-MM-DD)")
 
     def as_kwargs(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -76,6 +87,13 @@ class AskRequest(_Strict):
     )
 
 
+def ask_request_model(answerers: Sequence[str]) -> type[AskRequest]:
+    """:class:`AskRequest` whose ``answerer`` lists the answerers this server allows, so the schema says it."""
+    choice: Any = Literal[tuple(answerers)]
+    description = "default: the server's QA_ANSWERER; no other answerer can be asked for"
+    return create_model("AskRequest", __base__=AskRequest, answerer=(choice | None, Field(None, description=description)))
+
+
 class PassageOut(BaseModel):
     doc_id: str
     chunk_id: str
@@ -109,10 +127,10 @@ class AnswerOut(BaseModel):
 class ArticleIn(_Strict):
     """One article, with the fields of the JSON Lines ingest format."""
 
-    id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_CHARS)] | int
+    id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_CHARS)] | Annotated[int, Strict()]
     text: Annotated[str, StringConstraints(min_length=1)]
     title: Short | None = None
-    date: Annotated[str, StringConstraints(max_length=40)] | None = Field(None, examples=["2022-02-07"])
+    date: Day | Stamp | None = Field(None, examples=["2022-02-07"], description="the day is kept")
     url: Short | None = None
     source: Annotated[str, StringConstraints(max_length=200)] | None = None
 
