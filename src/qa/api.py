@@ -50,7 +50,7 @@ from qa.errors import (
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SMALL_BODY_BYTES = 1 << 20
+SMALL_BODY_BYTES = 2 << 20
 """Largest body for every route but ``POST /documents`` (whose limit is ``QA_MAX_FILE_MB``)."""
 
 _STATUS: list[tuple[type[QAError], int, str]] = [

@@ -22,6 +22,10 @@ MAX_HISTORY = 20
 MAX_BATCH = 500
 """Most articles one ``POST /documents`` may carry."""
 MAX_ID_CHARS = 512
+MAX_ANSWER_CHARS = 4000
+"""An earlier answer in ``history``: with 20 turns, any valid request stays under the 2 MiB body limit."""
+VISIBLE = r"[^\s\x1c-\x1f\u00ad\u200b-\u200d\u2060\ufeff]"
+"""At least one character that text normalisation keeps (not a blank, not an invisible character)."""
 
 
 def _text(value: Any) -> Any:
@@ -74,7 +78,7 @@ class Turn(_Strict):
     """One earlier exchange of the conversation."""
 
     question: Annotated[str, StringConstraints(max_length=MAX_QUESTION_CHARS)]
-    answer: Annotated[str, StringConstraints(max_length=20_000)] = ""
+    answer: Annotated[str, StringConstraints(max_length=MAX_ANSWER_CHARS)] = ""
 
 
 class AskRequest(_Strict):
@@ -127,8 +131,8 @@ class AnswerOut(BaseModel):
 class ArticleIn(_Strict):
     """One article, with the fields of the JSON Lines ingest format."""
 
-    id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_CHARS)] | Annotated[int, Strict()]
-    text: Annotated[str, StringConstraints(min_length=1)]
+    id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=VISIBLE)] | Annotated[int, Strict()]
+    text: Annotated[str, StringConstraints(min_length=1, pattern=VISIBLE)]
     title: Short | None = None
     date: Day | Stamp | None = Field(None, examples=["2022-02-07"], description="the day is kept")
     url: Short | None = None
