@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup browser index run test test-fast lint eval-piaf bench-ingest bench-query clean-index
+.PHONY: setup browser index run test test-fast lint eval-piaf bench-ingest bench-query bench-load clean-index
 
 setup: $(STAMP)
 
@@ -60,6 +60,10 @@ bench-ingest: setup
 
 bench-query: setup
 	cd benchmarks && ../$(BIN)/python query.py
+
+# HTTP API under load: qa serve (real model) on 127.0.0.1, 1/8/32 clients × search/ask, 15 s each (~3 min)
+bench-load: setup
+	$(BIN)/python benchmarks/load_test.py --clients 1,8,32 --duration 15
 
 clean-index:
 	rm -rf .qa/index

@@ -1,4 +1,4 @@
-"""The ``qa`` command line: ``qa ingest | search | ask | eval | delete | info``.
+"""The ``qa`` command line: ``qa ingest | search | ask | eval | delete | info | serve``.
 
 Errors from :mod:`qa.errors` become one line on stderr and exit code 1 (2 for
 usage errors); ``--json`` prints machine-readable output on stdout.
@@ -183,6 +183,21 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from qa.api import create_app
+    from qa.config import load_settings
+
+    settings = load_settings(index_dir=args.index, embedding_model=args.model, chroma_url=args.chroma_url)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_token:
+        logger.warning("serving on %s without QA_API_TOKEN: anyone who reaches the port can read and change the index", args.host)
+    app = create_app(settings=settings, threads=args.threads)
+    _stderr(f"qa: serving on http://{args.host}:{args.port} (docs: /docs); loading the model in the background…")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning", access_log=args.verbose)
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------
 def _common_options(parser: argparse.ArgumentParser, default: Any) -> None:
     """Options accepted before and after the command (``qa --index X search …``, ``qa search --index X …``)."""
@@ -251,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("delete", parents=[common], help="remove articles by id")
     p.add_argument("ids", nargs="+", metavar="ID")
     p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("serve", parents=[common], help="serve the HTTP API (FastAPI; docs at /docs)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--threads", type=int, default=4, help="worker threads for searches and answers (default 4)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("info", parents=[common], help="what the index holds and how it was built")
     p.add_argument("--json", action="store_true")

@@ -359,6 +359,12 @@ class KnowledgeBase:
             "chroma_url": self.settings.chroma_url,
         }
 
+    def list_documents(self, offset: int = 0, limit: int = 50) -> tuple[int, list[ArticleRecord]]:
+        """``(total, page)``: the indexed articles ordered by id, without their text, for paged listings."""
+        if offset < 0 or not 1 <= limit <= MAX_K:
+            raise QueryError(f"offset={offset}, limit={limit}: offset must be >= 0 and limit 1 to {MAX_K}")
+        return self.manifest.count(), self.manifest.page(offset, limit)
+
 
 def _check_question(question: Any) -> str:
     if not isinstance(question, str) or not question.strip():

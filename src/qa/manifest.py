@@ -165,3 +165,12 @@ class Manifest:
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+    def page(self, offset: int, limit: int) -> list[ArticleRecord]:
+        """Articles ordered by id, without their text (``text`` is empty): one page of a listing."""
+        columns = self._COLUMNS.replace(", text,", ", '' AS text,")
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {columns} FROM articles ORDER BY doc_id LIMIT ? OFFSET ?", (limit, offset)
+            ).fetchall()
+        return [self._row(row) for row in rows]
