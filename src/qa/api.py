@@ -19,13 +19,11 @@ import json
 import logging
 import sys
 import threading
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
-import numpy as np
 from fastapi import Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -36,6 +34,7 @@ from starlette.routing import Match
 
 from qa import api_models as m
 from qa.config import Settings, load_settings
+from qa.embeddings import SerialEmbedder  # noqa: F401 - re-exported for callers of qa.api
 from qa.errors import (
     ConfigError,
     DocumentError,
@@ -84,117 +83,14 @@ def qa_error_status(exc: QAError) -> tuple[int, str]:
     return 400, "invalid_request"
 
 
-class FairLock:
-    """A lock handed over first come, first served (``threading.Lock`` lets a writer that
-    releases and re-acquires it in a loop starve the readers waiting for it)."""
-
-    def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._waiting: deque[threading.Event] = deque()
-        self._held = False
-
-    def __enter__(self) -> None:
-        with self._mutex:
-            if not self._held:
-                self._held = True
-                return
-            turn = threading.Event()
-            self._waiting.append(turn)
-        turn.wait()  # the lock is handed over held
-
-    def __exit__(self, *exc: object) -> None:
-        with self._mutex:
-            if self._waiting:
-                self._waiting.popleft().set()
-            else:
-                self._held = False
-
-
-class _Query:
-    __slots__ = ("text", "vector", "error")
-
-    def __init__(self, text: str) -> None:
-        self.text, self.vector, self.error = text, None, None
-
-
-class SerialEmbedder:
-    """Wraps an embedder so that its model is used by one thread at a time, and batches queries.
-
-    A fast tokenizer shared between threads fails ("Already borrowed") when an ingest
-    changes its truncation while a query encodes. Documents are embedded in slices, each
-    under the lock, so a query waits for one slice, not for a whole ingest. Queries that
-    arrive while the model is busy are encoded together when their turn comes: a batch of 8
-    short questions costs about twice one, so concurrent searches share the model's time.
-    """
-
-    def __init__(self, inner: Any, slice_size: int = 8) -> None:
-        self._inner = inner
-        self._slice = slice_size
-        self._lock = FairLock()
-        self._pending: list[_Query] = []
-        self._pending_lock = threading.Lock()
-
-    @property
-    def model_id(self) -> str:
-        return self._inner.model_id
-
-    @property
-    def dimension(self) -> int:
-        with self._lock:
-            return self._inner.dimension
-
-    def embed_query(self, text: str) -> np.ndarray:
-        query = _Query(text)
-        with self._pending_lock:
-            self._pending.append(query)
-        with self._lock:
-            if query.vector is None and query.error is None:  # not done by an earlier batch: lead one
-                with self._pending_lock:
-                    batch, self._pending = self._pending, []
-                try:
-                    for q, vector in zip(batch, self._encode_queries([q.text for q in batch]), strict=True):
-                        q.vector = vector
-                except Exception as exc:
-                    for q in batch:
-                        q.error = exc
-        if query.error is not None:
-            raise query.error
-        return query.vector
-
-    def _encode_queries(self, texts: list[str]) -> list[np.ndarray]:
-        if len(texts) == 1:
-            return [self._inner.embed_query(texts[0])]  # keeps the embedder's query cache
-        model = getattr(self._inner, "model", None)  # a sentence-transformers model: one batched call
-        if model is None or not hasattr(model, "encode"):
-            return [self._inner.embed_query(t) for t in texts]
-        prompt = "query" if "query" in (getattr(model, "prompts", None) or {}) else None
-        vectors = model.encode(
-            texts, prompt_name=prompt, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
-        return [np.asarray(v, dtype=np.float32) for v in vectors]
-
-    def embed_documents(self, texts: Any) -> np.ndarray:
-        parts = []
-        for i in range(0, len(texts), self._slice):
-            with self._lock:
-                parts.append(self._inner.embed_documents(list(texts[i : i + self._slice])))
-        return np.concatenate(parts) if parts else self._inner.embed_documents([])
-
-    def count_tokens(self, texts: Any) -> list[int]:
-        with self._lock:
-            return self._inner.count_tokens(texts)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
 def open_kb(settings: Settings) -> Any:
-    """The KnowledgeBase a server uses: the configured model behind a :class:`SerialEmbedder`."""
+    """The KnowledgeBase a server uses: documents embedded in slices of 8 under the model's lock,
+    so a search waits for one slice of an ingest, not for all of it."""
     from qa.embeddings import make_embedder
     from qa.kb import KnowledgeBase
 
-    embedder = make_embedder(settings.embedding_model, settings.model_cache, batch_size=settings.embed_batch_size)
-    return KnowledgeBase.open(settings=settings, embedder=SerialEmbedder(embedder))
+    embedder = make_embedder(settings.embedding_model, settings.model_cache, batch_size=settings.embed_batch_size, slice_size=8)
+    return KnowledgeBase.open(settings=settings, embedder=embedder)
 
 
 class Service:

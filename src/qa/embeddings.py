@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -195,6 +195,114 @@ class SentenceTransformerEmbedder:
         return [len(ids) for ids in encoded["input_ids"]]
 
 
-def make_embedder(name: str, cache_dir: Path, *, batch_size: int = 32, progress: Progress | None = None) -> Embedder:
-    """The embedder for a configured model name (loaded lazily)."""
-    return SentenceTransformerEmbedder(name, cache_dir, batch_size=batch_size, progress=progress)
+class FairLock:
+    """A lock handed over first come, first served (``threading.Lock`` lets a writer that
+    releases and re-acquires it in a loop starve the readers waiting for it)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._waiting: deque[threading.Event] = deque()
+        self._held = False
+
+    def __enter__(self) -> None:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return
+            turn = threading.Event()
+            self._waiting.append(turn)
+        turn.wait()  # the lock is handed over held
+
+    def __exit__(self, *exc: object) -> None:
+        with self._mutex:
+            if self._waiting:
+                self._waiting.popleft().set()
+            else:
+                self._held = False
+
+
+class _Query:
+    __slots__ = ("text", "vector", "error")
+
+    def __init__(self, text: str) -> None:
+        self.text, self.vector, self.error = text, None, None
+
+
+class SerialEmbedder:
+    """Wraps an embedder so that its model is used by one thread at a time, and batches queries.
+
+    A fast tokenizer shared between threads fails ("Already borrowed") when an ingest
+    changes its truncation while a query encodes. Documents are embedded in slices, each
+    under the lock, so a query waits for one slice, not for a whole ingest. Queries that
+    arrive while the model is busy are encoded together when their turn comes: a batch of 8
+    short questions costs about twice one, so concurrent searches share the model's time.
+    """
+
+    def __init__(self, inner: Any, slice_size: int = 8) -> None:
+        self._inner = inner
+        self._slice = slice_size
+        self._lock = FairLock()
+        self._pending: list[_Query] = []
+        self._pending_lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self._inner.model_id
+
+    @property
+    def dimension(self) -> int:
+        with self._lock:
+            return self._inner.dimension
+
+    def embed_query(self, text: str) -> np.ndarray:
+        query = _Query(text)
+        with self._pending_lock:
+            self._pending.append(query)
+        with self._lock:
+            if query.vector is None and query.error is None:  # not done by an earlier batch: lead one
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                try:
+                    for q, vector in zip(batch, self._encode_queries([q.text for q in batch]), strict=True):
+                        q.vector = vector
+                except Exception as exc:
+                    for q in batch:
+                        q.error = exc
+        if query.error is not None:
+            raise query.error
+        return query.vector
+
+    def _encode_queries(self, texts: list[str]) -> list[np.ndarray]:
+        if len(texts) == 1:
+            return [self._inner.embed_query(texts[0])]  # keeps the embedder's query cache
+        model = getattr(self._inner, "model", None)  # a sentence-transformers model: one batched call
+        if model is None or not hasattr(model, "encode"):
+            return [self._inner.embed_query(t) for t in texts]
+        prompt = "query" if "query" in (getattr(model, "prompts", None) or {}) else None
+        vectors = model.encode(
+            texts, prompt_name=prompt, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return [np.asarray(v, dtype=np.float32) for v in vectors]
+
+    def embed_documents(self, texts: Any) -> np.ndarray:
+        parts = []
+        for i in range(0, len(texts), self._slice):
+            with self._lock:
+                parts.append(self._inner.embed_documents(list(texts[i : i + self._slice])))
+        return np.concatenate(parts) if parts else self._inner.embed_documents([])
+
+    def count_tokens(self, texts: Any) -> list[int]:
+        with self._lock:
+            return self._inner.count_tokens(texts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def make_embedder(
+    name: str, cache_dir: Path, *, batch_size: int = 32, progress: Progress | None = None, slice_size: int | None = None
+) -> Embedder:
+    """The embedder for a configured model name (loaded lazily), safe to share between threads
+    (the app's browser sessions, the API's workers): see :class:`SerialEmbedder`."""
+    inner = SentenceTransformerEmbedder(name, cache_dir, batch_size=batch_size, progress=progress)
+    return SerialEmbedder(inner, slice_size=slice_size or batch_size)
