@@ -299,8 +299,9 @@ class KnowledgeBase:
         """Load the embedding model and the default answerer's NLP pipeline now (servers and
         the UI call this once at start, so the first question does not pay for it).
 
-        ``progress`` is told each step as it starts: ``"model"``, then ``"answerer"``.
-        Thread-safe and done once: later calls return at once.
+        ``progress`` is told each step as it starts: ``"model"``, ``"answerer"``, then ``"index"``
+        when the index holds chunks (one question asked end to end loads the vector index and
+        the answer path). Thread-safe and done once: later calls return at once.
         """
         with self._warm_lock:
             if self._warm:
@@ -311,6 +312,10 @@ class KnowledgeBase:
             if progress:
                 progress("answerer")
             getattr(self.answerer(), "nlp", None)  # the extractive answerer loads spaCy on first use
+            if self.store.count():
+                if progress:
+                    progress("index")
+                self.ask("Quand et où cela s'est-il passé ?", k=1, answerer="extractive")  # never an LLM call
             self._warm = True
 
     @property
