@@ -227,6 +227,10 @@ class Manifest:
             row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
         return int(row[0]) if row else 0
 
+    def doc_ids(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT doc_id FROM articles ORDER BY doc_id")]
+
     def paths(self) -> list[tuple[str, str]]:
         """``(doc_id, path)`` of every article loaded from a file."""
         with self._lock:
