@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import FakeEmbedder  # noqa: E402
-
 from qa import KnowledgeBase  # noqa: E402
+
+from conftest import FakeEmbedder  # noqa: E402
 
 CHUNK_TOKENS = 60
 CHUNK_OVERLAP = 10

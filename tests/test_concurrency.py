@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import pytest
+from test_crash import DRIVER, driver_env
 
 from qa import IndexBusyError, KnowledgeBase
 from qa.locking import WriterLock
 
 from conftest import write
-from test_crash import DRIVER, driver_env
 
 ROUNDS = 12
 

@@ -109,6 +109,14 @@ def display_path(path: Path) -> str:
     return printable(str(path.resolve()))
 
 
+def file_title(path: Path) -> str:
+    """A title from a file name; a name in a legacy encoding (``caf\\xe9.txt``) read as Windows-1252."""
+    stem = path.stem
+    if any("\udc80" <= c <= "\udcff" for c in stem):
+        stem = os.fsencode(stem).decode("cp1252", errors="replace")
+    return printable(stem)
+
+
 def _too_big(size: int, max_bytes: int) -> str:
     return f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit: split it or raise QA_MAX_FILE_MB"
 
@@ -129,25 +137,43 @@ def decode_bytes(data: bytes, where: str) -> str:
     """Bytes of a text file as Unicode: UTF-8, else the detected legacy encoding (Windows-1252
     preferred over Latin-1, which it extends with « ’ € œ »), never control-character soup."""
     try:
-        return data.decode("utf-8-sig")
+        return _not_binary(data.decode("utf-8-sig"), where)
     except UnicodeDecodeError:
         pass
-    from charset_normalizer import from_bytes
+    western = _as_western(data)
+    if western is not None:  # French, Spanish, German… text saved as Windows-1252 or Latin-1
+        text, encoding = western, "cp1252"
+    else:
+        from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
-    text = str(best) if best is not None else None
-    encoding = best.encoding if best is not None else None
-    if text is None or encoding in ("latin_1", "iso8859_15", "iso8859_1") or _C1_OR_CONTROL.search(text[:100_000]):
-        try:  # Latin-1 decodes anything; cp1252 turns its C1 range into the quotes and signs French text uses
-            text, encoding = data.decode("cp1252"), "cp1252"
-        except UnicodeDecodeError:
-            pass
-    if text is None:
-        raise DocumentError(where, "cannot detect the text encoding: save the file as UTF-8")
+        best = from_bytes(data).best()
+        if best is None:
+            raise DocumentError(where, "cannot detect the text encoding: save the file as UTF-8")
+        text, encoding = str(best), best.encoding
+    logger.info("%s: decoded as %s", where, encoding)
+    return _not_binary(text, where)
+
+
+def _as_western(data: bytes) -> str | None:
+    """``data`` as Windows-1252 if it reads as Western European text: mostly ASCII letters with
+    some accented ones (Cyrillic or Greek saved in their code pages read as 100 % accented
+    letters, so charset detection gets those). Detection alone mistakes short French text for
+    Baltic or Central European code pages (« franēaise », « trčs »)."""
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:
+        return None
+    letters = [c for c in text[:100_000] if c.isalpha()]
+    accented = sum(1 for c in letters if not c.isascii())
+    if not letters or accented > 0.3 * len(letters) or _C1_OR_CONTROL.search(text[:100_000]):
+        return None
+    return text
+
+
+def _not_binary(text: str, where: str) -> str:
     sample = text[:100_000]
     if sample and len(_C1_OR_CONTROL.findall(sample)) > 0.01 * len(sample):
         raise DocumentError(where, "binary file (control characters), not text: convert it to .txt, .md, .html or .jsonl")
-    logger.info("%s: decoded as %s", where, encoding)
     return text
 
 
@@ -219,18 +245,23 @@ def _article_from_meta(meta: dict[str, Any], text: str, default_title: str, path
 
 def load_text(path: Path, max_bytes: int) -> Article:
     meta, body = split_front_matter(read_text_file(path, max_bytes), str(path))
-    return _article_from_meta(meta, body, path.stem, path)
+    return _article_from_meta(meta, body, file_title(path), path)
 
 
 def load_markdown(path: Path, max_bytes: int) -> Article:
     meta, body = split_front_matter(read_text_file(path, max_bytes), str(path))
     text, heading = markdown_to_text(body)
-    return _article_from_meta(meta, text, heading or path.stem, path)
+    return _article_from_meta(meta, text, heading or file_title(path), path)
+
+
+_EMBEDDED = re.compile(
+    r"<(script|style|iframe|noscript|object|embed|template|svg|frameset|frame)\b[^>]*?(?:/>|>.*?</\1\s*>)", re.S | re.I
+)
 
 
 def load_html(path: Path, max_bytes: int) -> Article:
     """Main text of an HTML page (boilerplate, scripts and styles dropped) via trafilatura."""
-    raw = read_text_file(path, max_bytes)
+    raw = _EMBEDDED.sub(" ", read_text_file(path, max_bytes))  # iframes' fallback text is not the article
     import trafilatura
 
     doc = trafilatura.bare_extraction(raw, url=None, with_metadata=True, include_comments=False, include_tables=True)
@@ -243,7 +274,7 @@ def load_html(path: Path, max_bytes: int) -> Article:
         "url": getattr(doc, "url", None),
         "source": getattr(doc, "sitename", None),
     }
-    return _article_from_meta(meta, text, path.stem, path)
+    return _article_from_meta(meta, text, file_title(path), path)
 
 
 def parse_jsonl_record(record: Any, where: str, line: int | None) -> Article:
