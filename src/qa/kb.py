@@ -349,7 +349,8 @@ class KnowledgeBase:
         """Reload the embedded store if another process changed the index since we last looked."""
         generation = self.manifest.generation()
         if generation != self._generation:
-            self.store.refresh()
+            if not self.writer_lock.held:  # while this process writes, its own client is the current one
+                self.store.refresh()
             self._generation = generation
 
     # -- search --------------------------------------------------------------------

@@ -34,6 +34,11 @@ class WriterLock:
         self._depth = 0
         self._fd: int | None = None
 
+    @property
+    def held(self) -> bool:
+        """True while a thread of this process holds the lock."""
+        return self._depth > 0
+
     def holder(self) -> str:
         try:
             return self.path.read_text(encoding="utf-8").strip() or "?"
