@@ -132,3 +132,11 @@ def test_an_update_is_atomic_for_readers(kb, tmp_path):
         kb.article("n1").chunk_ids
     )
     assert kb.check().ok and np.isin(old_ids, list(kb.store.all_ids())).sum() == 0
+
+
+def test_an_interrupted_rebuild_leaves_no_orphans(kb, tmp_path):
+    path = ingest_news(kb, tmp_path)
+    kb.manifest.clear()  # rebuild died after forgetting the manifest, before dropping Chroma
+    assert all(p.doc_id not in {"n1", "n2", "n3"} for p in kb.search("Marseille lavande Copenhague", k=5, mode="dense"))
+    assert kb.ingest([path]).added == ["n1", "n2", "n3"]
+    assert kb.check().ok and kb.stats()["chunks"] == 3

@@ -29,7 +29,9 @@ def _open_kb(args: argparse.Namespace) -> Any:
     from qa.kb import KnowledgeBase
 
     settings = load_settings(index_dir=args.index, embedding_model=args.model, chroma_url=args.chroma_url)
-    return KnowledgeBase.open(settings=settings, progress=lambda msg: _stderr(f"qa: {msg}…"))
+    kb = KnowledgeBase.open(settings=settings, progress=lambda msg: _stderr(f"qa: {msg}…"))
+    kb.writer_lock.on_wait = lambda msg: _stderr(f"qa: {msg}")
+    return kb
 
 
 # -- commands ----------------------------------------------------------------------
@@ -38,7 +40,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     kb = _open_kb(args)
     paths = args.paths or [str(kb.settings.corpus_dir)]
-    kb.writer_lock.on_wait = lambda msg: _stderr(f"qa: {msg}")
     if args.dry_run:
         if not args.prune:
             _stderr("qa: error: --dry-run lists what --prune would remove: use both")
@@ -87,7 +88,6 @@ def _ingest_locked(kb: Any, paths: list[str], args: argparse.Namespace, tqdm: An
 
 def cmd_check(args: argparse.Namespace) -> int:
     kb = _open_kb(args)
-    kb.writer_lock.on_wait = lambda msg: _stderr(f"qa: {msg}")
     report = kb.repair() if args.repair else kb.check()
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))

@@ -290,6 +290,8 @@ class KnowledgeBase:
         that no committed article lists (written before a crash, or replaced and not yet
         deleted). Returns them. Ingest, delete and repair run this first."""
         with self.writer_lock.hold():
+            if self.manifest.count() == 0 and self.store.count() > 0:
+                self.store.drop()  # a rebuild interrupted between forgetting the manifest and dropping Chroma
             pending = self.manifest.pending()
             if not pending:
                 return []

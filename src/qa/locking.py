@@ -77,9 +77,10 @@ class WriterLock:
                         "wait for it to finish, or run again without --no-wait to queue behind it"
                     ) from None
                 message = f"another ingest is running on {self.path.parent} (pid {holder}); waiting…"
-                logger.warning(message)
                 if self.on_wait:
                     self.on_wait(message)
+                else:
+                    logger.warning(message)
                 deadline = None if timeout is None else time.monotonic() + timeout
                 while True:
                     try:
