@@ -69,3 +69,28 @@ def test_cli_no_wait_is_a_one_line_error(tmp_path, use_fake_embedder, capsys):
         assert main(["ingest", "-q", "--no-wait", "--index", str(index), str(write(tmp_path / "a.txt", "Texte."))]) == 1
     err = capsys.readouterr().err
     assert err.startswith("qa: error: another ingest is running") and err.count("\n") == 1
+
+
+def test_two_ingest_processes_at_once_queue_and_both_finish(tmp_path):
+    from test_crash import dump, write_corpus
+
+    index = tmp_path / "index"
+    feeds = [write_corpus(tmp_path / f"feed{i}.jsonl", 200, seed=i) for i in (1, 2)]
+    # same ids a00000… in both feeds with different texts: the second writer updates what the first added
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(DRIVER), "ingest", str(index), str(feed)],
+            env=driver_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for feed in feeds
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-1000:] for _, err in outputs]
+    waited = [("another ingest is running" in err and "waiting…" in err) for _, err in outputs]
+    print(f"\ntwo ingests at once: waited on the lock: {waited}")
+    state = dump(index)
+    assert state["check_ok"], state["problems"]
+    assert len(state["manifest"]) == 200 and len(state["chroma"]) == state["lexical_rows"]
