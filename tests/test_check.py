@@ -140,3 +140,15 @@ def test_an_interrupted_rebuild_leaves_no_orphans(kb, tmp_path):
     assert all(p.doc_id not in {"n1", "n2", "n3"} for p in kb.search("Marseille lavande Copenhague", k=5, mode="dense"))
     assert kb.ingest([path]).added == ["n1", "n2", "n3"]
     assert kb.check().ok and kb.stats()["chunks"] == 3
+
+
+def test_prune_keeps_files_with_odd_names(tmp_path, use_fake_embedder, capsys):
+    import os
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / os.fsdecode(b"caf\xe9 \nnote.txt")).write_bytes(b"Un caf\xc3\xa9 \xc3\xa0 Almaty.")
+    main(["ingest", "-q", str(folder)])
+    capsys.readouterr()
+    assert main(["ingest", "-q", "--prune", str(folder)]) == 0
+    assert capsys.readouterr().out.startswith("0 added, 0 updated, 1 unchanged, 0 skipped, 0 errors;")

@@ -408,6 +408,20 @@ def _walk(root: Path) -> Iterator[Path | Skipped | DocumentError]:
         yield DocumentError(exc.filename or str(root), f"cannot read the folder ({exc.strerror or exc}): check its permissions")
 
 
+def present_files(paths: Iterable[str | Path]) -> tuple[list[str], set[str]]:
+    """The given roots and every file under them, named as the index names them (:func:`display_path`)."""
+    roots: list[str] = []
+    present: set[str] = set()
+    for given in paths:
+        root = Path(given)
+        roots.append(display_path(root))
+        if root.is_dir():
+            present.update(display_path(e) for e in _walk(root) if isinstance(e, Path))
+        elif root.is_file():
+            present.add(display_path(root))
+    return roots, present
+
+
 def iter_inputs(paths: Iterable[str | Path], max_bytes: int) -> Iterator[Article | DocumentError | Skipped]:
     """Everything to ingest from files and folders (folders are walked recursively)."""
     for given in paths:

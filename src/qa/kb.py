@@ -307,21 +307,14 @@ class KnowledgeBase:
     def prune_candidates(self, paths: Iterable[str | Path]) -> list[tuple[str, str]]:
         """``(doc_id, path)`` of the articles loaded from files under the folders in ``paths``
         (or from those files) that no longer exist: what ``qa ingest --prune`` removes."""
-        from qa.documents import display_path
+        from qa.documents import present_files
 
-        roots = [Path(p).resolve() for p in paths]
-        out = []
-        for doc_id, stored in self.manifest.paths():
-            stored_path = Path(stored)
-            if not any(stored_path == r or r in stored_path.parents for r in roots):
-                continue
-            try:
-                present = stored_path.is_file() and display_path(stored_path) == stored
-            except OSError:
-                present = False
-            if not present:
-                out.append((doc_id, stored))
-        return out
+        roots, present = present_files(paths)
+        return [
+            (doc_id, stored)
+            for doc_id, stored in self.manifest.paths()
+            if any(stored == r or stored.startswith(r.rstrip(os.sep) + os.sep) for r in roots) and stored not in present
+        ]
 
     def prune(self, paths: str | Path | Iterable[str | Path], *, dry_run: bool = False) -> list[tuple[str, str]]:
         """Remove the articles whose files under ``paths`` are gone; ``dry_run`` only lists them."""
