@@ -113,7 +113,7 @@ def test_reference_ingest_is_clean(corpora):
 
 
 def test_sigkill_at_random_points_then_rerun_gives_the_uninterrupted_index(corpora, tmp_path):
-    seed = int(os.environ.get("QA_CRASH_SEED", "20260527"))  # more trials: QA_CRASH_SEED=n pytest tests/test_crash.py
+    seed = int(os.environ.get("CRASH_SEED", "20260527"))  # more trials: CRASH_SEED=n pytest tests/test_crash.py
     rng = random.Random(seed)
     index = tmp_path / "index"
     window = max(1.0, corpora["seconds"] - 2.5)  # the ingest itself, without the interpreter's start
