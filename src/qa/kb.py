@@ -375,7 +375,7 @@ class KnowledgeBase:
             build_where(source, date_from, date_to, exclude)  # still reject bad filters
             return []
         mode = mode or self.settings.retrieval
-        for _ in range(3):
+        for _ in range(5):
             # a chunk listed by the manifest but gone from Chroma was deleted meanwhile by a
             # writer in another process: search again on the newer state, never show half an article
             self.store.misses = 0

@@ -9,7 +9,9 @@ refuses to mix models.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -114,9 +116,15 @@ def reopen_client(index_dir: Path) -> Any:
 
     identifier = str(Path(index_dir) / "chroma")
     with SharedSystemClient._refcount_lock:  # forget the cached system for this path only
-        SharedSystemClient._identifier_to_system.pop(identifier, None)
+        old = SharedSystemClient._identifier_to_system.pop(identifier, None)
         SharedSystemClient._identifier_to_refcount.pop(identifier, None)
-    return make_client(index_dir)
+    client = make_client(index_dir)
+    if old is not None:
+        try:
+            old.stop()  # frees the old in-memory index (else each reopen keeps ~2 MB)
+        except Exception:  # already stopped
+            logger.debug("stopping the previous Chroma system failed", exc_info=True)
+    return client
 
 
 class ChunkStore:
@@ -136,11 +144,24 @@ class ChunkStore:
         self.visible = visible
         self.reopen = reopen
         self.misses = 0
-        """Committed chunks that :meth:`get` did not find (deleted meanwhile by another process)."""
+        """Chunks :meth:`get` was asked for but could not show: replaced or deleted meanwhile by a writer."""
+        self._users = 0  # threads inside a Chroma call; refresh() waits for none
+        self._cond = threading.Condition()
         try:
             self._max_batch = int(client.get_max_batch_size())
         except Exception:  # older servers lack it
             self._max_batch = 5000
+
+    @contextmanager
+    def _using(self) -> Iterator[None]:
+        with self._cond:
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                self._cond.notify_all()
 
     # -- the collection and its build record ------------------------------------
     def _existing(self) -> Any:
@@ -197,8 +218,10 @@ class ChunkStore:
         """Reopen the embedded client (another process changed the data); False if it cannot."""
         if self.reopen is None:
             return False
-        self._collection = None
-        self.client = self.reopen()
+        with self._cond:  # no other thread of this process is inside a call to the old client
+            self._cond.wait_for(lambda: self._users == 0)
+            self._collection = None
+            self.client = self.reopen()
         return True
 
     def drop(self) -> None:
@@ -209,18 +232,20 @@ class ChunkStore:
 
     # -- writes ----------------------------------------------------------------------
     def upsert(self, ids: list[str], vectors: np.ndarray, texts: list[str], metadatas: list[dict[str, Any]]) -> None:
-        col = self._existing()
-        if col is None:
-            raise StoreError("the collection does not exist yet: call ensure() first")
-        for i in range(0, len(ids), self._max_batch):
-            j = i + self._max_batch
-            col.upsert(ids=ids[i:j], embeddings=vectors[i:j], documents=texts[i:j], metadatas=metadatas[i:j])
+        with self._using():
+            col = self._existing()
+            if col is None:
+                raise StoreError("the collection does not exist yet: call ensure() first")
+            for i in range(0, len(ids), self._max_batch):
+                j = i + self._max_batch
+                col.upsert(ids=ids[i:j], embeddings=vectors[i:j], documents=texts[i:j], metadatas=metadatas[i:j])
 
     def delete(self, ids: Sequence[str]) -> None:
-        col = self._existing()
-        if col is not None and ids:
-            for i in range(0, len(ids), self._max_batch):
-                col.delete(ids=list(ids[i : i + self._max_batch]))
+        with self._using():
+            col = self._existing()
+            if col is not None and ids:
+                for i in range(0, len(ids), self._max_batch):
+                    col.delete(ids=list(ids[i : i + self._max_batch]))
 
     def delete_article(self, doc_id: str) -> None:
         """Remove every chunk of an article, including any a crash left behind."""
@@ -230,62 +255,71 @@ class ChunkStore:
 
     # -- reads -----------------------------------------------------------------------
     def count(self) -> int:
-        col = self._existing()
-        return int(col.count()) if col is not None else 0
+        with self._using():
+            col = self._existing()
+            return int(col.count()) if col is not None else 0
 
     def query(self, vector: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[Passage]:
         """The ``k`` nearest visible chunks. Invisible ones (uncommitted, stale) are skipped:
         the query asks for more until ``k`` visible ones are found or the store is exhausted."""
-        col = self._existing()
-        if col is None or k <= 0:
-            return []
-        n = k if self.visible is None else k + 16
-        while True:
-            result = col.query(
-                query_embeddings=[np.asarray(vector, dtype=np.float32)],
-                n_results=n,
-                where=where,
-                include=["documents", "metadatas", "distances"],
-            )
-            ids = result["ids"][0]
-            shown = set(ids) if self.visible is None else self.visible(ids)
-            rows = zip(ids, result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True)
-            passages = [
-                passage_from_record(cid, text, meta, score=1.0 - float(dist))
-                for cid, text, meta, dist in rows
-                if cid in shown and text is not None
-            ]
-            if len(passages) >= k or len(ids) < n or n >= 8 * (k + 16):
-                return passages[:k]
-            n *= 2
+        with self._using():
+            col = self._existing()
+            if col is None or k <= 0:
+                return []
+            n = k if self.visible is None else k + 16
+            while True:
+                result = col.query(
+                    query_embeddings=[np.asarray(vector, dtype=np.float32)],
+                    n_results=n,
+                    where=where,
+                    include=["documents", "metadatas", "distances"],
+                )
+                ids = result["ids"][0]
+                shown = set(ids) if self.visible is None else self.visible(ids)
+                rows = zip(ids, result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True)
+                passages = [
+                    passage_from_record(cid, text, meta, score=1.0 - float(dist))
+                    for cid, text, meta, dist in rows
+                    if cid in shown and text is not None
+                ]
+                if len(passages) >= k or len(ids) < n or n >= 8 * (k + 16):
+                    return passages[:k]
+                n *= 2
 
     def get(self, ids: Sequence[str]) -> list[Passage]:
-        col = self._existing()
-        if col is None or not ids:
-            return []
-        ids = list(ids) if self.visible is None else [i for i in ids if i in self.visible(ids)]
-        result = col.get(ids=list(ids), include=["documents", "metadatas"])
-        by_id = {
-            cid: passage_from_record(cid, text, meta)
-            for cid, text, meta in zip(result["ids"], result["documents"], result["metadatas"], strict=True)
-        }
-        self.misses += sum(1 for i in ids if i not in by_id)
-        return [by_id[i] for i in ids if i in by_id]
+        with self._using():
+            col = self._existing()
+            if col is None or not ids:
+                return []
+            requested = list(ids)
+            ids = requested if self.visible is None else [i for i in requested if i in self.visible(requested)]
+            if not ids:
+                self.misses += len(requested)
+                return []
+            result = col.get(ids=list(ids), include=["documents", "metadatas"])
+            by_id = {
+                cid: passage_from_record(cid, text, meta)
+                for cid, text, meta in zip(result["ids"], result["documents"], result["metadatas"], strict=True)
+            }
+            # asked for but gone (made invisible or deleted since the caller's read): the caller retries
+            self.misses += sum(1 for i in requested if i not in by_id)
+            return [by_id[i] for i in ids if i in by_id]
 
     def all_ids(self, batch: int = 5000) -> dict[str, str]:
         """``chunk_id → doc_id`` of everything in the collection (``qa check``)."""
-        col = self._existing()
-        out: dict[str, str] = {}
-        if col is None:
-            return out
-        offset = 0
-        while True:
-            result = col.get(include=["metadatas"], limit=batch, offset=offset)
-            for cid, meta in zip(result["ids"], result["metadatas"], strict=True):
-                out[cid] = str((meta or {}).get("doc_id", ""))
-            if len(result["ids"]) < batch:
+        with self._using():
+            col = self._existing()
+            out: dict[str, str] = {}
+            if col is None:
                 return out
-            offset += batch
+            offset = 0
+            while True:
+                result = col.get(include=["metadatas"], limit=batch, offset=offset)
+                for cid, meta in zip(result["ids"], result["metadatas"], strict=True):
+                    out[cid] = str((meta or {}).get("doc_id", ""))
+                if len(result["ids"]) < batch:
+                    return out
+                offset += batch
 
 
 def chunk_metadata(
