@@ -375,16 +375,19 @@ class KnowledgeBase:
             build_where(source, date_from, date_to, exclude)  # still reject bad filters
             return []
         mode = mode or self.settings.retrieval
+        filters = {"source": source, "date_from": date_from, "date_to": date_to, "exclude": exclude}
         for _ in range(5):
-            # a chunk listed by the manifest but gone from Chroma was deleted meanwhile by a
-            # writer in another process: search again on the newer state, never show half an article
+            # Dense hits, BM25 hits and the chunks fetched for them are read at slightly different
+            # moments; a writer in another process may commit in between. The result is shown only
+            # if every chunk in it is committed at one same instant (one SQLite read): then it holds
+            # one version of each article, never half of one. Else search again on the newer state.
             self.store.misses = 0
-            filters = {"source": source, "date_from": date_from, "date_to": date_to, "exclude": exclude}
             hits = hybrid_search(self, question, k, mode=mode, **filters)
-            if not self.store.misses:
-                break
+            if not self.store.misses and len(self.manifest.committed([h.chunk_id for h in hits])) == len(hits):
+                return hits
             self._sync()
-        return hits
+        visible = self.manifest.committed([h.chunk_id for h in hits])
+        return [h for h in hits if h.chunk_id in visible]
 
     # -- answers -------------------------------------------------------------------
     def answerer(self, spec: str | None = None) -> Any:
