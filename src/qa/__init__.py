@@ -11,6 +11,7 @@ from qa.documents import Article
 from qa.errors import (
     ConfigError,
     DocumentError,
+    IndexBusyError,
     IndexMismatchError,
     ModelError,
     NotFoundError,
@@ -29,6 +30,7 @@ __all__ = [
     "Citation",
     "ConfigError",
     "DocumentError",
+    "IndexBusyError",
     "IndexMismatchError",
     "IngestReport",
     "KnowledgeBase",

@@ -1,4 +1,4 @@
-"""The ``qa`` command line: ``qa ingest | search | ask | eval | delete | info | serve``.
+"""The ``qa`` command line: ``qa ingest | search | ask | eval | delete | check | info | serve``.
 
 Errors from :mod:`qa.errors` become one line on stderr and exit code 1 (2 for
 usage errors); ``--json`` prints machine-readable output on stdout.
@@ -29,7 +29,9 @@ def _open_kb(args: argparse.Namespace) -> Any:
     from qa.kb import KnowledgeBase
 
     settings = load_settings(index_dir=args.index, embedding_model=args.model, chroma_url=args.chroma_url)
-    return KnowledgeBase.open(settings=settings, progress=lambda msg: _stderr(f"qa: {msg}…"))
+    kb = KnowledgeBase.open(settings=settings, progress=lambda msg: _stderr(f"qa: {msg}…"))
+    kb.writer_lock.on_wait = lambda msg: _stderr(f"qa: {msg}")
+    return kb
 
 
 # -- commands ----------------------------------------------------------------------
@@ -38,6 +40,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     kb = _open_kb(args)
     paths = args.paths or [str(kb.settings.corpus_dir)]
+    if args.dry_run:
+        if not args.prune:
+            _stderr("qa: error: --dry-run lists what --prune would remove: use both")
+            return 2
+        gone = kb.prune(paths, dry_run=True)
+        for doc_id, path in gone:
+            print(f"would prune {doc_id}  ({path})")
+        print(f"{len(gone)} articles would be pruned (dry run: nothing changed)")
+        return 0
+    with kb.writer_lock.hold(wait=not args.no_wait):
+        return _ingest_locked(kb, paths, args, tqdm)
+
+
+def _ingest_locked(kb: Any, paths: list[str], args: argparse.Namespace, tqdm: Any) -> int:
     if args.rebuild:
         kb.rebuild()
     bar = tqdm(desc="ingest", unit=" inputs", file=sys.stderr, disable=args.quiet, mininterval=0.5)
@@ -54,7 +70,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
 
     try:
-        report = kb.ingest(paths, progress=on_progress)
+        report = kb.ingest(paths, progress=on_progress, prune=args.prune)
     finally:
         bar.close()
     if args.json:
@@ -65,7 +81,25 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"  skipped {item}")
         for item in report.errors:
             print(f"  error   {item}")
+        for doc_id in report.pruned:
+            print(f"  pruned  {doc_id}")
     return 1 if report.errors else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    kb = _open_kb(args)
+    report = kb.repair() if args.repair else kb.check()
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+        return 0 if report.ok else 1
+    for line in report.repaired:
+        print(f"repaired: {line}")
+    print(report.summary())
+    for line in report.problems():
+        print(f"  {line}")
+    if not report.ok and not args.repair:
+        print("run `qa check --repair` to fix these")
+    return 0 if report.ok else 1
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -231,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", parents=[common], help="add or update articles (.txt, .md, .html, .jsonl files or folders)")
     p.add_argument("paths", nargs="*", help="files or folders (default: QA_CORPUS_DIR or corpus/)")
     p.add_argument("--rebuild", action="store_true", help="forget the index first and re-embed everything")
+    p.add_argument("--prune", action="store_true", help="also remove articles whose files under the given folders are gone")
+    p.add_argument("--dry-run", action="store_true", help="with --prune: only list what would be removed")
+    p.add_argument("--no-wait", action="store_true", help="fail at once if another ingest holds the index, instead of queueing")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
@@ -266,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("delete", parents=[common], help="remove articles by id")
     p.add_argument("ids", nargs="+", metavar="ID")
     p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("check", parents=[common], help="verify the index (manifest, Chroma, lexical); --repair fixes it")
+    p.add_argument("--repair", action="store_true", help="fix what the check finds (delete orphans, re-index broken articles)")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("serve", parents=[common], help="serve the HTTP API (FastAPI; docs at /docs)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

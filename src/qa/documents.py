@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from qa.errors import DocumentError
+from qa.errors import DocumentError, printable
 from qa.schema import Skipped
 
 logger = logging.getLogger(__name__)
@@ -103,28 +104,86 @@ def content_id(text: str) -> str:
 # --------------------------------------------------------------------------- files
 
 
+def display_path(path: Path) -> str:
+    """How a file is named in the index and in messages: resolved, printable on one line."""
+    return printable(str(path.resolve()))
+
+
+def file_title(path: Path) -> str:
+    """A title from a file name; a name in a legacy encoding (``caf\\xe9.txt``) read as Windows-1252."""
+    stem = path.stem
+    if any("\udc80" <= c <= "\udcff" for c in stem):
+        stem = os.fsencode(stem).decode("cp1252", errors="replace")
+    return printable(stem)
+
+
+def _too_big(size: int, max_bytes: int) -> str:
+    return f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit: split it or raise QA_MAX_FILE_MB"
+
+
+def _check_regular(path: Path, max_bytes: int | None) -> None:
+    """Refuse what is not a plain file (a FIFO would block the ingest forever) and oversized files."""
+    st = path.stat()  # follows symlinks: a loop or a dangling link raises OSError here
+    if not stat.S_ISREG(st.st_mode):
+        raise DocumentError(str(path), "not a regular file (a FIFO, socket or device): only plain files are ingested")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise DocumentError(str(path), _too_big(st.st_size, max_bytes))
+
+
+_C1_OR_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+
+
+def decode_bytes(data: bytes, where: str) -> str:
+    """Bytes of a text file as Unicode: UTF-8, else the detected legacy encoding (Windows-1252
+    preferred over Latin-1, which it extends with « ’ € œ »), never control-character soup."""
+    try:
+        return _not_binary(data.decode("utf-8-sig"), where)
+    except UnicodeDecodeError:
+        pass
+    western = _as_western(data)
+    if western is not None:  # French, Spanish, German… text saved as Windows-1252 or Latin-1
+        text, encoding = western, "cp1252"
+    else:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data).best()
+        if best is None:
+            raise DocumentError(where, "cannot detect the text encoding: save the file as UTF-8")
+        text, encoding = str(best), best.encoding
+    logger.info("%s: decoded as %s", where, encoding)
+    return _not_binary(text, where)
+
+
+def _as_western(data: bytes) -> str | None:
+    """``data`` as Windows-1252 if it reads as Western European text: mostly ASCII letters with
+    some accented ones (Cyrillic or Greek saved in their code pages read as 100 % accented
+    letters, so charset detection gets those). Detection alone mistakes short French text for
+    Baltic or Central European code pages (« franēaise », « trčs »)."""
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:
+        return None
+    letters = [c for c in text[:100_000] if c.isalpha()]
+    accented = sum(1 for c in letters if not c.isascii())
+    if not letters or accented > 0.3 * len(letters) or _C1_OR_CONTROL.search(text[:100_000]):
+        return None
+    return text
+
+
+def _not_binary(text: str, where: str) -> str:
+    sample = text[:100_000]
+    if sample and len(_C1_OR_CONTROL.findall(sample)) > 0.01 * len(sample):
+        raise DocumentError(where, "binary file (control characters), not text: convert it to .txt, .md, .html or .jsonl")
+    return text
+
+
 def read_text_file(path: Path, max_bytes: int) -> str:
     """Read a text file as Unicode: UTF-8 first, then the detected legacy encoding."""
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise DocumentError(
-            str(path),
-            f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit: split it or raise QA_MAX_FILE_MB",
-        )
+    _check_regular(path, max_bytes)
     data = path.read_bytes()
     if b"\x00" in data[:8192]:
         raise DocumentError(str(path), "binary file (NUL bytes), not text: convert it to .txt, .md, .html or .jsonl")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(data).best()
-    if best is None:
-        raise DocumentError(str(path), "cannot detect the text encoding: save the file as UTF-8")
-    logger.info("%s: decoded as %s", path, best.encoding)
-    return str(best)
+    return decode_bytes(data, str(path))
 
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*(?:\n|\Z)", re.S)
@@ -180,24 +239,29 @@ def _article_from_meta(meta: dict[str, Any], text: str, default_title: str, path
         date=normalize_date(meta.get("date"), where),
         url=str(meta.get("url") or ""),
         source=str(meta.get("source") or ""),
-        path=str(path.resolve()),  # resolved: `qa ingest corpus/` and `qa ingest ./corpus` are the same file
+        path=display_path(path),  # resolved: `qa ingest corpus/` and `qa ingest ./corpus` are the same file
     )
 
 
 def load_text(path: Path, max_bytes: int) -> Article:
     meta, body = split_front_matter(read_text_file(path, max_bytes), str(path))
-    return _article_from_meta(meta, body, path.stem, path)
+    return _article_from_meta(meta, body, file_title(path), path)
 
 
 def load_markdown(path: Path, max_bytes: int) -> Article:
     meta, body = split_front_matter(read_text_file(path, max_bytes), str(path))
     text, heading = markdown_to_text(body)
-    return _article_from_meta(meta, text, heading or path.stem, path)
+    return _article_from_meta(meta, text, heading or file_title(path), path)
+
+
+_EMBEDDED = re.compile(
+    r"<(script|style|iframe|noscript|object|embed|template|svg|frameset|frame)\b[^>]*?(?:/>|>.*?</\1\s*>)", re.S | re.I
+)
 
 
 def load_html(path: Path, max_bytes: int) -> Article:
     """Main text of an HTML page (boilerplate, scripts and styles dropped) via trafilatura."""
-    raw = read_text_file(path, max_bytes)
+    raw = _EMBEDDED.sub(" ", read_text_file(path, max_bytes))  # iframes' fallback text is not the article
     import trafilatura
 
     doc = trafilatura.bare_extraction(raw, url=None, with_metadata=True, include_comments=False, include_tables=True)
@@ -210,7 +274,7 @@ def load_html(path: Path, max_bytes: int) -> Article:
         "url": getattr(doc, "url", None),
         "source": getattr(doc, "sitename", None),
     }
-    return _article_from_meta(meta, text, path.stem, path)
+    return _article_from_meta(meta, text, file_title(path), path)
 
 
 def parse_jsonl_record(record: Any, where: str, line: int | None) -> Article:
@@ -241,17 +305,29 @@ def parse_jsonl_record(record: Any, where: str, line: int | None) -> Article:
 
 
 def load_jsonl(path: Path, max_bytes: int) -> Iterator[Article | DocumentError]:
-    """One article per line; bad lines are reported and skipped, the rest load."""
-    where = str(path)
+    """One article per line, streamed (a file of any size in bounded memory; ``max_bytes``
+    limits each line); bad lines are reported and skipped, the rest load."""
+    where = printable(str(path))
+    resolved = display_path(path)
     seen: dict[str, int] = {}
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise DocumentError(
-            where, f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit: split it or raise QA_MAX_FILE_MB"
-        )
+    _check_regular(path, None)
     with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        lineno = 0
+        while True:
+            raw = fh.readline(max_bytes + 1)
+            if not raw:
+                break
+            lineno += 1
+            if len(raw) > max_bytes:
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the oversized line
+                    raw = fh.readline(1 << 20)
+                limit = f"{max_bytes / 1e6:.0f} MB"
+                yield DocumentError(where, f"line over the {limit} limit: split the article or raise QA_MAX_FILE_MB", lineno)
+                continue
             if not raw.strip():
+                continue
+            if b"\x00" in raw:
+                yield DocumentError(where, "NUL bytes (binary data, or UTF-16): save the file as UTF-8 JSON Lines", lineno)
                 continue
             try:
                 record = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
@@ -272,6 +348,7 @@ def load_jsonl(path: Path, max_bytes: int) -> Iterator[Article | DocumentError]:
                 )
                 continue
             seen[article.id] = lineno
+            article.path = resolved
             yield article
 
 
@@ -292,22 +369,30 @@ def load_file(path: Path, max_bytes: int) -> Iterator[Article | DocumentError]:
             yield _LOADERS[ext](path, max_bytes)
         else:
             supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
-            yield DocumentError(str(path), f"unsupported file type {ext or '(none)'}: use one of {supported}")
+            yield DocumentError(str(path), f"unsupported file type {printable(ext) or '(none)'}: use one of {supported}")
     except DocumentError as exc:
         yield exc
     except OSError as exc:
         yield DocumentError(str(path), f"cannot read the file ({exc.strerror or exc}): check that it exists and is readable")
+    except Exception as exc:  # one strange file (a parser crash) must not stop the others
+        logger.debug("loading %s failed", printable(str(path)), exc_info=True)
+        first = printable(str(exc).splitlines()[0] if str(exc) else "")
+        yield DocumentError(str(path), f"cannot load the file ({type(exc).__name__}: {first[:200]}): check its content")
 
 
-def _walk(root: Path) -> Iterator[Path | Skipped]:
-    """Files under ``root``, sorted, hidden ones and symlink loops left out."""
+def _walk(root: Path) -> Iterator[Path | Skipped | DocumentError]:
+    """Files under ``root``, sorted, hidden ones and symlink loops left out; unreadable folders reported."""
     seen_dirs: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    problems: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=problems.append):
+        while problems:
+            exc = problems.pop()
+            yield DocumentError(exc.filename or dirpath, f"cannot read the folder ({exc.strerror or exc}): check its permissions")
         st = os.stat(dirpath)
         key = (st.st_dev, st.st_ino)
         if key in seen_dirs:
             dirnames[:] = []
-            yield Skipped(dirpath, "directory already visited (symlink loop)")
+            yield Skipped(printable(dirpath), "directory already visited (symlink loop)")
             continue
         seen_dirs.add(key)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -318,7 +403,23 @@ def _walk(root: Path) -> Iterator[Path | Skipped]:
             if path.suffix.lower() in SUPPORTED_EXTENSIONS:
                 yield path
             else:
-                yield Skipped(str(path), f"unsupported file type {path.suffix or '(none)'}")
+                yield Skipped(printable(str(path)), f"unsupported file type {printable(path.suffix) or '(none)'}")
+    for exc in problems:
+        yield DocumentError(exc.filename or str(root), f"cannot read the folder ({exc.strerror or exc}): check its permissions")
+
+
+def present_files(paths: Iterable[str | Path]) -> tuple[list[str], set[str]]:
+    """The given roots and every file under them, named as the index names them (:func:`display_path`)."""
+    roots: list[str] = []
+    present: set[str] = set()
+    for given in paths:
+        root = Path(given)
+        roots.append(display_path(root))
+        if root.is_dir():
+            present.update(display_path(e) for e in _walk(root) if isinstance(e, Path))
+        elif root.is_file():
+            present.add(display_path(root))
+    return roots, present
 
 
 def iter_inputs(paths: Iterable[str | Path], max_bytes: int) -> Iterator[Article | DocumentError | Skipped]:
@@ -327,7 +428,7 @@ def iter_inputs(paths: Iterable[str | Path], max_bytes: int) -> Iterator[Article
         root = Path(given)
         if root.is_dir():
             for entry in _walk(root):
-                if isinstance(entry, Skipped):
+                if isinstance(entry, (Skipped, DocumentError)):
                     yield entry
                 else:
                     yield from load_file(entry, max_bytes)

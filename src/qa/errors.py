@@ -6,6 +6,18 @@ into a one-line message and a non-zero exit code, the UI into ``st.error``.
 
 from __future__ import annotations
 
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on one line: undecodable bytes of file names (surrogate escapes)
+    shown as ``\\xNN``, control characters (newlines in a file name…) as escapes."""
+    if any("\udc80" <= c <= "\udcff" for c in text):
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
 
 class QAError(Exception):
     """Base class for every error ``qa`` raises on purpose."""
@@ -22,7 +34,7 @@ class DocumentError(QAError):
     """
 
     def __init__(self, path: str, reason: str, line: int | None = None) -> None:
-        self.path = str(path)
+        self.path = printable(str(path))
         self.reason = reason
         self.line = line
         where = f"{self.path}:{line}" if line is not None else self.path
@@ -47,3 +59,7 @@ class NotFoundError(QAError):
 
 class QueryError(QAError):
     """A search/ask request is invalid (bad filter, bad k)."""
+
+
+class IndexBusyError(QAError):
+    """Another process holds the index's writer lock (an ingest, delete or repair is running)."""

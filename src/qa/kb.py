@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -16,9 +18,10 @@ from qa.documents import Article, iter_inputs
 from qa.embeddings import Embedder, Progress, make_embedder
 from qa.errors import DocumentError, NotFoundError, QueryError
 from qa.lexical import LexicalRow
+from qa.locking import WriterLock
 from qa.manifest import ArticleRecord, Manifest
 from qa.schema import Answer, IngestReport, Passage, Skipped
-from qa.store import ChunkStore, IndexSpec, build_where, chunk_metadata, date_number, make_client
+from qa.store import ChunkStore, IndexSpec, build_where, chunk_metadata, date_number, make_client, reopen_client
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +30,35 @@ IngestProgress = Callable[[IngestReport, int], None]
 
 MAX_K = 1000
 BATCH_ARTICLES = 32
+BATCH_CHARS = 2_000_000
+"""A batch is written early when its articles hold this much text (bounded memory)."""
+EMBED_SLICE = 256
+"""Chunks embedded and written to Chroma per call."""
 
 
-def chunk_id(doc_id: str, index: int, text: str) -> str:
-    """Deterministic: the same article text always gives the same chunk ids."""
-    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
+def _crash_point(name: str) -> None:
+    """Test hook: ``QA_TEST_CRASH_AT=name:N`` kills the process (SIGKILL) the N-th time ``name`` is reached."""
+    spec = os.environ.get("QA_TEST_CRASH_AT")
+    if not spec:
+        return
+    point, _, count = spec.partition(":")
+    if point != name:
+        return
+    _CRASH_COUNTS[name] = _CRASH_COUNTS.get(name, 0) + 1
+    if _CRASH_COUNTS[name] >= int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_CRASH_COUNTS: dict[str, int] = {}
+
+
+def chunk_id(doc_id: str, index: int, text: str, version: str = "") -> str:
+    """Deterministic: the same article version always gives the same chunk ids.
+
+    ``version`` (the article's content hash) makes every version's ids distinct, so a
+    changed article's new chunks are written beside the old ones and never overwrite a
+    chunk that readers may still be shown."""
+    digest = hashlib.sha1((version + "\0" + text if version else text).encode("utf-8")).hexdigest()[:10]
     return f"{doc_id}#{index}-{digest}"
 
 
@@ -54,8 +81,17 @@ class KnowledgeBase:
         self.embedder: Embedder = embedder or make_embedder(
             settings.embedding_model, settings.model_cache, batch_size=settings.embed_batch_size, progress=progress
         )
-        self.store = ChunkStore(client or make_client(settings.index_dir, settings.chroma_url), settings.collection)
         self.manifest = Manifest(Path(settings.index_dir) / "manifest.sqlite3")
+        # an embedded store we opened ourselves can be reopened when another process changes it
+        reopen = None if client is not None or settings.chroma_url else (lambda: reopen_client(settings.index_dir))
+        self.store = ChunkStore(
+            client or make_client(settings.index_dir, settings.chroma_url),
+            settings.collection,
+            visible=self.manifest.committed,
+            reopen=reopen,
+        )
+        self._generation = self.manifest.generation()
+        self.writer_lock = WriterLock(Path(settings.index_dir))
         # fail at open, before any model is loaded, if the index was built with another model
         self.store.check_compatible(self.embedder.model_id)
         self._answerers: dict[str, Any] = {}
@@ -90,21 +126,47 @@ class KnowledgeBase:
         self.close()
 
     # -- ingest --------------------------------------------------------------------
-    def ingest(self, paths: str | Path | Iterable[str | Path], *, progress: IngestProgress | None = None) -> IngestReport:
+    def ingest(
+        self,
+        paths: str | Path | Iterable[str | Path],
+        *,
+        progress: IngestProgress | None = None,
+        prune: bool = False,
+        wait: bool = True,
+    ) -> IngestReport:
         """Index files and folders (``.txt``, ``.md``, ``.html``, ``.jsonl``).
 
         Unchanged articles are not re-embedded; changed ones replace their chunks.
         Bad inputs are reported in ``report.errors`` and the rest is ingested.
+        Files are read one at a time and written in batches, each committed on its own:
+        an ingest killed at any point is finished by running it again.
+        ``prune`` also removes the articles whose files under the given folders are gone
+        (``report.pruned``). ``wait=False`` raises :class:`~qa.errors.IndexBusyError`
+        instead of queueing behind another ingest.
         """
         if isinstance(paths, (str, Path)):
             paths = [paths]
+        paths = list(paths)
         max_bytes = int(self.settings.max_file_mb * 1e6)
-        return self.add_articles(iter_inputs(paths, max_bytes), progress=progress)
+        with self.writer_lock.hold(wait=wait):
+            report = self.add_articles(iter_inputs(paths, max_bytes), progress=progress)
+            if prune:
+                gone = self.prune_candidates(paths)
+                for doc_id, _ in gone:
+                    self._delete_unlocked(doc_id)
+                report.pruned.extend(doc_id for doc_id, _ in gone)
+        return report
 
     def add_articles(
         self, items: Iterable[Article | DocumentError | Skipped], *, progress: IngestProgress | None = None
     ) -> IngestReport:
         """Index articles given in memory (plus any load errors to report)."""
+        with self.writer_lock.hold():
+            self._sync()
+            self.recover()
+            return self._add_articles(items, progress)
+
+    def _add_articles(self, items: Iterable[Article | DocumentError | Skipped], progress: IngestProgress | None) -> IngestReport:
         report = IngestReport()
         started = time.perf_counter()
         seen: dict[str, str] = {}
@@ -123,7 +185,7 @@ class KnowledgeBase:
             else:
                 seen[item.id] = item.path or item.id
                 pending.append(item)
-            if len(pending) >= BATCH_ARTICLES:
+            if len(pending) >= BATCH_ARTICLES or sum(len(a.text) for a in pending) > BATCH_CHARS:
                 self._write_batch(pending, report)
                 pending = []
                 report.seconds = time.perf_counter() - started
@@ -141,7 +203,16 @@ class KnowledgeBase:
     def _spec(self) -> IndexSpec:
         return IndexSpec(self.embedder.model_id, self.embedder.dimension, self.settings.chunk_tokens, self.settings.chunk_overlap)
 
-    def _write_batch(self, articles: list[Article], report: IngestReport) -> None:
+    def _write_batch(self, articles: list[Article], report: IngestReport | None = None, *, force: bool = False) -> None:
+        """Write a batch so that a crash at any point leaves every article old or new, never half:
+
+        1. journal the new chunk ids (``pending``), 2. write the chunks to Chroma (invisible:
+        the manifest does not list them yet), 3. commit manifest + lexical rows in one SQLite
+        transaction (the articles flip to their new chunks; the old ones are journaled),
+        4. delete the old chunks from Chroma and settle the journal. :meth:`recover` finishes
+        or undoes whatever a crash interrupted.
+        """
+        report = report if report is not None else IngestReport()
         known = self.manifest.hashes([a.id for a in articles])
         todo: list[tuple[Article, list[str]]] = []
         for article in articles:
@@ -151,7 +222,7 @@ class KnowledgeBase:
                 if article.derived_id and article.path
                 else []
             )
-            if known.get(article.id) == article.content_hash and not replaced:
+            if known.get(article.id) == article.content_hash and not replaced and not force:
                 report.unchanged.append(article.id)
             else:
                 todo.append((article, replaced))
@@ -177,7 +248,7 @@ class KnowledgeBase:
                 article.path,
             )
             for c in chunks:
-                record.chunk_ids.append(chunk_id(article.id, c.index, c.text))
+                record.chunk_ids.append(chunk_id(article.id, c.index, c.text, article.content_hash))
                 lexical_rows.append(
                     LexicalRow(
                         record.chunk_ids[-1],
@@ -195,22 +266,90 @@ class KnowledgeBase:
                 )
             ids.extend(record.chunk_ids)
             records.append(record)
-        vectors = self.embedder.embed_documents(inputs)
-        self.store.upsert(ids, vectors, texts, metas)
-        # drop what the new versions no longer have, then commit manifest + lexical rows together
+        self.manifest.journal(ids)
+        for i in range(0, len(ids), EMBED_SLICE):  # bounded memory: vectors for one slice at a time
+            j = i + EMBED_SLICE
+            self.store.upsert(ids[i:j], self.embedder.embed_documents(inputs[i:j]), texts[i:j], metas[i:j])
+            _crash_point("chunks")
         stale: list[str] = []
         dropped: list[str] = []
         for (article, replaced), record in zip(todo, records, strict=True):
             old = self.manifest.get(article.id)
             if old:
                 stale.extend(sorted(set(old.chunk_ids) - set(record.chunk_ids)))
-            for doc_id in replaced:
-                self.store.delete_article(doc_id)
-                dropped.append(doc_id)
-            (report.updated if old or replaced else report.added).append(article.id)
-        self.store.delete(stale)
-        self.manifest.put_many(records, lexical_rows, drop_chunks=stale, drop_docs=dropped)
+            dropped.extend(replaced)
+            if not force:
+                (report.updated if old or replaced else report.added).append(article.id)
+        doomed = self.manifest.put_many(records, lexical_rows, drop_chunks=stale, drop_docs=dropped)
+        _crash_point("commit")
+        self.store.delete(doomed)
+        self.manifest.settle(doomed)
+        self._generation = self.manifest.generation()
         report.chunks_written += len(ids)
+        _crash_point("batch")
+
+    def recover(self) -> list[str]:
+        """Finish what an interrupted write left: delete from Chroma the journaled chunk ids
+        that no committed article lists (written before a crash, or replaced and not yet
+        deleted). Returns them. Ingest, delete and repair run this first."""
+        with self.writer_lock.hold():
+            if self.manifest.count() == 0 and self.store.count() > 0:
+                self.store.drop()  # a rebuild interrupted between forgetting the manifest and dropping Chroma
+            pending = self.manifest.pending()
+            if not pending:
+                return []
+            keep = self.manifest.committed(pending)
+            orphans = [c for c in pending if c not in keep]
+            self.store.delete(orphans)
+            self.manifest.settle(pending)
+            self._generation = self.manifest.generation()
+            if orphans:
+                logger.warning("removed %d chunks left by an interrupted ingest", len(orphans))
+            return orphans
+
+    def prune_candidates(self, paths: Iterable[str | Path]) -> list[tuple[str, str]]:
+        """``(doc_id, path)`` of the articles loaded from files under the folders in ``paths``
+        (or from those files) that no longer exist: what ``qa ingest --prune`` removes."""
+        from qa.documents import present_files
+
+        roots, present = present_files(paths)
+        return [
+            (doc_id, stored)
+            for doc_id, stored in self.manifest.paths()
+            if any(stored == r or stored.startswith(r.rstrip(os.sep) + os.sep) for r in roots) and stored not in present
+        ]
+
+    def prune(self, paths: str | Path | Iterable[str | Path], *, dry_run: bool = False) -> list[tuple[str, str]]:
+        """Remove the articles whose files under ``paths`` are gone; ``dry_run`` only lists them."""
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        with self.writer_lock.hold():
+            gone = self.prune_candidates(list(paths))
+            if not dry_run:
+                for doc_id, _ in gone:
+                    self._delete_unlocked(doc_id)
+        return gone
+
+    def check(self) -> Any:
+        """Verify the index: counts, orphans, manifest vs Chroma, lexical vs dense (``qa check``)."""
+        from qa.integrity import check_index
+
+        return check_index(self)
+
+    def repair(self) -> Any:
+        """Fix what :meth:`check` finds; returns the check report after repair (``qa check --repair``)."""
+        from qa.integrity import repair_index
+
+        with self.writer_lock.hold():
+            return repair_index(self)
+
+    def _sync(self) -> None:
+        """Reload the embedded store if another process changed the index since we last looked."""
+        generation = self.manifest.generation()
+        if generation != self._generation:
+            if not self.writer_lock.held:  # while this process writes, its own client is the current one
+                self.store.refresh()
+            self._generation = generation
 
     # -- search --------------------------------------------------------------------
     def search(
@@ -234,11 +373,24 @@ class KnowledgeBase:
 
         question = _check_question(question)
         k = _check_k(k)
+        self._sync()
         if self.store.count() == 0:
             build_where(source, date_from, date_to, exclude)  # still reject bad filters
             return []
         mode = mode or self.settings.retrieval
-        return hybrid_search(self, question, k, mode=mode, source=source, date_from=date_from, date_to=date_to, exclude=exclude)
+        filters = {"source": source, "date_from": date_from, "date_to": date_to, "exclude": exclude}
+        for _ in range(5):
+            # Dense hits, BM25 hits and the chunks fetched for them are read at slightly different
+            # moments; a writer in another process may commit in between. The result is shown only
+            # if every chunk in it is committed at one same instant (one SQLite read): then it holds
+            # one version of each article, never half of one. Else search again on the newer state.
+            self.store.misses = 0
+            hits = hybrid_search(self, question, k, mode=mode, **filters)
+            if not self.store.misses and len(self.manifest.committed([h.chunk_id for h in hits])) == len(hits):
+                return hits
+            self._sync()
+        visible = self.manifest.committed([h.chunk_id for h in hits])
+        return [h for h in hits if h.chunk_id in visible]
 
     # -- answers -------------------------------------------------------------------
     def answerer(self, spec: str | None = None) -> Any:
@@ -331,11 +483,21 @@ class KnowledgeBase:
 
     # -- management ----------------------------------------------------------------
     def delete(self, doc_id: str) -> None:
-        """Remove an article and all its chunks."""
-        if self.manifest.get(doc_id) is None:
-            raise NotFoundError(f"no article with id {doc_id!r} in the index: `qa info` lists what is there")
-        self.store.delete_article(doc_id)
-        self.manifest.delete(doc_id)
+        """Remove an article and all its chunks (invisible at once, then deleted from Chroma)."""
+        with self.writer_lock.hold():
+            self._sync()
+            self.recover()
+            if not self._delete_unlocked(doc_id):
+                raise NotFoundError(f"no article with id {doc_id!r} in the index: `qa info` lists what is there")
+
+    def _delete_unlocked(self, doc_id: str) -> bool:
+        chunk_ids = self.manifest.delete(doc_id)
+        if chunk_ids is None:
+            return False
+        self.store.delete(chunk_ids)
+        self.manifest.settle(chunk_ids)
+        self._generation = self.manifest.generation()
+        return True
 
     def article(self, doc_id: str) -> ArticleRecord:
         """The stored article (full text and metadata)."""
@@ -346,8 +508,10 @@ class KnowledgeBase:
 
     def rebuild(self) -> None:
         """Forget everything indexed (the next ingest starts from scratch)."""
-        self.store.drop()
-        self.manifest.clear()
+        with self.writer_lock.hold():
+            self.manifest.clear()
+            self.store.drop()
+            self._generation = self.manifest.generation()
 
     def stats(self) -> dict[str, Any]:
         spec = self.store.spec() or {}

@@ -5,6 +5,18 @@ the vector store, keeps each article's full text (to show the context of a
 citation) and its chunk ids (to replace or delete them exactly). The lexical
 index (:mod:`qa.lexical`) lives in the same database and is written in the same
 transactions, so articles and their lexical rows never disagree.
+
+The manifest is also what makes an index crash-safe and what readers trust:
+
+- a chunk is *visible* (searchable) only once its article's manifest transaction has
+  committed; chunks written to Chroma before that commit, or left there after a replace
+  or delete, are filtered out of search results (:meth:`Manifest.committed`);
+- the ``pending`` table journals every Chroma id whose fate is not settled: new chunks
+  before their article commits, replaced or deleted chunks until Chroma has dropped them.
+  After a crash, :meth:`qa.kb.KnowledgeBase.recover` deletes from Chroma the pending ids
+  the manifest does not hold, so neither orphans nor duplicates survive;
+- ``meta.generation`` grows with every committed change, so a reader in another process
+  knows when to reload its view of the embedded Chroma store.
 """
 
 from __future__ import annotations
@@ -36,7 +48,10 @@ CREATE TABLE IF NOT EXISTS articles (
 );
 CREATE INDEX IF NOT EXISTS articles_path ON articles(path);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (chunk_id TEXT PRIMARY KEY);
 """
+
+_BUMP = "INSERT INTO meta VALUES ('generation', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
 
 
 @dataclass
@@ -118,35 +133,123 @@ class Manifest:
         lexical_rows: Sequence[LexicalRow] = (),
         drop_chunks: Sequence[str] = (),
         drop_docs: Sequence[str] = (),
-    ) -> None:
+    ) -> list[str]:
         """In one transaction: forget ``drop_docs`` and ``drop_chunks``, then store the
-        records and index their chunks lexically."""
+        records and index their chunks lexically. The chunks of the records leave the
+        ``pending`` journal (they are now committed); ``drop_chunks`` and the chunks of
+        ``drop_docs`` enter it until Chroma has deleted them. Returns the chunk ids that the
+        caller must now delete from Chroma (then :meth:`settle` them)."""
         now = _now()
         rows = [
             (r.doc_id, r.content_hash, r.title, r.date, r.url, r.source, r.path, r.text, json.dumps(r.chunk_ids), now)
             for r in records
         ]
+        keep = {c for r in records for c in r.chunk_ids}
         with self._transaction():
+            doomed = set(drop_chunks)
             for doc_id in drop_docs:
+                doomed.update(self._chunk_ids_of(doc_id))
                 self._db.execute("DELETE FROM articles WHERE doc_id = ?", (doc_id,))
                 self.lexical.delete_doc(doc_id)
-            self.lexical.delete_chunks(list(drop_chunks))
+            doomed -= keep
+            self.lexical.delete_chunks(sorted(doomed))
             self.lexical.add(list(lexical_rows))
             self._db.executemany(f"INSERT OR REPLACE INTO articles ({self._COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            self._unjournal(keep)
+            self._db.executemany("INSERT OR IGNORE INTO pending VALUES (?)", [(c,) for c in doomed])
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_ingest', ?)", (now,))
+            self._db.execute(_BUMP)
+        return sorted(doomed)
 
-    def delete(self, doc_id: str) -> bool:
-        """Forget an article and its lexical rows."""
+    def _chunk_ids_of(self, doc_id: str) -> list[str]:
+        row = self._db.execute("SELECT chunk_ids FROM articles WHERE doc_id = ?", (doc_id,)).fetchone()
+        return json.loads(row[0]) if row else []
+
+    def _unjournal(self, chunk_ids: Sequence[str] | set[str]) -> None:
+        if chunk_ids:
+            ids = json.dumps(list(chunk_ids))
+            self._db.execute("DELETE FROM pending WHERE chunk_id IN (SELECT value FROM json_each(?))", (ids,))
+
+    def delete(self, doc_id: str) -> list[str] | None:
+        """Forget an article and its lexical rows; its chunk ids enter the ``pending`` journal
+        and are returned (the caller deletes them from Chroma, then :meth:`settle` s them).
+        ``None`` if the article is not indexed."""
         with self._transaction():
-            found = self._db.execute("DELETE FROM articles WHERE doc_id = ?", (doc_id,)).rowcount > 0
+            if self._db.execute("SELECT 1 FROM articles WHERE doc_id = ?", (doc_id,)).fetchone() is None:
+                return None
+            chunk_ids = self._chunk_ids_of(doc_id)
+            self._db.execute("DELETE FROM articles WHERE doc_id = ?", (doc_id,))
             self.lexical.delete_doc(doc_id)
-        return found
+            self._db.executemany("INSERT OR IGNORE INTO pending VALUES (?)", [(c,) for c in chunk_ids])
+            self._db.execute(_BUMP)
+        return chunk_ids
 
     def clear(self) -> None:
         with self._transaction():
             self._db.execute("DELETE FROM articles")
-            self._db.execute("DELETE FROM meta")
+            self._db.execute("DELETE FROM meta WHERE key != 'generation'")
+            self._db.execute("DELETE FROM pending")
             self.lexical.clear()
+            self._db.execute(_BUMP)
+
+    # -- crash safety: the pending journal, the committed set, the generation ---------
+    def journal(self, chunk_ids: Sequence[str]) -> None:
+        """Record chunk ids about to be written to Chroma (committed before the write)."""
+        if chunk_ids:
+            with self._transaction():
+                self._db.executemany("INSERT OR IGNORE INTO pending VALUES (?)", [(c,) for c in chunk_ids])
+
+    def pending(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT chunk_id FROM pending ORDER BY chunk_id")]
+
+    def settle(self, chunk_ids: Sequence[str]) -> None:
+        """Chroma has done what the journal said for these ids: forget them."""
+        if chunk_ids:
+            with self._transaction():
+                self._unjournal(chunk_ids)
+                self._db.execute(_BUMP)
+
+    def committed(self, chunk_ids: Sequence[str]) -> set[str]:
+        """Those of ``chunk_ids`` whose article is committed: the only chunks search may show."""
+        if not chunk_ids:
+            return set()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT chunk_id FROM lexical_chunks WHERE chunk_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(chunk_ids)),),
+            )
+            return {r[0] for r in rows}
+
+    def generation(self) -> int:
+        """Grows with every committed change (readers in other processes reload when it moves)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    def doc_ids(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT doc_id FROM articles ORDER BY doc_id")]
+
+    def paths(self) -> list[tuple[str, str]]:
+        """``(doc_id, path)`` of every article loaded from a file."""
+        with self._lock:
+            return list(self._db.execute("SELECT doc_id, path FROM articles WHERE path != '' ORDER BY path, doc_id"))
+
+    def chunk_map(self) -> dict[str, str]:
+        """``chunk_id → doc_id`` for every committed chunk, as the articles table lists them."""
+        out: dict[str, str] = {}
+        with self._lock:
+            for doc_id, chunk_ids in self._db.execute("SELECT doc_id, chunk_ids FROM articles"):
+                for c in json.loads(chunk_ids):
+                    out[c] = doc_id
+        return out
+
+    def iter_records(self, doc_ids: Sequence[str]) -> Iterator[ArticleRecord]:
+        for doc_id in doc_ids:
+            record = self.get(doc_id)
+            if record is not None:
+                yield record
 
     def lexical_search(self, query: str, k: int, **filters: Any) -> list[tuple[str, float]]:
         """BM25 hits ``(chunk_id, score)``; filters as :meth:`LexicalIndex.search`."""

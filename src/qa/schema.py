@@ -96,6 +96,8 @@ class IngestReport:
     skipped: list[Skipped] = field(default_factory=list)
     errors: list[Skipped] = field(default_factory=list)
     """Inputs that failed (bad file, bad record); ``skipped`` holds the benign skips."""
+    pruned: list[str] = field(default_factory=list)
+    """Articles removed because their files are gone (``ingest(..., prune=True)``)."""
     chunks_written: int = 0
     seconds: float = 0.0
 
@@ -108,7 +110,8 @@ class IngestReport:
         return (
             f"{len(self.added)} added, {len(self.updated)} updated, "
             f"{len(self.unchanged)} unchanged, {len(self.skipped)} skipped, "
-            f"{len(self.errors)} errors; {self.chunks_written} chunks written "
+            f"{len(self.errors)} errors{f', {len(self.pruned)} pruned' if self.pruned else ''}; "
+            f"{self.chunks_written} chunks written "
             f"in {self.seconds:.1f}s ({rate:.1f} chunks/s)"
         )
 
@@ -119,6 +122,7 @@ class IngestReport:
             "unchanged": self.unchanged,
             "skipped": [asdict(s) for s in self.skipped],
             "errors": [asdict(s) for s in self.errors],
+            "pruned": self.pruned,
             "chunks_written": self.chunks_written,
             "seconds": round(self.seconds, 3),
         }

@@ -9,7 +9,9 @@ refuses to mix models.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -99,17 +101,67 @@ def date_number(value: str, name: str = "date") -> int:
     return d.year * 10000 + d.month * 100 + d.day
 
 
-class ChunkStore:
-    """Chunks with their vectors and metadata in a Chroma collection."""
+Visible = Callable[[Sequence[str]], set[str]]
+"""Given chunk ids, those that search may show (the committed ones, per the manifest)."""
 
-    def __init__(self, client: Any, collection: str) -> None:
+
+def reopen_client(index_dir: Path) -> Any:
+    """A fresh embedded client on ``index_dir``: its own view of the data, not the cached one.
+
+    Chroma's embedded client keeps the vector index in memory and does not see what another
+    process writes (deleted chunks keep coming back from queries). A reader reopens it when the
+    manifest says the index changed.
+    """
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    identifier = str(Path(index_dir) / "chroma")
+    with SharedSystemClient._refcount_lock:  # forget the cached system for this path only
+        old = SharedSystemClient._identifier_to_system.pop(identifier, None)
+        SharedSystemClient._identifier_to_refcount.pop(identifier, None)
+    client = make_client(index_dir)
+    if old is not None:
+        try:
+            old.stop()  # frees the old in-memory index (else each reopen keeps ~2 MB)
+        except Exception:  # already stopped
+            logger.debug("stopping the previous Chroma system failed", exc_info=True)
+    return client
+
+
+class ChunkStore:
+    """Chunks with their vectors and metadata in a Chroma collection.
+
+    ``visible`` (from the manifest) hides chunks whose article is not committed: written
+    before a crash, or on their way in or out during an ingest in progress. ``reopen``
+    builds a fresh client (embedded store only): :meth:`refresh` uses it.
+    """
+
+    def __init__(
+        self, client: Any, collection: str, *, visible: Visible | None = None, reopen: Callable[[], Any] | None = None
+    ) -> None:
         self.client = client
         self.name = collection
         self._collection: Any = None
+        self.visible = visible
+        self.reopen = reopen
+        self.misses = 0
+        """Chunks :meth:`get` was asked for but could not show: replaced or deleted meanwhile by a writer."""
+        self._users = 0  # threads inside a Chroma call; refresh() waits for none
+        self._cond = threading.Condition()
         try:
             self._max_batch = int(client.get_max_batch_size())
         except Exception:  # older servers lack it
             self._max_batch = 5000
+
+    @contextmanager
+    def _using(self) -> Iterator[None]:
+        with self._cond:
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                self._cond.notify_all()
 
     # -- the collection and its build record ------------------------------------
     def _existing(self) -> Any:
@@ -162,6 +214,16 @@ class ChunkStore:
             )
         return col
 
+    def refresh(self) -> bool:
+        """Reopen the embedded client (another process changed the data); False if it cannot."""
+        if self.reopen is None:
+            return False
+        with self._cond:  # no other thread of this process is inside a call to the old client
+            self._cond.wait_for(lambda: self._users == 0)
+            self._collection = None
+            self.client = self.reopen()
+        return True
+
     def drop(self) -> None:
         """Delete every chunk and the build record (``qa ingest --rebuild``)."""
         if self._existing() is not None:
@@ -170,18 +232,20 @@ class ChunkStore:
 
     # -- writes ----------------------------------------------------------------------
     def upsert(self, ids: list[str], vectors: np.ndarray, texts: list[str], metadatas: list[dict[str, Any]]) -> None:
-        col = self._existing()
-        if col is None:
-            raise StoreError("the collection does not exist yet: call ensure() first")
-        for i in range(0, len(ids), self._max_batch):
-            j = i + self._max_batch
-            col.upsert(ids=ids[i:j], embeddings=vectors[i:j], documents=texts[i:j], metadatas=metadatas[i:j])
+        with self._using():
+            col = self._existing()
+            if col is None:
+                raise StoreError("the collection does not exist yet: call ensure() first")
+            for i in range(0, len(ids), self._max_batch):
+                j = i + self._max_batch
+                col.upsert(ids=ids[i:j], embeddings=vectors[i:j], documents=texts[i:j], metadatas=metadatas[i:j])
 
     def delete(self, ids: Sequence[str]) -> None:
-        col = self._existing()
-        if col is not None and ids:
-            for i in range(0, len(ids), self._max_batch):
-                col.delete(ids=list(ids[i : i + self._max_batch]))
+        with self._using():
+            col = self._existing()
+            if col is not None and ids:
+                for i in range(0, len(ids), self._max_batch):
+                    col.delete(ids=list(ids[i : i + self._max_batch]))
 
     def delete_article(self, doc_id: str) -> None:
         """Remove every chunk of an article, including any a crash left behind."""
@@ -191,36 +255,71 @@ class ChunkStore:
 
     # -- reads -----------------------------------------------------------------------
     def count(self) -> int:
-        col = self._existing()
-        return int(col.count()) if col is not None else 0
+        with self._using():
+            col = self._existing()
+            return int(col.count()) if col is not None else 0
 
     def query(self, vector: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[Passage]:
-        col = self._existing()
-        if col is None or k <= 0:
-            return []
-        result = col.query(
-            query_embeddings=[np.asarray(vector, dtype=np.float32)],
-            n_results=k,
-            where=where,
-            include=["documents", "metadatas", "distances"],
-        )
-        passages = []
-        for cid, text, meta, dist in zip(
-            result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True
-        ):
-            passages.append(passage_from_record(cid, text, meta, score=1.0 - float(dist)))
-        return passages
+        """The ``k`` nearest visible chunks. Invisible ones (uncommitted, stale) are skipped:
+        the query asks for more until ``k`` visible ones are found or the store is exhausted."""
+        with self._using():
+            col = self._existing()
+            if col is None or k <= 0:
+                return []
+            n = k if self.visible is None else k + 16
+            while True:
+                result = col.query(
+                    query_embeddings=[np.asarray(vector, dtype=np.float32)],
+                    n_results=n,
+                    where=where,
+                    include=["documents", "metadatas", "distances"],
+                )
+                ids = result["ids"][0]
+                shown = set(ids) if self.visible is None else self.visible(ids)
+                rows = zip(ids, result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True)
+                passages = [
+                    passage_from_record(cid, text, meta, score=1.0 - float(dist))
+                    for cid, text, meta, dist in rows
+                    if cid in shown and text is not None
+                ]
+                if len(passages) >= k or len(ids) < n or n >= 8 * (k + 16):
+                    return passages[:k]
+                n *= 2
 
     def get(self, ids: Sequence[str]) -> list[Passage]:
-        col = self._existing()
-        if col is None or not ids:
-            return []
-        result = col.get(ids=list(ids), include=["documents", "metadatas"])
-        by_id = {
-            cid: passage_from_record(cid, text, meta)
-            for cid, text, meta in zip(result["ids"], result["documents"], result["metadatas"], strict=True)
-        }
-        return [by_id[i] for i in ids if i in by_id]
+        with self._using():
+            col = self._existing()
+            if col is None or not ids:
+                return []
+            requested = list(ids)
+            ids = requested if self.visible is None else [i for i in requested if i in self.visible(requested)]
+            if not ids:
+                self.misses += len(requested)
+                return []
+            result = col.get(ids=list(ids), include=["documents", "metadatas"])
+            by_id = {
+                cid: passage_from_record(cid, text, meta)
+                for cid, text, meta in zip(result["ids"], result["documents"], result["metadatas"], strict=True)
+            }
+            # asked for but gone (made invisible or deleted since the caller's read): the caller retries
+            self.misses += sum(1 for i in requested if i not in by_id)
+            return [by_id[i] for i in ids if i in by_id]
+
+    def all_ids(self, batch: int = 5000) -> dict[str, str]:
+        """``chunk_id → doc_id`` of everything in the collection (``qa check``)."""
+        with self._using():
+            col = self._existing()
+            out: dict[str, str] = {}
+            if col is None:
+                return out
+            offset = 0
+            while True:
+                result = col.get(include=["metadatas"], limit=batch, offset=offset)
+                for cid, meta in zip(result["ids"], result["metadatas"], strict=True):
+                    out[cid] = str((meta or {}).get("doc_id", ""))
+                if len(result["ids"]) < batch:
+                    return out
+                offset += batch
 
 
 def chunk_metadata(
