@@ -39,10 +39,12 @@ class Timed:
         return timed
 
 
-def run_qa(articles: list[Any], embedder: Any, workdir: Path) -> dict[str, Any]:
+def run_qa(articles: list[Any], embedder: Any, workdir: Path, batch_articles: int | None = None) -> dict[str, Any]:
     import qa.kb
     from qa import KnowledgeBase
 
+    default_batch = qa.kb.BATCH_ARTICLES
+    qa.kb.BATCH_ARTICLES = batch_articles or default_batch
     stages = Timed()
     original_chunk_text = qa.kb.chunk_text
     qa.kb.chunk_text = stages.wrap("chunk + count tokens", original_chunk_text)
@@ -66,6 +68,7 @@ def run_qa(articles: list[Any], embedder: Any, workdir: Path) -> dict[str, Any]:
         kb.close()
     finally:
         qa.kb.chunk_text = original_chunk_text
+        qa.kb.BATCH_ARTICLES = default_batch
     stages.seconds["other"] = seconds - sum(stages.seconds.values())
     return {"seconds": seconds, "chunks": report.chunks_written, "inputs": inputs, "stages": dict(stages.seconds)}
 
@@ -91,6 +94,7 @@ def main() -> None:
     parser.add_argument("--corpus", help="SQuAD JSON, folder or file (default: PIAF v1.0 if present, else corpus/)")
     parser.add_argument("--limit", type=int, default=300, help="articles (default 300; 0 = all)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each pipeline, alternating (default 2)")
+    parser.add_argument("--old-batches", action="store_true", help="also run qa with its former 32-article batches")
     args = parser.parse_args()
 
     import torch
@@ -112,13 +116,17 @@ def main() -> None:
     tokenizer = embedder.model.tokenizer
     print(f"{len(articles)} articles from {source}; {args.rounds} rounds; torch threads {torch.get_num_threads()}")
 
-    runs: dict[str, list[dict[str, Any]]] = {"qa": [], "naive": []}
+    names = ["qa", "naive"] + (["qa, 32-article batches"] if args.old_batches else [])
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for r in range(args.rounds):
-        order = ["qa", "naive"] if r % 2 == 0 else ["naive", "qa"]
+        order = names[r % len(names) :] + names[: r % len(names)]  # each pipeline goes first in turn
         for name in order:
-            workdir = Path(tempfile.mkdtemp(prefix=f"qa-bench-{name}-"))
+            workdir = Path(tempfile.mkdtemp(prefix="qa-bench-ingest-"))
             try:
-                run = run_qa(articles, embedder, workdir) if name == "qa" else run_naive(articles, hf, workdir)
+                if name == "naive":
+                    run = run_naive(articles, hf, workdir)
+                else:
+                    run = run_qa(articles, embedder, workdir, 32 if "32" in name else None)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
             runs[name].append(run)
@@ -135,10 +143,10 @@ def main() -> None:
 
     rows, result = [], {"corpus": source, "articles": len(articles), "rounds": args.rounds, "machine": machine(), "pipelines": {}}
     qa_tokens = tokens(qa_inputs, "passage: ")
-    for name, prefix in (("qa", "passage: "), ("naive", "")):
+    for name in names:
         seconds = median([run["seconds"] for run in runs[name]])
         chunks = runs[name][0]["chunks"]
-        n_tokens = qa_tokens if name == "qa" else tokens(runs[name][0]["inputs"], prefix)
+        n_tokens = tokens(runs[name][0]["inputs"]) if name == "naive" else qa_tokens
         result["pipelines"][name] = {
             "seconds": round(seconds, 2),
             "all_seconds": [round(run["seconds"], 2) for run in runs[name]],

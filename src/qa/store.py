@@ -65,7 +65,16 @@ def make_client(index_dir: Path, chroma_url: str | None = None) -> Any:
             ) from None
     path = Path(index_dir) / "chroma"
     path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=settings)
+    # Chroma creates its tables when a client first opens a folder; two processes doing that at
+    # once fail ("table collections already exists"), so opening is serialised between processes
+    import fcntl
+
+    with open(path / ".open.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return chromadb.PersistentClient(path=str(path), settings=settings)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def build_where(
