@@ -379,7 +379,7 @@ class KnowledgeBase:
         question = _check_question(question)
         k = _check_k(k)
         self._sync()
-        if self.store.count() == 0:
+        if self.manifest.is_empty():  # (Chroma's count() reads every row: 13 ms at 100k chunks)
             build_where(source, date_from, date_to, exclude)  # still reject bad filters
             return []
         mode = mode or self.settings.retrieval
@@ -469,7 +469,7 @@ class KnowledgeBase:
             if progress:
                 progress("answerer")
             getattr(self.answerer(), "nlp", None)  # the extractive answerer loads spaCy on first use
-            if self.store.count():
+            if not self.manifest.is_empty():
                 if progress:
                     progress("index")
                 self.ask("Quand et où cela s'est-il passé ?", k=1, answerer="extractive")  # never an LLM call

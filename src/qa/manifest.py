@@ -271,6 +271,11 @@ class Manifest:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM articles").fetchone()[0])
 
+    def is_empty(self) -> bool:
+        """No article indexed (constant time, unlike counting)."""
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM articles LIMIT 1").fetchone() is None
+
     def sources(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT DISTINCT source FROM articles WHERE source != '' ORDER BY source")]
