@@ -56,7 +56,7 @@ eval-piaf: setup
 # speed: qa vs the naive LangChain pipeline (ingest), latency and memory at 1k/10k/100k chunks (query)
 bench-ingest: setup
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
-	cd benchmarks && ../$(BIN)/python ingest.py
+	cd benchmarks && ../$(BIN)/python ingest.py --limit 150 --rounds 3 --old-batches
 
 bench-query: setup
 	cd benchmarks && ../$(BIN)/python query.py
