@@ -33,8 +33,7 @@ def article_text(doc_id: str) -> str | None:
         return None
 
 
-def show_answer(answer: Answer, asked: str) -> None:
-    view = ui.answer_view(answer, t, article_text, asked=asked)
+def show_answer(view: ui.AnswerView) -> None:
     if view.abstained:
         st.warning(view.reply + "  \n" + view.note, icon="🔎")
     else:
@@ -128,7 +127,7 @@ for message in messages:
             question = message["text"]
             st.markdown(ui.escape_markdown(question))
         elif "answer" in message:
-            show_answer(message["answer"], question)
+            show_answer(message["view"])
         else:
             st.error(message["error"])
 
@@ -146,5 +145,7 @@ if question := st.chat_input(t("placeholder"), disabled=not stats["articles"]):
             messages.append({"role": "assistant", "error": str(exc)})
             st.error(str(exc))
         else:
-            messages.append({"role": "assistant", "answer": answer})
-            show_answer(answer, question)
+            # formatted once (article context included), not again on every rerun of the page
+            view = ui.answer_view(answer, t, article_text, asked=question)
+            messages.append({"role": "assistant", "answer": answer, "view": view})
+            show_answer(view)

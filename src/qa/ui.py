@@ -38,11 +38,15 @@ def _highlight(text: str, start: int, end: int) -> str:
     return f"{escape_markdown(before)}:orange-background[**{escape_markdown(quote)}**]{escape_markdown(after)}"
 
 
+def _title_line(passage: Passage, rank: int) -> str:
+    """``[1] Title — 2022-02-07 · source``."""
+    meta = " · ".join(x for x in (passage.date, passage.source) if x)
+    return f"[{rank}] {passage.title or passage.doc_id}" + (f" — {meta}" if meta else "")
+
+
 def passage_heading(passage: Passage, rank: int, score_label: str = "score") -> str:
     """``[1] Title — 2022-02-07 · source (score 0.873)``."""
-    title = passage.title or passage.doc_id
-    meta = " · ".join(x for x in (passage.date, passage.source) if x)
-    return f"[{rank}] {title}" + (f" — {meta}" if meta else "") + f" ({score_label} {passage.score:.3f})"
+    return f"{_title_line(passage, rank)} ({score_label} {passage.score:.3f})"
 
 
 def passage_markdown(passage: Passage, rank: int) -> str:
@@ -112,9 +116,7 @@ class AnswerView:
 
 
 def _heading(passage: Passage, rank: int) -> str:
-    title = passage.title or passage.doc_id
-    meta = " · ".join(x for x in (passage.date, passage.source) if x)
-    line = f"**{escape_markdown(f'[{rank}] {title}' + (f' — {meta}' if meta else ''))}**"
+    line = f"**{escape_markdown(_title_line(passage, rank))}**"
     return line + (f"  \n<{passage.url}>" if passage.url else "")
 
 
