@@ -30,6 +30,8 @@ def test_bad_values_name_the_setting(monkeypatch):
         Settings(chunk_tokens=100, chunk_overlap=90)
     with pytest.raises(ConfigError, match="QA_COLLECTION"):
         Settings(collection="x")
+    with pytest.raises(ConfigError, match="set QA_FUSION to one of score, rrf"):
+        Settings(fusion="max")
 
 
 def test_bad_toml_and_missing_config_file(tmp_path, monkeypatch):

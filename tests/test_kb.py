@@ -191,6 +191,19 @@ def test_hybrid_fuses_both_rankings_and_respects_filters(kb, tmp_path):
         kb.search("Almaty", mode="fuzzy")
 
 
+def test_both_fusions_rank_the_passage_both_retrievers_agree_on_first(kb, tmp_path):
+    kb.ingest([SEED, jsonl(tmp_path / "n.jsonl", NEWS)])
+    question = "délégation UE Almaty novembre 1994"
+    dense, lexical = kb.search(question, k=10, mode="dense"), kb.search(question, k=10, mode="lexical")
+    assert dense[0].chunk_id == lexical[0].chunk_id
+    for fusion in ("score", "rrf"):
+        kb.settings = kb.settings.replace(fusion=fusion)
+        hits = kb.search(question, k=10)
+        assert hits[0].chunk_id == dense[0].chunk_id and hits[0].score == 1.0, fusion
+        assert {h.chunk_id for h in hits} <= {p.chunk_id for p in dense + lexical}
+        assert all(0.0 <= h.score <= 1.0 for h in hits)
+
+
 def test_exclude_leaves_articles_out_of_both_rankings(kb, tmp_path):
     kb.ingest([jsonl(tmp_path / "n.jsonl", NEWS)])
     for mode in ("dense", "lexical", "hybrid"):

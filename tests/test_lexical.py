@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qa.lexical import CHUNKS_TABLE, FTS_TABLE, LexicalIndex, LexicalRow, query_expression, rrf_fuse
+from qa.lexical import CHUNKS_TABLE, FTS_TABLE, LexicalIndex, LexicalRow, query_expression, rrf_fuse, score_fuse
 
 ROWS = [
     LexicalRow(
@@ -290,3 +290,33 @@ def test_common_terms_are_left_out_only_past_the_budget(monkeypatch):
     assert len(index.search(query, k=100)) == 51  # every chunk holding a term is scored
     monkeypatch.setattr(qa.lexical, "MATCH_BUDGET", 10)
     assert [cid for cid, _ in index.search(query, k=100)] == ["rare"]  # only the rare term is matched
+
+
+def test_score_fuse_normalises_each_list_and_weights_them() -> None:
+    dense = [("a", 0.9), ("b", 0.8), ("c", 0.5)]  # normalised: a 1, b 0.75, c 0
+    lexical = [("b", 12.0), ("d", 4.0), ("a", 2.0)]  # normalised: b 1, d 0.2, a 0
+    fused = dict(score_fuse([dense, lexical]))
+    assert fused == pytest.approx({"a": 0.5, "b": 0.875, "c": 0.0, "d": 0.1})
+    assert [i for i, _ in score_fuse([dense, lexical])] == ["b", "a", "d", "c"]
+    # a weight of 3 on the lexical list: a = 1/4, b = (0.75 + 3) / 4
+    weighted = dict(score_fuse([dense, lexical], weights=[1.0, 3.0]))
+    assert weighted["a"] == pytest.approx(0.25) and weighted["b"] == pytest.approx(0.9375)
+
+
+def test_score_fuse_keeps_the_gap_that_rank_fusion_loses() -> None:
+    # « a » is far ahead in the dense list, barely behind in the lexical one: ranks tie, scores do not
+    dense = [("a", 0.95), ("b", 0.60), ("c", 0.59)]
+    lexical = [("b", 10.0), ("a", 9.9), ("c", 1.0)]
+    assert [i for i, _ in rrf_fuse([[i for i, _ in dense], [i for i, _ in lexical]])][:2] == ["a", "b"]
+    fused = score_fuse([dense, lexical])
+    assert fused[0][0] == "a" and fused[0][1] > fused[1][1] + 0.4
+
+
+def test_score_fuse_edge_cases() -> None:
+    assert score_fuse([[], []]) == []
+    assert score_fuse([[("x", 0.3)], []]) == [("x", pytest.approx(0.5))]  # a lone result is its list's best
+    assert score_fuse([[("x", 1.0), ("x", 0.2), ("y", 0.2)]])[0] == ("x", pytest.approx(1.0))  # first score counts
+    with pytest.raises(ValueError, match="weights"):
+        score_fuse([[("x", 1.0)]], weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="not all be 0"):
+        score_fuse([[("x", 1.0)]], weights=[0.0])

@@ -1,10 +1,12 @@
-"""Retrieval: dense (e5 in Chroma) + lexical (BM25 over FTS5), fused by weighted
-reciprocal rank fusion, then re-ranked by what the question asks for; and a
+"""Retrieval: dense (e5 in Chroma) + lexical (BM25 over FTS5), fused (normalised
+scores, or reciprocal ranks), then re-ranked by what the question asks for; and a
 LangChain ``BaseRetriever`` over it.
 
 Stages (each is a ``mode``, so each one's contribution can be measured):
-``dense`` and ``lexical`` alone; ``hybrid`` (the default) = their reciprocal
-rank fusion; ``rerank`` = the hybrid top ``rerank_depth`` re-ranked by the
+``dense`` and ``lexical`` alone; ``hybrid`` (the default) = their fusion, by
+default the weighted sum of each ranking's min-max normalised scores
+(``fusion = "score"``), or reciprocal rank fusion (``fusion = "rrf"``);
+``rerank`` = the hybrid top ``rerank_depth`` re-ranked by the
 extractive answerer's best sentence in each passage (IDF-weighted coverage of
 the question, and whether it holds an answer of the asked type: a date for
 « Quand », a quantity for « Combien », a person for « Qui », a place for « Où »).
@@ -12,9 +14,9 @@ On PIAF the re-ranking moved recall@1 by +0.2 point, recall@5 by 0 and
 recall@10 by −0.9 point for twice the latency, so it is opt-in.
 
 ``Passage.score`` is the cosine similarity in ``dense`` mode, the BM25 score in
-``lexical`` mode, the fusion score divided by its maximum in ``hybrid`` mode
-(1.0 = first in every ranking), and in ``rerank`` mode the blend of that and
-the re-ranking score, in [0, 1].
+``lexical`` mode, the fusion score in ``hybrid`` mode, in [0, 1] (1.0 = first in
+every ranking; with ``rrf`` the rank-fusion score divided by its maximum), and in
+``rerank`` mode the blend of that and the re-ranking score, in [0, 1].
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pydantic import ConfigDict
 
 from qa.config import RETRIEVAL_MODES
 from qa.errors import QueryError
-from qa.lexical import rrf_fuse
+from qa.lexical import rrf_fuse, score_fuse
 from qa.schema import Passage
 from qa.store import build_where, date_number
 
@@ -98,11 +100,15 @@ def hybrid_search(
     weights = (settings.dense_weight, settings.lexical_weight)
     rerank = mode == "rerank" and settings.rerank_weight > 0
     depth = max(k, settings.rerank_depth) if rerank else k
-    fused = rrf_fuse([[p.chunk_id for p in dense], [cid for cid, _ in lexical]], weights, k=RRF_K)[:depth]
+    if settings.fusion == "rrf":
+        fused = rrf_fuse([[p.chunk_id for p in dense], [cid for cid, _ in lexical]], weights, k=RRF_K)[:depth]
+        best = sum(weights) / (RRF_K + 1)
+    else:
+        fused = score_fuse([[(p.chunk_id, p.score) for p in dense], lexical], weights)[:depth]
+        best = 1.0
     by_id = {p.chunk_id: p for p in dense}
     missing = [cid for cid, _ in fused if cid not in by_id]
     by_id.update({p.chunk_id: p for p in kb.store.get(missing)})
-    best = sum(weights) / (RRF_K + 1)
     out = []
     for cid, score in fused:
         if cid in by_id:  # a lexical row whose chunk vanished (concurrent delete) is skipped
