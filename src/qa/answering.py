@@ -453,6 +453,10 @@ class ExtractiveAnswerer:
     CONTEXT_WEIGHT = 0.25
     TYPE_BONUS = 0.2
     RANK_DECAY = 0.03
+    PASSAGE_WEIGHT = 0.8
+    """The retrieval score of a sentence's passage (relative to the best passage's) adds this much: which passage
+    the retriever ranks first is evidence the sentence's words alone miss (PIAF, 1,279 questions, hybrid top 5:
+    the quote holds the answer 52.9 % → 55.9 %, the quote comes from the right paragraph 69.8 % → 75.2 %)."""
     PROXIMITY_NAME = 0.5
     """When choosing among several answers in a sentence, nearness to the question's names counts this much."""
     CALIBRATION = (6.58, -2.03)
@@ -578,6 +582,8 @@ class ExtractiveAnswerer:
             if top_score > 0 and scores[c.passage_index] > 0:
                 prior *= 0.9 + 0.1 * scores[c.passage_index] / top_score
             score = (cov + self.CONTEXT_WEIGHT * max(neighbours, default=0.0)) * prior
+            if top_score > 0:
+                score += self.PASSAGE_WEIGHT * max(scores[c.passage_index], 0.0) / top_score
             ranked.append(ScoredSentence(c.passage_index, c.start, c.end, c.text, score, cov, context, matched))
         ranked.sort(key=lambda s: (-s.score, s.passage_index, s.start))
 
