@@ -275,6 +275,8 @@ class SerialEmbedder:
     def _encode_queries(self, texts: list[str]) -> list[np.ndarray]:
         if len(texts) == 1:
             return [self._inner.embed_query(texts[0])]  # keeps the embedder's query cache
+        if hasattr(self._inner, "embed_queries"):  # the ONNX embedder: one batched call
+            return list(self._inner.embed_queries(texts))
         model = getattr(self._inner, "model", None)  # a sentence-transformers model: one batched call
         if model is None or not hasattr(model, "encode"):
             return [self._inner.embed_query(t) for t in texts]
@@ -300,9 +302,22 @@ class SerialEmbedder:
 
 
 def make_embedder(
-    name: str, cache_dir: Path, *, batch_size: int = 32, progress: Progress | None = None, slice_size: int | None = None
+    name: str,
+    cache_dir: Path,
+    *,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+    slice_size: int | None = None,
+    backend: str = "torch",
 ) -> Embedder:
-    """The embedder for a configured model name (loaded lazily), safe to share between threads
-    (the app's browser sessions, the API's workers): see :class:`SerialEmbedder`."""
-    inner = SentenceTransformerEmbedder(name, cache_dir, batch_size=batch_size, progress=progress)
+    """The embedder for a configured model name and backend (``torch``, ``onnx`` or ``onnx-int8``;
+    loaded lazily), safe to share between threads (the app's browser sessions, the API's workers):
+    see :class:`SerialEmbedder`."""
+    inner: Any
+    if backend == "torch":
+        inner = SentenceTransformerEmbedder(name, cache_dir, batch_size=batch_size, progress=progress)
+    else:
+        from qa.onnx_embedder import OnnxEmbedder
+
+        inner = OnnxEmbedder(name, cache_dir, backend=backend, batch_size=batch_size, progress=progress)
     return SerialEmbedder(inner, slice_size=slice_size or batch_size)
