@@ -109,8 +109,11 @@ def test_onnx_int8_vectors_stay_close_to_fp32(real_embedder, onnx_embedders):
     cos = np.sum(int8.embed_documents(FRENCH) * real_embedder.embed_documents(FRENCH), axis=1)
     assert cos.min() >= 0.95, cos
     assert int8.embed_query(FRENCH[2]) @ real_embedder.embed_query(FRENCH[2]) >= 0.95
-    batched = SerialEmbedder(int8)._encode_queries(FRENCH[:3])  # concurrent questions share one call
-    assert np.allclose(batched, [int8.embed_query(q) for q in FRENCH[:3]], atol=1e-5)
+    # concurrent questions share one call; int8 activations are scaled per batch, so a text's
+    # vector depends a little on its batch-mates (fp32: not at all)
+    batched = SerialEmbedder(int8)._encode_queries(FRENCH[:3])
+    alone = [int8.embed_query(q) for q in FRENCH[:3]]
+    assert min(float(a @ b) for a, b in zip(batched, alone, strict=True)) >= 0.99
 
 
 @pytest.mark.slow
