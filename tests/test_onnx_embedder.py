@@ -24,14 +24,14 @@ FRENCH = [
 ]
 
 
-def test_the_default_backend_is_onnx_int8_and_a_bad_one_names_the_variable(monkeypatch):
-    assert load_settings().embedding_backend == "onnx-int8"
-    monkeypatch.setenv("QA_EMBEDDING_BACKEND", "torch")
+def test_the_default_backend_is_torch_and_a_bad_one_names_the_variable(monkeypatch):
     assert load_settings().embedding_backend == "torch"
+    monkeypatch.setenv("QA_EMBEDDING_BACKEND", "onnx")
+    assert load_settings().embedding_backend == "onnx"
     monkeypatch.setenv("QA_EMBEDDING_BACKEND", "tensorrt")
     with pytest.raises(ConfigError) as err:
         load_settings()
-    assert str(err.value) == "embedding_backend='tensorrt': set QA_EMBEDDING_BACKEND to one of onnx-int8, onnx, torch"
+    assert str(err.value) == "embedding_backend='tensorrt': set QA_EMBEDDING_BACKEND to one of torch, onnx, onnx-int8"
 
 
 def test_make_embedder_picks_the_backend_and_loads_nothing(tmp_path):
@@ -117,10 +117,15 @@ def test_onnx_int8_vectors_stay_close_to_fp32(real_embedder, onnx_embedders):
 
 
 @pytest.mark.slow
-def test_the_default_settings_answer_the_almaty_question(tmp_path):
-    with KnowledgeBase.open(tmp_path / "index") as kb:  # the default backend, built into the model cache
-        assert kb.embedder.model_id == "intfloat/multilingual-e5-small@onnx-int8"
+@pytest.mark.parametrize(
+    ("backend", "model_id"),
+    [("onnx", "intfloat/multilingual-e5-small"), ("onnx-int8", "intfloat/multilingual-e5-small@onnx-int8")],
+)
+def test_the_onnx_backends_answer_the_almaty_question(tmp_path, monkeypatch, backend, model_id):
+    monkeypatch.setenv("QA_EMBEDDING_BACKEND", backend)  # as a user sets it; built into the model cache
+    with KnowledgeBase.open(tmp_path / "index") as kb:
+        assert kb.embedder.model_id == model_id
         kb.ingest([SEED])
         answer = kb.ask("Quand le bureau de l'UE a-t-il ouvert à Almaty ?")
         assert "novembre 1994" in answer.text and not answer.abstained
-        assert kb.stats()["model"] == "intfloat/multilingual-e5-small@onnx-int8"
+        assert kb.stats()["model"] == model_id
