@@ -287,11 +287,21 @@ class SerialEmbedder:
         return [np.asarray(v, dtype=np.float32) for v in vectors]
 
     def embed_documents(self, texts: Any) -> np.ndarray:
-        parts = []
-        for i in range(0, len(texts), self._slice):
+        texts = list(texts)
+        if not texts:
+            return self._inner.embed_documents([])
+        # slices of similar lengths, longest first, as the model would sort one big call: slicing in
+        # arrival order padded every slice to its longest chunk (ingest 15 % slower)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out: np.ndarray | None = None
+        for i in range(0, len(order), self._slice):
+            idx = order[i : i + self._slice]
             with self._lock:
-                parts.append(self._inner.embed_documents(list(texts[i : i + self._slice])))
-        return np.concatenate(parts) if parts else self._inner.embed_documents([])
+                vectors = self._inner.embed_documents([texts[j] for j in idx])
+            if out is None:
+                out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[idx] = vectors
+        return out
 
     def count_tokens(self, texts: Any) -> list[int]:
         with self._lock:
