@@ -89,7 +89,13 @@ def open_kb(settings: Settings) -> Any:
     from qa.embeddings import make_embedder
     from qa.kb import KnowledgeBase
 
-    embedder = make_embedder(settings.embedding_model, settings.model_cache, batch_size=settings.embed_batch_size, slice_size=8)
+    embedder = make_embedder(
+        settings.embedding_model,
+        settings.model_cache,
+        batch_size=settings.embed_batch_size,
+        slice_size=8,
+        backend=settings.embedding_backend,
+    )
     return KnowledgeBase.open(settings=settings, embedder=embedder)
 
 

@@ -275,6 +275,8 @@ class SerialEmbedder:
     def _encode_queries(self, texts: list[str]) -> list[np.ndarray]:
         if len(texts) == 1:
             return [self._inner.embed_query(texts[0])]  # keeps the embedder's query cache
+        if hasattr(self._inner, "embed_queries"):  # the ONNX embedder: one batched call
+            return list(self._inner.embed_queries(texts))
         model = getattr(self._inner, "model", None)  # a sentence-transformers model: one batched call
         if model is None or not hasattr(model, "encode"):
             return [self._inner.embed_query(t) for t in texts]
@@ -285,11 +287,21 @@ class SerialEmbedder:
         return [np.asarray(v, dtype=np.float32) for v in vectors]
 
     def embed_documents(self, texts: Any) -> np.ndarray:
-        parts = []
-        for i in range(0, len(texts), self._slice):
+        texts = list(texts)
+        if not texts:
+            return self._inner.embed_documents([])
+        # slices of similar lengths, longest first, as the model would sort one big call: slicing in
+        # arrival order padded every slice to its longest chunk (ingest 15 % slower)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out: np.ndarray | None = None
+        for i in range(0, len(order), self._slice):
+            idx = order[i : i + self._slice]
             with self._lock:
-                parts.append(self._inner.embed_documents(list(texts[i : i + self._slice])))
-        return np.concatenate(parts) if parts else self._inner.embed_documents([])
+                vectors = self._inner.embed_documents([texts[j] for j in idx])
+            if out is None:
+                out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[idx] = vectors
+        return out
 
     def count_tokens(self, texts: Any) -> list[int]:
         with self._lock:
@@ -300,9 +312,22 @@ class SerialEmbedder:
 
 
 def make_embedder(
-    name: str, cache_dir: Path, *, batch_size: int = 32, progress: Progress | None = None, slice_size: int | None = None
+    name: str,
+    cache_dir: Path,
+    *,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+    slice_size: int | None = None,
+    backend: str = "torch",
 ) -> Embedder:
-    """The embedder for a configured model name (loaded lazily), safe to share between threads
-    (the app's browser sessions, the API's workers): see :class:`SerialEmbedder`."""
-    inner = SentenceTransformerEmbedder(name, cache_dir, batch_size=batch_size, progress=progress)
+    """The embedder for a configured model name and backend (``torch``, ``onnx`` or ``onnx-int8``;
+    loaded lazily), safe to share between threads (the app's browser sessions, the API's workers):
+    see :class:`SerialEmbedder`."""
+    inner: Any
+    if backend == "torch":
+        inner = SentenceTransformerEmbedder(name, cache_dir, batch_size=batch_size, progress=progress)
+    else:
+        from qa.onnx_embedder import OnnxEmbedder
+
+        inner = OnnxEmbedder(name, cache_dir, backend=backend, batch_size=batch_size, progress=progress)
     return SerialEmbedder(inner, slice_size=slice_size or batch_size)

@@ -82,7 +82,11 @@ class KnowledgeBase:
     ) -> None:
         self.settings = settings
         self.embedder: Embedder = embedder or make_embedder(
-            settings.embedding_model, settings.model_cache, batch_size=settings.embed_batch_size, progress=progress
+            settings.embedding_model,
+            settings.model_cache,
+            batch_size=settings.embed_batch_size,
+            progress=progress,
+            backend=settings.embedding_backend,
         )
         self.manifest = Manifest(Path(settings.index_dir) / "manifest.sqlite3")
         # an embedded store we opened ourselves can be reopened when another process changes it

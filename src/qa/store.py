@@ -136,6 +136,14 @@ def reopen_client(index_dir: Path) -> Any:
     return client
 
 
+def _setting_for(built_with: str, model_id: str) -> str:
+    """What to set to query an index built with ``built_with`` (the model, or only the backend)."""
+    model, _, backend = built_with.partition("@")
+    if model == model_id.partition("@")[0]:  # same model, another backend (int8 vectors differ)
+        return f"set QA_EMBEDDING_BACKEND={backend or 'torch'}"
+    return f"set QA_EMBEDDING_MODEL={model}" + (f" and QA_EMBEDDING_BACKEND={backend}" if backend else "")
+
+
 class ChunkStore:
     """Chunks with their vectors and metadata in a Chroma collection.
 
@@ -195,7 +203,7 @@ class ChunkStore:
         if built_with and built_with != model_id:
             raise IndexMismatchError(
                 f"this index was built with embedding model {built_with!r}, but the configured one is "
-                f"{model_id!r}: set QA_EMBEDDING_MODEL={built_with}, or use another QA_INDEX_DIR "
+                f"{model_id!r}: {_setting_for(built_with, model_id)}, or use another QA_INDEX_DIR "
                 "(or `qa ingest --rebuild`) to index with the new model"
             )
         for key, value in (("chunk_tokens", chunk_tokens), ("chunk_overlap", chunk_overlap)):

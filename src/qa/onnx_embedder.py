@@ -1,0 +1,365 @@
+"""The embedding model run by ONNX Runtime: the same vectors as sentence-transformers, cheaper per question.
+
+On first use the sentence-transformers folder (e.g. the offline multilingual-e5-small) is
+exported once to ONNX, next to it in the model cache: the BERT encoder with mean pooling and
+L2 normalisation inside the graph, dynamic batch and sequence axes, ONNX Runtime's BERT
+fusions (attention, embedding/skip layer norms, GELU). Two variants:
+
+* ``onnx``: fp32, the same vectors as sentence-transformers (cosine 1.0 within 1e-6), and the
+  same index model id; a short question costs ~3x less CPU than through sentence-transformers
+  (per-call overhead), long passages cost the same;
+* ``onnx-int8``: int8 weights (dynamic quantisation, uint8 per channel). Its vectors differ
+  slightly (cosine ~0.997 to fp32, min 0.995 on PIAF paragraphs) and depend a little on their
+  batch-mates (activations are scaled per batch), so an index records it as a model of its own
+  (``intfloat/multilingual-e5-small@onnx-int8``) and refuses to mix the two. On AVX2 without
+  VNNI it costs the same CPU per token as fp32: an opt-in for machines with VNNI.
+
+Building needs ``torch``, ``transformers`` and ``onnx``; running needs only ``onnxruntime``
+and ``tokenizers`` (no torch import on the query path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+ONNX_BACKENDS = ("onnx", "onnx-int8")
+BUILD_FORMAT = 1  # bump whenever the export, the fusions or the quantisation change
+MARKER = "qa_onnx.json"
+MODEL_FILE = "model.onnx"
+
+
+def onnx_model_id(model_id: str, backend: str) -> str:
+    """The id an index records: fp32 ONNX gives sentence-transformers' vectors, int8 does not."""
+    return f"{model_id}@{backend}" if backend == "onnx-int8" else model_id
+
+
+def onnx_folder_for(model_folder: Path, cache_dir: Path, backend: str) -> Path:
+    """Where the ONNX build of ``model_folder`` lives: ``<cache>/<name>.<backend>``."""
+    model_folder = Path(model_folder).resolve()
+    cache_dir = Path(cache_dir).expanduser().resolve()
+    name = model_folder.name
+    if model_folder.parent != cache_dir:  # a folder elsewhere: keep builds of same-named folders apart
+        name += "-" + hashlib.sha256(str(model_folder).encode()).hexdigest()[:8]
+    return cache_dir / f"{name}.{backend}"
+
+
+def _source_stamp(model_folder: Path) -> dict[str, Any]:
+    """What the build depends on: a rebuilt model folder makes the ONNX file stale."""
+    stamp: dict[str, Any] = {"source": str(Path(model_folder).resolve())}
+    for name in ("model.safetensors", "pytorch_model.bin", "qa_model.json", "config.json"):
+        path = Path(model_folder) / name
+        if path.is_file():
+            st = path.stat()
+            stamp[name] = [st.st_size, int(st.st_mtime)]
+    return stamp
+
+
+def is_built(folder: Path, model_folder: Path, backend: str) -> bool:
+    try:
+        marker = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        (folder / MODEL_FILE).is_file()
+        and marker.get("build_format") == BUILD_FORMAT
+        and marker.get("backend") == backend
+        and marker.get("stamp") == _source_stamp(model_folder)
+    )
+
+
+def _check_supported(model_folder: Path) -> dict[str, Any]:
+    """The encoder's config, if the folder is a mean-pooled, normalised BERT-like model."""
+    try:
+        config = json.loads((model_folder / "config.json").read_text())
+        modules = json.loads((model_folder / "modules.json").read_text())
+        pooling_path = next(m["path"] for m in modules if m["type"].endswith("Pooling"))
+        pooling = json.loads((model_folder / pooling_path / "config.json").read_text())
+    except (OSError, ValueError, StopIteration, KeyError):
+        pooling, modules, config = {}, [], {}
+    normalised = any(m.get("type", "").endswith("Normalize") for m in modules)
+    if pooling.get("pooling_mode") != "mean" or not normalised or config.get("model_type") not in ("bert", "xlm-roberta"):
+        raise ModelError(
+            f"the ONNX backends support mean-pooled, normalised BERT/XLM-R sentence-transformers models; "
+            f"{model_folder} is not one: set QA_EMBEDDING_BACKEND=torch"
+        )
+    return config
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    import fcntl
+
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _export(model_folder: Path, out: Path) -> None:
+    """The encoder + mean pooling + L2 normalisation as one ONNX graph (fp32)."""
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+        import torch
+        import transformers
+        from transformers import AutoModel
+    except ImportError as exc:
+        raise ModelError(
+            f"building the ONNX model needs {exc.name}: pip install onnx, or set QA_EMBEDDING_BACKEND=torch"
+        ) from None
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, bert: Any) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(mean, p=2, dim=1)
+
+    transformers.utils.logging.disable_progress_bar()  # our own progress says "exporting"
+    # eager attention exports as plain MatMul/Softmax, which ONNX Runtime fuses into Attention
+    bert = AutoModel.from_pretrained(str(model_folder), dtype=torch.float32, attn_implementation="eager")
+    ids = torch.tensor([[0, 100, 200, 300, 2], [0, 5, 6, 2, 1]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer and legacy-exporter warnings
+        torch.onnx.export(
+            Encoder(bert.eval()),
+            (ids, mask),
+            str(out),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["sentence_embedding"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "sentence_embedding": {0: "batch"},
+            },
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def _optimise(src: Path, out: Path, config: dict[str, Any]) -> None:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    ort_logger = logging.getLogger("onnxruntime.transformers")  # it logs every fusion at INFO
+    level = ort_logger.level
+    ort_logger.setLevel(logging.WARNING)
+    try:
+        model = optimize_model(
+            str(src),
+            model_type="bert",
+            num_heads=int(config["num_attention_heads"]),
+            hidden_size=int(config["hidden_size"]),
+            opt_level=0,  # the portable fusions only; the session applies the rest on load
+        )
+    finally:
+        ort_logger.setLevel(level)
+    model.save_model_to_file(str(out))
+
+
+def _quantise(src: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(src))
+    # ORT's BERT optimizer already did the "pre-processing" this flag asks for (else a root-logger warning)
+    onnx.helper.set_model_props(model, {"onnx.quant.pre_process": "onnxruntime.quant"})
+    # uint8 weights per channel: cosine 0.997 to fp32 (0.984 per tensor) at the same speed; u8 x u8
+    # also avoids the u8 x s8 saturation of AVX2 machines without VNNI
+    quantize_dynamic(
+        model,
+        str(out),
+        weight_type=QuantType.QUInt8,
+        per_channel=True,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def build_onnx_model(model_folder: Path, cache_dir: Path, backend: str, progress: Any = None) -> Path:
+    """The ONNX file for ``model_folder`` and ``backend``, built once (atomic, safe across processes)."""
+    if backend not in ONNX_BACKENDS:
+        raise ValueError(f"backend must be one of {ONNX_BACKENDS}, not {backend!r}")
+    model_folder = Path(model_folder)
+    folder = onnx_folder_for(model_folder, cache_dir, backend)
+    if is_built(folder, model_folder, backend):
+        return folder / MODEL_FILE
+    config = _check_supported(model_folder)
+    report = progress or (lambda msg: logger.info("%s", msg))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(folder.parent / f".{folder.name}.lock"):
+        if is_built(folder, model_folder, backend):  # another process built it while we waited
+            return folder / MODEL_FILE
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.build-", dir=folder.parent))
+        try:
+            tmp.chmod(0o755)
+            report(f"building ONNX model ({backend}) from {model_folder}: exporting")
+            _export(model_folder, tmp / "exported.onnx")
+            report(f"building ONNX model ({backend}): fusing attention and layer norms")
+            fused = tmp / (MODEL_FILE if backend == "onnx" else "fused.onnx")
+            _optimise(tmp / "exported.onnx", fused, config)
+            (tmp / "exported.onnx").unlink()
+            if backend == "onnx-int8":
+                report("building ONNX model (onnx-int8): quantising weights to int8")
+                _quantise(fused, tmp / MODEL_FILE)
+                fused.unlink()
+            marker = {"build_format": BUILD_FORMAT, "backend": backend, "stamp": _source_stamp(model_folder)}
+            (tmp / MARKER).write_text(json.dumps(marker, indent=2))
+            report(f"saving ONNX model to {folder}")
+            if folder.exists():  # stale or incomplete: move it aside, then swap in the new one
+                old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+                os.replace(folder, old / "x")
+                os.replace(tmp, folder)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    logger.info("built %s", folder / MODEL_FILE)
+    return folder / MODEL_FILE
+
+
+class OnnxEmbedder:
+    """A mean-pooled sentence-transformers model run by ONNX Runtime, loaded on first use.
+
+    Same interface and same prompts as :class:`qa.embeddings.SentenceTransformerEmbedder`.
+    """
+
+    QUERY_CACHE = 2048
+
+    def __init__(self, name: str, cache_dir: Path, *, backend: str = "onnx", batch_size: int = 32, progress: Any = None) -> None:
+        from qa.embeddings import model_id_for
+
+        if backend not in ONNX_BACKENDS:
+            raise ValueError(f"backend must be one of {ONNX_BACKENDS}, not {backend!r}")
+        self.name = name
+        self.backend = backend
+        self.model_id = onnx_model_id(model_id_for(name), backend)
+        self.cache_dir = Path(cache_dir)
+        self.batch_size = batch_size
+        self.progress = progress
+        self._session: Any = None
+        self._lock = threading.Lock()
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    # -- loading -----------------------------------------------------------------
+    def load(self) -> OnnxEmbedder:
+        """Load now (e.g. to warm a server); builds the ONNX file on first use."""
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._load()
+        return self
+
+    def _load(self) -> None:
+        from qa.embeddings import resolve_model_folder
+
+        folder = resolve_model_folder(self.name, self.cache_dir, self.progress)
+        path = build_onnx_model(folder, self.cache_dir, self.backend, self.progress)
+        if self.progress:
+            self.progress(f"loading embedding model {self.model_id}")
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        try:
+            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            counter = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            st_config = json.loads((folder / "config_sentence_transformers.json").read_text())
+            bert_config = json.loads((folder / "sentence_bert_config.json").read_text())
+        except Exception as exc:  # OSError, ValueError, or tokenizers' plain Exception
+            raise ModelError(f"cannot load the tokenizer of {folder} ({exc}): delete the folder to rebuild it") from None
+        max_length = int(bert_config.get("max_seq_length") or 512)
+        pad_id = tokenizer.token_to_id("<pad>")
+        tokenizer.enable_truncation(max_length)
+        tokenizer.enable_padding(pad_id=1 if pad_id is None else pad_id, pad_token="<pad>")
+        counter.no_truncation()
+        counter.no_padding()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # idle workers sleep instead of spinning: on 2 shared cores spinning doubled a question's
+        # latency (48 vs 25 ms) and steals CPU from BM25 and Chroma running beside it
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit():
+            options.intra_op_num_threads = int(threads)
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"cannot load {path} ({exc}): delete {path.parent} to rebuild it") from None
+        self._prompts = {k: str(v) for k, v in (st_config.get("prompts") or {}).items()}
+        self._tokenizer, self._counter = tokenizer, counter
+        self._dimension = int(session.get_outputs()[0].shape[-1])
+        self._session = session
+        logger.info("loaded %s (dim %s) from %s", self.model_id, self._dimension, path)
+
+    # -- encoding ------------------------------------------------------------------
+    @property
+    def dimension(self) -> int:
+        self.load()
+        return self._dimension
+
+    def _encode(self, texts: Sequence[str], prompt: str) -> np.ndarray:
+        self.load()
+        prefix = self._prompts.get(prompt, "")
+        texts = [prefix + t for t in texts]
+        out = np.zeros((len(texts), self._dimension), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # like sentence-transformers: less padding
+        for i in range(0, len(texts), self.batch_size):
+            idx = order[i : i + self.batch_size]
+            encoded = self._tokenizer.encode_batch([texts[j] for j in idx])
+            ids = np.array([e.ids for e in encoded], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+            out[idx] = self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return out
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        self.load()
+        if not texts:
+            return np.zeros((0, self._dimension), dtype=np.float32)
+        return self._encode(list(texts), "passage")
+
+    def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Several questions in one call (what :class:`qa.embeddings.SerialEmbedder` batches)."""
+        return list(self._encode(list(texts), "query"))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        with self._lock:
+            cached = self._queries.get(text)
+            if cached is not None:
+                self._queries.move_to_end(text)
+                return cached.copy()
+        result = self._encode([text], "query")[0]
+        with self._lock:
+            self._queries[text] = result.copy()
+            while len(self._queries) > self.QUERY_CACHE:
+                self._queries.popitem(last=False)
+        return result
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        self.load()
+        return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False)]

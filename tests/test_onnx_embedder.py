@@ -1,0 +1,131 @@
+"""The ONNX Runtime embedding backends (``QA_EMBEDDING_BACKEND``): settings, model ids, index safety,
+and (slow) the vectors against sentence-transformers'."""
+
+import json
+
+import numpy as np
+import pytest
+
+from qa import IndexMismatchError, KnowledgeBase
+from qa.config import load_settings
+from qa.embeddings import SerialEmbedder, make_embedder
+from qa.errors import ConfigError, ModelError
+from qa.onnx_embedder import OnnxEmbedder, _check_supported, onnx_folder_for
+
+from conftest import MODEL_CACHE, SEED, FakeEmbedder
+
+FRENCH = [
+    "En novembre 1994, la délégation de l’UE au Kazakhstan a commencé ses travaux à Almaty.",
+    "Le procureur général a ouvert une enquête sur les violences de janvier.",
+    "Quand le bureau de l'UE a-t-il ouvert à Almaty ?",
+    "La Commission européenne propose un nouveau partenariat renforcé.",
+    "Les élections législatives se sont déroulées dans le calme, selon les observateurs.",
+    "Il pleuvait sur Nantes.",
+]
+
+
+def test_the_default_backend_is_torch_and_a_bad_one_names_the_variable(monkeypatch):
+    assert load_settings().embedding_backend == "torch"
+    monkeypatch.setenv("QA_EMBEDDING_BACKEND", "onnx")
+    assert load_settings().embedding_backend == "onnx"
+    monkeypatch.setenv("QA_EMBEDDING_BACKEND", "tensorrt")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert str(err.value) == "embedding_backend='tensorrt': set QA_EMBEDDING_BACKEND to one of torch, onnx, onnx-int8"
+
+
+def test_make_embedder_picks_the_backend_and_loads_nothing(tmp_path):
+    cache = tmp_path / "never-built"
+    for backend, model_id in [
+        ("onnx-int8", "intfloat/multilingual-e5-small@onnx-int8"),
+        ("onnx", "intfloat/multilingual-e5-small"),  # fp32 ONNX gives sentence-transformers' vectors
+        ("torch", "intfloat/multilingual-e5-small"),
+    ]:
+        embedder = make_embedder("multilingual-e5-small", cache, backend=backend)
+        assert isinstance(embedder, SerialEmbedder) and embedder.model_id == model_id
+        assert isinstance(embedder._inner, OnnxEmbedder) == backend.startswith("onnx")
+    assert not cache.exists()
+
+
+def test_onnx_builds_live_next_to_the_model_in_the_cache(tmp_path):
+    cache = tmp_path / "models"
+    assert onnx_folder_for(cache / "multilingual-e5-small", cache, "onnx-int8") == cache / "multilingual-e5-small.onnx-int8"
+    elsewhere = onnx_folder_for(tmp_path / "mine" / "model", cache, "onnx")
+    assert elsewhere.parent == cache and elsewhere.name.startswith("model-") and elsewhere.name.endswith(".onnx")
+
+
+def test_a_model_the_onnx_export_does_not_support_says_to_use_torch(tmp_path):
+    folder = tmp_path / "cls-model"
+    (folder / "1_Pooling").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (folder / "modules.json").write_text(
+        json.dumps([{"path": "", "type": "x.Transformer"}, {"path": "1_Pooling", "type": "x.Pooling"}])
+    )
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "cls"}))
+    with pytest.raises(ModelError, match="QA_EMBEDDING_BACKEND=torch"):
+        _check_supported(folder)
+    with pytest.raises(ModelError, match="QA_EMBEDDING_BACKEND=torch"):
+        OnnxEmbedder(str(folder), tmp_path / "cache", backend="onnx").load()
+
+
+def test_an_index_built_by_another_backend_says_which_backend_to_set(tmp_path):
+    torch_built = type("TorchE5", (FakeEmbedder,), {"model_id": "intfloat/multilingual-e5-small"})()
+    int8 = type("Int8E5", (FakeEmbedder,), {"model_id": "intfloat/multilingual-e5-small@onnx-int8"})()
+    kb = KnowledgeBase.open(tmp_path / "index", embedder=torch_built)
+    kb.ingest([SEED])
+    kb.close()
+    with pytest.raises(IndexMismatchError, match="set QA_EMBEDDING_BACKEND=torch, or use another QA_INDEX_DIR"):
+        KnowledgeBase.open(tmp_path / "index", embedder=int8)
+    kb = KnowledgeBase.open(tmp_path / "int8", embedder=int8)
+    kb.ingest([SEED])
+    kb.close()
+    with pytest.raises(IndexMismatchError, match="set QA_EMBEDDING_BACKEND=onnx-int8, or"):
+        KnowledgeBase.open(tmp_path / "int8", embedder=torch_built)
+
+
+# -- the real model ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_embedders():
+    return {b: OnnxEmbedder("multilingual-e5-small", MODEL_CACHE, backend=b).load() for b in ("onnx", "onnx-int8")}
+
+
+@pytest.mark.slow
+def test_onnx_fp32_gives_sentence_transformers_vectors(real_embedder, onnx_embedders):
+    onnx = onnx_embedders["onnx"]
+    texts = [*FRENCH, "court", " ".join(FRENCH * 20)]  # one past 512 tokens: truncated alike
+    cos = np.sum(onnx.embed_documents(texts) * real_embedder.embed_documents(texts), axis=1)
+    assert cos.min() > 1 - 1e-4, cos
+    for question in FRENCH[2:4]:
+        assert onnx.embed_query(question) @ real_embedder.embed_query(question) > 1 - 1e-4
+    assert onnx.count_tokens(texts) == real_embedder.count_tokens(texts)
+    assert onnx.dimension == 384
+
+
+@pytest.mark.slow
+def test_onnx_int8_vectors_stay_close_to_fp32(real_embedder, onnx_embedders):
+    int8 = onnx_embedders["onnx-int8"]
+    cos = np.sum(int8.embed_documents(FRENCH) * real_embedder.embed_documents(FRENCH), axis=1)
+    assert cos.min() >= 0.95, cos
+    assert int8.embed_query(FRENCH[2]) @ real_embedder.embed_query(FRENCH[2]) >= 0.95
+    # concurrent questions share one call; int8 activations are scaled per batch, so a text's
+    # vector depends a little on its batch-mates (fp32: not at all)
+    batched = SerialEmbedder(int8)._encode_queries(FRENCH[:3])
+    alone = [int8.embed_query(q) for q in FRENCH[:3]]
+    assert min(float(a @ b) for a, b in zip(batched, alone, strict=True)) >= 0.99
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("backend", "model_id"),
+    [("onnx", "intfloat/multilingual-e5-small"), ("onnx-int8", "intfloat/multilingual-e5-small@onnx-int8")],
+)
+def test_the_onnx_backends_answer_the_almaty_question(tmp_path, monkeypatch, backend, model_id):
+    monkeypatch.setenv("QA_EMBEDDING_BACKEND", backend)  # as a user sets it; built into the model cache
+    with KnowledgeBase.open(tmp_path / "index") as kb:
+        assert kb.embedder.model_id == model_id
+        kb.ingest([SEED])
+        answer = kb.ask("Quand le bureau de l'UE a-t-il ouvert à Almaty ?")
+        assert "novembre 1994" in answer.text and not answer.abstained
+        assert kb.stats()["model"] == model_id
