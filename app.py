@@ -1,4 +1,4 @@
-"""Streamlit chat over `qa`: a thin shell, everything it shows comes from qa.* (formatting in qa.ui).
+"""Streamlit chat over `qa`: a thin shell, everything it shows comes from qa.* (formatting in qa.ui.chat).
 
 Run with `make run`, or `streamlit run app.py` once the index is built.
 """
@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import streamlit as st
 
 from qa import Answer, KnowledgeBase, QAError, load_settings, ui
-from qa.i18n import translator
-from qa.uploads import UPLOAD_TYPES, ingest_uploads
+from qa.ui.i18n import translator
+from qa.ui.uploads import UPLOAD_TYPES, ingest_uploads
 
 try:
     settings = load_settings()

@@ -63,7 +63,7 @@ def build(root: Path, sizes: list[int], questions_n: int, real_n: int) -> Iterat
     """
     from qa import KnowledgeBase
     from qa.documents import Article
-    from qa.embeddings import SentenceTransformerEmbedder
+    from qa.embeddings.torch import SentenceTransformerEmbedder
 
     articles, questions, _ = load_corpus(PIAF, None)
     real, rest = articles[:real_n], articles[real_n:]

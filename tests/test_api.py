@@ -1,4 +1,4 @@
-"""The HTTP API (qa.api) through TestClient, with the fake embedder.
+"""The HTTP API (qa.http.app) through TestClient, with the fake embedder.
 
 Every test runs twice: against the embedded Chroma store in tmp_path, and against a real
 ``chroma run`` server started once for the session (``QA_CHROMA_URL`` mode; see chroma_server.py).
@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from qa import KnowledgeBase, load_settings
-from qa.api import SerialEmbedder, create_app
+from qa.embeddings import SerialEmbedder
+from qa.http.app import create_app
 
 from chroma_server import chroma_server_fixture, unique_collection  # noqa: F401 - the fixture
 from conftest import SEED, FakeEmbedder
@@ -344,7 +345,7 @@ def test_without_a_token_every_route_is_open(client):
 
 # -- start-up and concurrency -----------------------------------------------------------
 def test_ready_is_false_until_the_index_opens(tmp_path, backend, monkeypatch):
-    import qa.api
+    import qa.http.app
 
     gate = threading.Event()
     real_open = qa.api.open_kb
@@ -353,7 +354,7 @@ def test_ready_is_false_until_the_index_opens(tmp_path, backend, monkeypatch):
         gate.wait(30)
         return real_open(settings)
 
-    monkeypatch.setattr(qa.api, "open_kb", slow_open)
+    monkeypatch.setattr(qa.http.app, "open_kb", slow_open)
     monkeypatch.setattr("qa.embeddings.make_embedder", lambda *a, **k: FakeEmbedder())
     settings = load_settings(index_dir=tmp_path / "idx", **backend)
     with TestClient(create_app(settings=settings)) as c:

@@ -16,7 +16,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
 from qa import KnowledgeBase, Settings
-from qa.api import create_app
+from qa.http.app import create_app
 
 from conftest import SEED, FakeEmbedder
 

@@ -6,9 +6,9 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from qa import Answer
-from qa.chain import is_follow_up, rewrite_follow_up
+from qa.answering.chain import is_follow_up, rewrite_follow_up
+from qa.answering.llm import LLMAnswerer
 from qa.cli import main
-from qa.llm import LLMAnswerer
 
 from conftest import ROOT, SEED
 from fake_openai import fake_openai_fixture  # noqa: F401

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from qa.cli import main
-from qa.store import chunk_metadata
+from qa.index.store import chunk_metadata
 
 from conftest import write
 

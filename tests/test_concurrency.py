@@ -11,7 +11,7 @@ import pytest
 from test_crash import DRIVER, driver_env
 
 from qa import IndexBusyError, KnowledgeBase
-from qa.locking import WriterLock
+from qa.index.locking import WriterLock
 
 from conftest import write
 

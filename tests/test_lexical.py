@@ -1,4 +1,4 @@
-"""BM25 over SQLite FTS5 (qa.lexical): ranking, analysis, writes, filters, transactions, RRF."""
+"""BM25 over SQLite FTS5 (qa.index.lexical): ranking, analysis, writes, filters, transactions, RRF."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qa.lexical import CHUNKS_TABLE, FTS_TABLE, LexicalIndex, LexicalRow, query_expression, rrf_fuse, score_fuse
+from qa.index.lexical import CHUNKS_TABLE, FTS_TABLE, LexicalIndex, LexicalRow, query_expression
+from qa.retrieval.fusion import rrf_fuse, score_fuse
 
 ROWS = [
     LexicalRow(
@@ -264,7 +265,7 @@ def test_rrf_ties_keep_first_appearance() -> None:
 
 
 def test_prune_terms_drops_the_most_common_terms_over_the_budget():
-    from qa.lexical import prune_terms
+    from qa.index.lexical import prune_terms
 
     df = {"autr": 19070, "nom": 8732, "john": 526, "connor": 2}
     terms = ["autr", "nom", "john", "connor"]
@@ -278,8 +279,8 @@ def test_prune_terms_drops_the_most_common_terms_over_the_budget():
 def test_common_terms_are_left_out_only_past_the_budget(monkeypatch):
     import sqlite3
 
-    import qa.lexical
-    from qa.lexical import LexicalIndex, LexicalRow
+    import qa.index.lexical
+    from qa.index.lexical import LexicalIndex, LexicalRow
 
     index = LexicalIndex(sqlite3.connect(":memory:"))
     rows = [LexicalRow(f"c{i}", f"d{i}", "le gouvernement annonce une réforme") for i in range(50)]
@@ -288,7 +289,7 @@ def test_common_terms_are_left_out_only_past_the_budget(monkeypatch):
     assert index.doc_freq(["gouvern", "retrait", "absent"]) == {"gouvern": 51, "retrait": 1}
     query = "Quelle réforme des retraites le gouvernement annonce-t-il ?"
     assert len(index.search(query, k=100)) == 51  # every chunk holding a term is scored
-    monkeypatch.setattr(qa.lexical, "MATCH_BUDGET", 10)
+    monkeypatch.setattr(qa.index.lexical, "MATCH_BUDGET", 10)
     assert [cid for cid, _ in index.search(query, k=100)] == ["rare"]  # only the rare term is matched
 
 

@@ -11,9 +11,7 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from qa.chunking import split_sentences
-from qa.errors import ConfigError
-from qa.llm import (
+from qa.answering.llm import (
     REFUSAL,
     LLMAnswerer,
     LLMError,
@@ -25,6 +23,8 @@ from qa.llm import (
     make_llm_answerer,
     parse_answerer,
 )
+from qa.chunking import split_sentences
+from qa.errors import ConfigError
 from qa.schema import Answer, Citation, Passage
 
 from conftest import SEED
@@ -239,7 +239,7 @@ def test_llamacpp_chat_model_wraps_any_client():
 
 def test_importing_qa_llm_loads_no_backend():
     code = (
-        "import sys, qa.llm\n"
+        "import sys, qa.answering.llm\n"
         "heavy = [m for m in ('langchain_openai', 'langchain_ollama', 'openai', 'ollama', 'llama_cpp') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

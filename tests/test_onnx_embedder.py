@@ -8,9 +8,11 @@ import pytest
 
 from qa import IndexMismatchError, KnowledgeBase
 from qa.config import load_settings
-from qa.embeddings import SentenceTransformerEmbedder, SerialEmbedder, auto_backend, make_embedder
+from qa.embeddings import SerialEmbedder, auto_backend, make_embedder
+from qa.embeddings.onnx import OnnxEmbedder, onnx_folder_for
+from qa.embeddings.onnx_build import _check_supported
+from qa.embeddings.torch import SentenceTransformerEmbedder
 from qa.errors import ConfigError, ModelError
-from qa.onnx_embedder import OnnxEmbedder, _check_supported, onnx_folder_for
 
 from conftest import MODEL_CACHE, SEED, FakeEmbedder
 

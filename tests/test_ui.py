@@ -1,4 +1,4 @@
-"""The chat's pure formatting (qa.ui) and browser uploads (qa.uploads), without Streamlit."""
+"""The chat's pure formatting (qa.ui.chat) and browser uploads (qa.ui.uploads), without Streamlit."""
 
 from datetime import date
 from pathlib import Path
@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 from qa import Answer, Citation, DocumentError, KnowledgeBase, Passage
-from qa.i18n import MESSAGES, translator
-from qa.ui import (
+from qa.ui.chat import (
     answer_markdown,
     answer_view,
     answerer_choices,
@@ -18,7 +17,8 @@ from qa.ui import (
     passage_markdown,
     search_filters,
 )
-from qa.uploads import ingest_uploads, safe_filename, save_upload
+from qa.ui.i18n import MESSAGES, translator
+from qa.ui.uploads import ingest_uploads, safe_filename, save_upload
 
 from conftest import SEED
 

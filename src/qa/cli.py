@@ -220,8 +220,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from qa.api import create_app
     from qa.config import load_settings
+    from qa.http.app import create_app
 
     settings = load_settings(index_dir=args.index, embedding_model=args.model, chroma_url=args.chroma_url)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_token:

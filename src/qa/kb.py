@@ -17,11 +17,11 @@ from qa.config import Settings, load_settings
 from qa.documents import Article, iter_inputs
 from qa.embeddings import Embedder, Progress, make_embedder
 from qa.errors import DocumentError, NotFoundError, QueryError
-from qa.lexical import LexicalRow
-from qa.locking import WriterLock
-from qa.manifest import ArticleRecord, Manifest
+from qa.index.lexical import LexicalRow
+from qa.index.locking import WriterLock
+from qa.index.manifest import ArticleRecord, Manifest
+from qa.index.store import ChunkStore, IndexSpec, build_where, chunk_metadata, date_number, make_client, reopen_client
 from qa.schema import Answer, IngestReport, Passage, Skipped
-from qa.store import ChunkStore, IndexSpec, build_where, chunk_metadata, date_number, make_client, reopen_client
 
 logger = logging.getLogger(__name__)
 
@@ -341,13 +341,13 @@ class KnowledgeBase:
 
     def check(self) -> Any:
         """Verify the index: counts, orphans, manifest vs Chroma, lexical vs dense (``qa check``)."""
-        from qa.integrity import check_index
+        from qa.index.integrity import check_index
 
         return check_index(self)
 
     def repair(self) -> Any:
         """Fix what :meth:`check` finds; returns the check report after repair (``qa check --repair``)."""
-        from qa.integrity import repair_index
+        from qa.index.integrity import repair_index
 
         with self.writer_lock.hold():
             return repair_index(self)
@@ -378,7 +378,7 @@ class KnowledgeBase:
         ``rerank`` (hybrid, re-ranked by the best answering sentence), ``dense`` or ``lexical``;
         ``source`` and the ISO date range filter articles; ``exclude`` leaves out the listed article ids.
         """
-        from qa.retrieval import hybrid_search
+        from qa.retrieval.retriever import hybrid_search
 
         question = _check_question(question)
         k = _check_k(k)
@@ -404,7 +404,7 @@ class KnowledgeBase:
     # -- answers -------------------------------------------------------------------
     def answerer(self, spec: str | None = None) -> Any:
         """The answerer for ``spec`` (default ``QA_ANSWERER``), built once per spec."""
-        from qa.chain import make_answerer
+        from qa.answering.chain import make_answerer
 
         spec = spec or self.settings.answerer
         if spec not in self._answerers:
@@ -427,7 +427,7 @@ class KnowledgeBase:
         of :meth:`search`. ``answerer`` is a spec (``"extractive"``, ``"openai:…"``) or an
         answerer object.
         """
-        from qa.chain import build_chain
+        from qa.answering.chain import build_chain
 
         chosen, inputs = self._ask_inputs(question, history, k, answerer, filters)
         return build_chain(self, chosen).invoke(inputs)
@@ -443,7 +443,7 @@ class KnowledgeBase:
     ) -> Iterator[str | Answer]:
         """Like :meth:`ask`, but yields the reply's text chunks as an LLM streams them,
         then the final :class:`Answer` (the extractive answerer yields the Answer alone)."""
-        from qa.chain import stream_answer
+        from qa.answering.chain import stream_answer
 
         chosen, inputs = self._ask_inputs(question, history, k, answerer, filters)
         return stream_answer(self, chosen, inputs)
@@ -486,7 +486,7 @@ class KnowledgeBase:
 
     def as_retriever(self, k: int = 5, **filters: Any) -> Any:
         """A LangChain ``BaseRetriever`` over :meth:`search`."""
-        from qa.retrieval import QARetriever
+        from qa.retrieval.retriever import QARetriever
 
         return QARetriever(kb=self, k=k, filters=filters)
 

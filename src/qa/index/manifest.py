@@ -3,7 +3,7 @@
 It answers "is this article already indexed, and unchanged?" without touching
 the vector store, keeps each article's full text (to show the context of a
 citation) and its chunk ids (to replace or delete them exactly). The lexical
-index (:mod:`qa.lexical`) lives in the same database and is written in the same
+index (:mod:`qa.index.lexical`) lives in the same database and is written in the same
 transactions, so articles and their lexical rows never disagree.
 
 The manifest is also what makes an index crash-safe and what readers trust:
@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from qa.lexical import LexicalIndex, LexicalRow
+from qa.index.lexical import LexicalIndex, LexicalRow
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS articles (

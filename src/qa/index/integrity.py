@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from qa.documents import Article
-from qa.lexical import CHUNKS_TABLE, FTS_TABLE
+from qa.index.lexical import CHUNKS_TABLE, FTS_TABLE
 
 logger = logging.getLogger(__name__)
 

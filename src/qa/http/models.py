@@ -1,4 +1,4 @@
-"""Request and response models of the HTTP API (:mod:`qa.api`).
+"""Request and response models of the HTTP API (:mod:`qa.http.app`).
 
 The response models mirror the dataclasses of :mod:`qa.schema` field for field
 (``Passage``, ``Citation``, ``Answer``, ``IngestReport``): the JSON is the same as

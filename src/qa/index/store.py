@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from qa.errors import IndexMismatchError, QueryError, StoreError
+from qa.files import file_lock
 from qa.schema import Passage
 
 logger = logging.getLogger(__name__)
@@ -67,14 +68,8 @@ def make_client(index_dir: Path, chroma_url: str | None = None) -> Any:
     path.mkdir(parents=True, exist_ok=True)
     # Chroma creates its tables when a client first opens a folder; two processes doing that at
     # once fail ("table collections already exists"), so opening is serialised between processes
-    import fcntl
-
-    with open(path / ".open.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return chromadb.PersistentClient(path=str(path), settings=settings)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(path / ".open.lock"):
+        return chromadb.PersistentClient(path=str(path), settings=settings)
 
 
 def build_where(

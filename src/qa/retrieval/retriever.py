@@ -34,9 +34,9 @@ from pydantic import ConfigDict
 
 from qa.config import RETRIEVAL_MODES
 from qa.errors import QueryError
-from qa.lexical import rrf_fuse, score_fuse
+from qa.index.store import build_where, date_number
+from qa.retrieval.fusion import rrf_fuse, score_fuse
 from qa.schema import Passage
-from qa.store import build_where, date_number
 
 RRF_K = 60
 _POOL: ThreadPoolExecutor | None = None
@@ -127,7 +127,7 @@ def rerank_passages(question: str, passages: list[Passage], weight: float) -> li
     answerer (coverage of the question's rare terms, answer of the asked type),
     relative to the best passage's.
     """
-    from qa.chain import extractive_answerer
+    from qa.answering.chain import extractive_answerer
 
     if len(passages) < 2:
         return passages

@@ -32,9 +32,7 @@ from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from qa import api_models as m
 from qa.config import Settings, load_settings
-from qa.embeddings import SerialEmbedder  # noqa: F401 - re-exported for callers of qa.api
 from qa.errors import (
     ConfigError,
     DocumentError,
@@ -45,6 +43,7 @@ from qa.errors import (
     QueryError,
     StoreError,
 )
+from qa.http import models as m
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ def qa_error_status(exc: QAError) -> tuple[int, str]:
     for kind, status, name in _STATUS:
         if isinstance(exc, kind):
             return status, name
-    llm = sys.modules.get("qa.llm")  # loaded whenever an LLM answerer could have failed
+    llm = sys.modules.get("qa.answering.llm")  # loaded whenever an LLM answerer could have failed
     if llm is not None and isinstance(exc, llm.LLMError):
         return 502, "llm_unavailable"
     return 400, "invalid_request"
@@ -399,7 +398,7 @@ def create_app(
     async def ask_stream(req: AskRequest) -> StreamingResponse:
         """Server-sent events: `token` events (`{"text": …}`) as an LLM writes, then one `answer`
         event with the whole Answer (citations included); an `error` event if it fails midway."""
-        from qa.store import build_where
+        from qa.index.store import build_where
 
         base = service.get_kb()
         args = ask_args(req, base)

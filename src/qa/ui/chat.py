@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from qa.i18n import Translator, translator
 from qa.schema import Answer, Passage
+from qa.ui.i18n import Translator, translator
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~$:])")
 CONTEXT_CHARS = 600
