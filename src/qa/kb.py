@@ -18,9 +18,10 @@ from qa.documents import Article, iter_inputs
 from qa.embeddings import Embedder, Progress, make_embedder
 from qa.errors import DocumentError, NotFoundError, QueryError
 from qa.index.lexical import LexicalRow
-from qa.index.locking import WriterLock
+from qa.index.locking import CommitLock, WriterLock
 from qa.index.manifest import ArticleRecord, Manifest
 from qa.index.store import ChunkStore, IndexSpec, build_where, chunk_metadata, date_number, make_client, reopen_client
+from qa.index.view import CommittedView
 from qa.schema import Answer, IngestReport, Passage, Skipped
 
 logger = logging.getLogger(__name__)
@@ -97,8 +98,9 @@ class KnowledgeBase:
             visible=self.manifest.committed,
             reopen=reopen,
         )
-        self._generation = self.manifest.generation()
         self.writer_lock = WriterLock(Path(settings.index_dir))
+        self.commit_lock = CommitLock(Path(settings.index_dir))
+        self.view = CommittedView(self.manifest, self.store, self.writer_lock, self.commit_lock)
         # fail at open, before any model is loaded, if the index was built with another model
         self.store.check_compatible(self.embedder.model_id)
         self._answerers: dict[str, Any] = {}
@@ -169,7 +171,7 @@ class KnowledgeBase:
     ) -> IngestReport:
         """Index articles given in memory (plus any load errors to report)."""
         with self.writer_lock.hold():
-            self._sync()
+            self.view.sync()
             self.recover()
             return self._add_articles(items, progress)
 
@@ -293,7 +295,7 @@ class KnowledgeBase:
         _crash_point("commit")
         self.store.delete(doomed)
         self.manifest.settle(doomed)
-        self._generation = self.manifest.generation()
+        self.view.seen()
         report.chunks_written += len(ids)
         _crash_point("batch")
 
@@ -311,7 +313,7 @@ class KnowledgeBase:
             orphans = [c for c in pending if c not in keep]
             self.store.delete(orphans)
             self.manifest.settle(pending)
-            self._generation = self.manifest.generation()
+            self.view.seen()
             if orphans:
                 logger.warning("removed %d chunks left by an interrupted ingest", len(orphans))
             return orphans
@@ -352,14 +354,6 @@ class KnowledgeBase:
         with self.writer_lock.hold():
             return repair_index(self)
 
-    def _sync(self) -> None:
-        """Reload the embedded store if another process changed the index since we last looked."""
-        generation = self.manifest.generation()
-        if generation != self._generation:
-            if not self.writer_lock.held:  # while this process writes, its own client is the current one
-                self.store.refresh()
-            self._generation = generation
-
     # -- search --------------------------------------------------------------------
     def search(
         self,
@@ -382,7 +376,7 @@ class KnowledgeBase:
 
         question = _check_question(question)
         k = _check_k(k)
-        self._sync()
+        self.view.sync()
         if self.manifest.is_empty():  # (Chroma's count() reads every row: 13 ms at 100k chunks)
             build_where(source, date_from, date_to, exclude)  # still reject bad filters
             return []
@@ -397,7 +391,7 @@ class KnowledgeBase:
             hits = hybrid_search(self, question, k, mode=mode, **filters)
             if not self.store.misses and len(self.manifest.committed([h.chunk_id for h in hits])) == len(hits):
                 return hits
-            self._sync()
+            self.view.sync()
         visible = self.manifest.committed([h.chunk_id for h in hits])
         return [h for h in hits if h.chunk_id in visible]
 
@@ -494,7 +488,7 @@ class KnowledgeBase:
     def delete(self, doc_id: str) -> None:
         """Remove an article and all its chunks (invisible at once, then deleted from Chroma)."""
         with self.writer_lock.hold():
-            self._sync()
+            self.view.sync()
             self.recover()
             if not self._delete_unlocked(doc_id):
                 raise NotFoundError(f"no article with id {doc_id!r} in the index: `qa info` lists what is there")
@@ -505,7 +499,7 @@ class KnowledgeBase:
             return False
         self.store.delete(chunk_ids)
         self.manifest.settle(chunk_ids)
-        self._generation = self.manifest.generation()
+        self.view.seen()
         return True
 
     def article(self, doc_id: str) -> ArticleRecord:
@@ -520,7 +514,7 @@ class KnowledgeBase:
         with self.writer_lock.hold():
             self.manifest.clear()
             self.store.drop()
-            self._generation = self.manifest.generation()
+            self.view.seen()
 
     def stats(self) -> dict[str, Any]:
         spec = self.store.spec() or {}

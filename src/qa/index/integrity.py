@@ -100,7 +100,7 @@ class CheckReport:
 
 def check_index(kb: Any) -> CheckReport:
     """Compare the manifest with Chroma and the lexical index (reads only)."""
-    kb._sync()
+    kb.view.sync()
     manifest = kb.manifest
     report = CheckReport()
     listed = manifest.chunk_map()  # chunk_id -> doc_id, from the articles table

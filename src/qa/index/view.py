@@ -1,0 +1,60 @@
+"""What readers trust: the committed state of the index, as the manifest says it, and a store that shows it.
+
+A chunk is shown only once its article's manifest transaction has committed
+(:meth:`qa.index.manifest.Manifest.committed`). ``meta.generation`` grows with every committed
+change; a reader in another process reloads its embedded Chroma client when it moves
+(:meth:`CommittedView.sync`), since that client keeps its own in-memory copy of the vectors.
+:meth:`CommittedView.pinned` holds the commit lock shared: no writer moves the committed state
+while it is held (:class:`qa.index.locking.CommitLock`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+
+from qa.index.locking import CommitLock, WriterLock
+from qa.index.manifest import Manifest
+from qa.index.store import ChunkStore
+
+
+class CommittedView:
+    """The committed chunk ids, the generation this process has seen, and the store kept in step."""
+
+    def __init__(self, manifest: Manifest, store: ChunkStore, writer_lock: WriterLock, commit_lock: CommitLock) -> None:
+        self.manifest = manifest
+        self.store = store
+        self.writer_lock = writer_lock
+        self.commit_lock = commit_lock
+        self._generation = manifest.generation()
+        self._lock = threading.Lock()
+
+    def sync(self) -> None:
+        """Reload the embedded store if another process changed the index since this one last looked."""
+        generation = self.manifest.generation()
+        with self._lock:
+            if generation == self._generation:
+                return
+            if not self.writer_lock.held:  # while this process writes, its own client is the current one
+                self.store.refresh()
+            self._generation = generation
+
+    def seen(self) -> None:
+        """This process has just written: its client is current at the manifest's generation."""
+        with self._lock:
+            self._generation = self.manifest.generation()
+
+    def committed(self, chunk_ids: Sequence[str]) -> set[str]:
+        """Those of ``chunk_ids`` whose article is committed (one SQLite read: one instant)."""
+        return self.manifest.committed(chunk_ids)
+
+    def is_empty(self) -> bool:
+        return self.manifest.is_empty()
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        """No writer moves the committed state during the block (the store is synced at its start)."""
+        with self.commit_lock.shared():
+            self.sync()
+            yield
