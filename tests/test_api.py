@@ -348,14 +348,14 @@ def test_ready_is_false_until_the_index_opens(tmp_path, backend, monkeypatch):
     import qa.http.app
 
     gate = threading.Event()
-    real_open = qa.api.open_kb
+    real_open = qa.http.app.open_kb
 
     def slow_open(settings):
         gate.wait(30)
         return real_open(settings)
 
     monkeypatch.setattr(qa.http.app, "open_kb", slow_open)
-    monkeypatch.setattr("qa.embeddings.make_embedder", lambda *a, **k: FakeEmbedder())
+    monkeypatch.setattr("qa.kb.make_embedder", lambda *a, **k: FakeEmbedder())
     settings = load_settings(index_dir=tmp_path / "idx", **backend)
     with TestClient(create_app(settings=settings)) as c:
         assert c.get("/health").status_code == 200
@@ -368,7 +368,7 @@ def test_ready_is_false_until_the_index_opens(tmp_path, backend, monkeypatch):
 
 
 def test_a_broken_index_is_reported_by_ready(api_kb, monkeypatch):
-    monkeypatch.setattr("qa.embeddings.make_embedder", lambda *a, **k: type("Other", (FakeEmbedder,), {"model_id": "other"})())
+    monkeypatch.setattr("qa.kb.make_embedder", lambda *a, **k: type("Other", (FakeEmbedder,), {"model_id": "other"})())
     with TestClient(create_app(settings=api_kb.settings)) as c:
         deadline = time.monotonic() + 30
         while (r := c.get("/ready")).json()["detail"].startswith("starting") and time.monotonic() < deadline:

@@ -79,7 +79,13 @@ class KnowledgeBase:
     """
 
     def __init__(
-        self, settings: Settings, *, embedder: Embedder | None = None, client: Any = None, progress: Progress | None = None
+        self,
+        settings: Settings,
+        *,
+        embedder: Embedder | None = None,
+        client: Any = None,
+        progress: Progress | None = None,
+        embed_slice: int | None = None,
     ) -> None:
         self.settings = settings
         self.embedder: Embedder = embedder or make_embedder(
@@ -87,6 +93,7 @@ class KnowledgeBase:
             settings.model_cache,
             batch_size=settings.embed_batch_size,
             progress=progress,
+            slice_size=embed_slice,
             backend=settings.embedding_backend,
         )
         self.manifest = Manifest(Path(settings.index_dir) / "manifest.sqlite3")
@@ -116,14 +123,17 @@ class KnowledgeBase:
         embedder: Embedder | None = None,
         client: Any = None,
         progress: Progress | None = None,
+        embed_slice: int | None = None,
         **overrides: Any,
     ) -> KnowledgeBase:
-        """Open (or create) the index at ``path`` (default: ``QA_INDEX_DIR``)."""
+        """Open (or create) the index at ``path`` (default: ``QA_INDEX_DIR``). ``embed_slice``: how many
+        chunks an ingest embeds per turn of the shared model (a server uses small slices so that a search
+        waits for one slice of an ingest, not for all of it; default the batch size)."""
         if settings is None:
             settings = load_settings(index_dir=path, **overrides)
         elif path is not None or overrides:
             settings = settings.replace(index_dir=path, **overrides)
-        return cls(settings, embedder=embedder, client=client, progress=progress)
+        return cls(settings, embedder=embedder, client=client, progress=progress, embed_slice=embed_slice)
 
     def close(self) -> None:
         self.manifest.close()

@@ -85,17 +85,9 @@ def qa_error_status(exc: QAError) -> tuple[int, str]:
 def open_kb(settings: Settings) -> Any:
     """The KnowledgeBase a server uses: documents embedded in slices of 8 under the model's lock,
     so a search waits for one slice of an ingest, not for all of it."""
-    from qa.embeddings import make_embedder
     from qa.kb import KnowledgeBase
 
-    embedder = make_embedder(
-        settings.embedding_model,
-        settings.model_cache,
-        batch_size=settings.embed_batch_size,
-        slice_size=8,
-        backend=settings.embedding_backend,
-    )
-    return KnowledgeBase.open(settings=settings, embedder=embedder)
+    return KnowledgeBase.open(settings=settings, embed_slice=8)
 
 
 class Service:

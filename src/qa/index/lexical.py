@@ -222,7 +222,7 @@ class LexicalIndex:
         """The ``k`` best ``(chunk_id, score)`` for ``query`` by BM25, best first (higher is better).
 
         Any analysed query term may match (OR). ``source`` is one name or several;
-        ``date_from``/``date_to`` are ``YYYYMMDD`` numbers (:func:`qa.store.date_number`),
+        ``date_from``/``date_to`` are ``YYYYMMDD`` numbers (:func:`qa.index.store.date_number`),
         inclusive; ``date_to`` leaves out undated chunks (``date_num`` 0), as the dense side does;
         ``exclude`` lists article ids to leave out.
         """
