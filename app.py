@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import streamlit as st
 
-from qa import Answer, KnowledgeBase, QAError, load_settings, ui
+from qa import Answer, KnowledgeBase, QAError, load_settings
+from qa.ui import chat as ui
 from qa.ui.i18n import translator
 from qa.ui.uploads import UPLOAD_TYPES, ingest_uploads
 

@@ -213,13 +213,14 @@ def test_exclude_leaves_articles_out_of_both_rankings(kb, tmp_path):
 
 def test_rerank_promotes_the_passage_that_answers_what_is_asked():
     from qa import Passage
+    from qa.answering.chain import sentence_scores
     from qa.retrieval.retriever import rerank_passages
 
     generic = Passage("a", "a#0", "Le bureau de l'UE est un sujet de débat depuis longtemps à Bruxelles.", score=1.0)
     answer = Passage("b", "b#0", "La délégation de l'UE a ouvert son bureau à Almaty en novembre 1994.", score=0.8)
-    ranked = rerank_passages("Quand le bureau de l'UE a-t-il ouvert à Almaty ?", [generic, answer], 0.5)
+    ranked = rerank_passages("Quand le bureau de l'UE a-t-il ouvert à Almaty ?", [generic, answer], 0.5, sentence_scores)
     assert [p.doc_id for p in ranked] == ["b", "a"] and 0 < ranked[1].score < ranked[0].score <= 1
-    assert [p.doc_id for p in rerank_passages("Quand ?", [generic, answer], 0.0)] == ["a", "b"]
+    assert [p.doc_id for p in rerank_passages("Quand ?", [generic, answer], 0.0, sentence_scores)] == ["a", "b"]
 
 
 def test_the_same_file_named_two_ways_is_one_article(kb, tmp_path, monkeypatch):

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from qa.answering.base import Answerer, ConversationalAnswerer
+from qa.answering.chain import ChainState, build_chain, make_answerer, sentence_scores, stream_answer
 from qa.chunking import chunk_text
 from qa.config import Settings, load_settings
 from qa.documents import Article, iter_inputs
@@ -20,8 +22,11 @@ from qa.errors import DocumentError, NotFoundError, QueryError
 from qa.index.lexical import LexicalRow
 from qa.index.locking import CommitLock, WriterLock
 from qa.index.manifest import ArticleRecord, Manifest
-from qa.index.store import ChunkStore, IndexSpec, build_where, chunk_metadata, date_number, make_client, reopen_client
+from qa.index.store import ChunkStore, IndexSpec, chunk_metadata, date_number, make_client, reopen_client
 from qa.index.view import CommittedView
+from qa.retrieval.filters import Filters
+from qa.retrieval.langchain import QARetriever
+from qa.retrieval.retriever import Retriever
 from qa.schema import Answer, IngestReport, Passage, Skipped
 
 logger = logging.getLogger(__name__)
@@ -108,9 +113,17 @@ class KnowledgeBase:
         self.writer_lock = WriterLock(Path(settings.index_dir))
         self.commit_lock = CommitLock(Path(settings.index_dir))
         self.view = CommittedView(self.manifest, self.store, self.writer_lock, self.commit_lock)
+        self.retriever = Retriever(
+            embedder=self.embedder,
+            store=self.store,
+            manifest=self.manifest,
+            view=self.view,
+            settings=settings,
+            scorer=sentence_scores,
+        )
         # fail at open, before any model is loaded, if the index was built with another model
         self.store.check_compatible(self.embedder.model_id)
-        self._answerers: dict[str, Any] = {}
+        self._answerers: dict[str, Answerer | ConversationalAnswerer] = {}
         self._warm = False
         self._warm_lock = threading.Lock()
 
@@ -381,35 +394,17 @@ class KnowledgeBase:
         ``mode`` is ``hybrid`` (dense + BM25 fused; the default ``QA_RETRIEVAL``),
         ``rerank`` (hybrid, re-ranked by the best answering sentence), ``dense`` or ``lexical``;
         ``source`` and the ISO date range filter articles; ``exclude`` leaves out the listed article ids.
+        A result holds one committed version of each article, even while a writer works.
         """
-        from qa.retrieval.retriever import hybrid_search
+        filters = Filters.of(source=source, date_from=date_from, date_to=date_to, exclude=exclude)
+        return self._search(_check_question(question), _check_k(k), filters, mode)
 
-        question = _check_question(question)
-        k = _check_k(k)
-        self.view.sync()
-        if self.manifest.is_empty():  # (Chroma's count() reads every row: 13 ms at 100k chunks)
-            build_where(source, date_from, date_to, exclude)  # still reject bad filters
-            return []
-        mode = mode or self.settings.retrieval
-        filters = {"source": source, "date_from": date_from, "date_to": date_to, "exclude": exclude}
-        for _ in range(5):
-            # Dense hits, BM25 hits and the chunks fetched for them are read at slightly different
-            # moments; a writer in another process may commit in between. The result is shown only
-            # if every chunk in it is committed at one same instant (one SQLite read): then it holds
-            # one version of each article, never half of one. Else search again on the newer state.
-            self.store.misses = 0
-            hits = hybrid_search(self, question, k, mode=mode, **filters)
-            if not self.store.misses and len(self.manifest.committed([h.chunk_id for h in hits])) == len(hits):
-                return hits
-            self.view.sync()
-        visible = self.manifest.committed([h.chunk_id for h in hits])
-        return [h for h in hits if h.chunk_id in visible]
+    def _search(self, question: str, k: int, filters: Filters, mode: str | None = None) -> list[Passage]:
+        return self.retriever.search(question, k, filters, mode)
 
     # -- answers -------------------------------------------------------------------
-    def answerer(self, spec: str | None = None) -> Any:
+    def answerer(self, spec: str | None = None) -> Answerer | ConversationalAnswerer:
         """The answerer for ``spec`` (default ``QA_ANSWERER``), built once per spec."""
-        from qa.answering.chain import make_answerer
-
         spec = spec or self.settings.answerer
         if spec not in self._answerers:
             self._answerers[spec] = make_answerer(spec, base_url=self.settings.llm_base_url, api_key=self.settings.llm_api_key)
@@ -421,7 +416,7 @@ class KnowledgeBase:
         history: Sequence[tuple[str, str]] | None = None,
         *,
         k: int = 5,
-        answerer: str | Any | None = None,
+        answerer: str | Answerer | ConversationalAnswerer | None = None,
         **filters: Any,
     ) -> Answer:
         """Answer ``question`` from the corpus, with citations, or abstain.
@@ -431,10 +426,8 @@ class KnowledgeBase:
         of :meth:`search`. ``answerer`` is a spec (``"extractive"``, ``"openai:…"``) or an
         answerer object.
         """
-        from qa.answering.chain import build_chain
-
-        chosen, inputs = self._ask_inputs(question, history, k, answerer, filters)
-        return build_chain(self, chosen).invoke(inputs)
+        chosen, state = self._ask_inputs(question, history, k, answerer, filters)
+        return build_chain(self._retrieve, chosen).invoke(state)
 
     def ask_stream(
         self,
@@ -442,23 +435,30 @@ class KnowledgeBase:
         history: Sequence[tuple[str, str]] | None = None,
         *,
         k: int = 5,
-        answerer: str | Any | None = None,
+        answerer: str | Answerer | ConversationalAnswerer | None = None,
         **filters: Any,
     ) -> Iterator[str | Answer]:
         """Like :meth:`ask`, but yields the reply's text chunks as an LLM streams them,
         then the final :class:`Answer` (the extractive answerer yields the Answer alone)."""
-        from qa.answering.chain import stream_answer
+        chosen, state = self._ask_inputs(question, history, k, answerer, filters)
+        return stream_answer(self._retrieve, chosen, state)
 
-        chosen, inputs = self._ask_inputs(question, history, k, answerer, filters)
-        return stream_answer(self, chosen, inputs)
+    def _retrieve(self, question: str, k: int, filters: Filters) -> list[Passage]:
+        return self._search(_check_question(question), k, filters)
 
     def _ask_inputs(
-        self, question: str, history: Sequence[tuple[str, str]] | None, k: int, answerer: Any, filters: dict[str, Any]
-    ) -> tuple[Any, dict[str, Any]]:
-        _check_question(question)
-        _check_k(k)
+        self,
+        question: str,
+        history: Sequence[tuple[str, str]] | None,
+        k: int,
+        answerer: str | Answerer | ConversationalAnswerer | None,
+        filters: dict[str, Any],
+    ) -> tuple[Answerer | ConversationalAnswerer, ChainState]:
+        question = _check_question(question)
+        k = _check_k(k)
+        checked = Filters.from_kwargs(filters)
         chosen = answerer if answerer is not None and not isinstance(answerer, str) else self.answerer(answerer)
-        return chosen, {"question": question.strip(), "history": list(history or []), "filters": filters, "k": k}
+        return chosen, ChainState(question=question, history=tuple(history or ()), filters=checked, k=k)
 
     def warm(self, progress: Callable[[str], None] | None = None) -> None:
         """Load the embedding model and the default answerer's NLP pipeline now (servers and
@@ -488,11 +488,12 @@ class KnowledgeBase:
         """Whether :meth:`warm` has run (the model and the answerer are loaded)."""
         return self._warm
 
-    def as_retriever(self, k: int = 5, **filters: Any) -> Any:
-        """A LangChain ``BaseRetriever`` over :meth:`search`."""
-        from qa.retrieval.retriever import QARetriever
+    def as_retriever(self, k: int = 5, *, mode: str | None = None, **filters: Any) -> QARetriever:
+        """A LangChain ``BaseRetriever`` over :meth:`search`; ``invoke(question, k=…, source=…)`` overrides per call."""
+        return QARetriever(search=self._search_checked, k=_check_k(k), filters=Filters.from_kwargs(filters), mode=mode)
 
-        return QARetriever(kb=self, k=k, filters=filters)
+    def _search_checked(self, question: str, k: int, filters: Filters, mode: str | None) -> list[Passage]:
+        return self._search(_check_question(question), _check_k(k), filters, mode)
 
     # -- management ----------------------------------------------------------------
     def delete(self, doc_id: str) -> None:

@@ -1,29 +1,30 @@
 """The answer chain (LangChain LCEL): question → standalone question → passages → answer.
 
-``build_chain(kb, answerer)`` returns a ``Runnable`` taking
-``{"question": str, "history": [(question, answer_text), …], "filters": {...}, "k": int}``
-and giving an :class:`~qa.schema.Answer`. Follow-ups (« Et à Bruxelles ? ») are
-rewritten into standalone questions first: by rules in extractive mode, by the
-LLM when one answers.
+``build_chain(retrieve, answerer)`` returns a ``Runnable`` from a :class:`ChainState`
+(question, history, filters, k) to an :class:`~qa.schema.Answer`; ``retrieve`` is a plain
+callable ``(question, k, filters) → passages`` (the knowledge base hands in its search), so
+the chain knows nothing of indexes. Follow-ups (« Et à Bruxelles ? ») are rewritten into
+standalone questions first: by rules in extractive mode, by the LLM when one answers.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from langchain_core.runnables import Runnable, RunnableLambda
 
+from qa.answering.base import Answerer, ConversationalAnswerer, History
+from qa.retrieval.filters import NO_FILTERS, Filters
 from qa.schema import Answer, Passage
 
-History = Sequence[tuple[str, str]]
+if TYPE_CHECKING:
+    from qa.answering.extractive import ExtractiveAnswerer
 
-
-class Answerer(Protocol):
-    name: str
-
-    def answer(self, question: str, passages: list[Passage]) -> Answer: ...
+Retrieve = Callable[[str, int, Filters], list[Passage]]
+"""``(standalone question, k, filters)`` → passages, best first."""
 
 
 # -- follow-up questions --------------------------------------------------------------
@@ -86,62 +87,73 @@ def rewrite_follow_up(question: str, history: History | None) -> str:
 
 
 # -- the chain -------------------------------------------------------------------------
-def build_retrieval_chain(kb: Any, answerer: Any) -> Runnable:
-    """``{"question", "history", "filters", "k"}`` → the same dict plus ``standalone`` and ``passages``."""
+@dataclass(frozen=True)
+class ChainState:
+    """What flows through the chain: the user's turn, then what each step adds."""
 
-    def standalone(inputs: dict[str, Any]) -> str:
-        history = inputs.get("history") or []
-        if hasattr(answerer, "rewrite_followup") and history:
-            return answerer.rewrite_followup(inputs["question"], list(history))
-        return rewrite_follow_up(inputs["question"], history)
+    question: str
+    history: tuple[tuple[str, str], ...] = ()
+    filters: Filters = NO_FILTERS
+    k: int = 5
+    standalone: str = ""
+    """The question rewritten to stand alone (the question itself when it is not a follow-up)."""
+    passages: list[Passage] = field(default_factory=list)
 
-    def retrieve(inputs: dict[str, Any]) -> list[Passage]:
-        return kb.search(inputs["standalone"], k=inputs.get("k", 5), **(inputs.get("filters") or {}))
+
+def _conversational(answerer: Answerer | ConversationalAnswerer) -> ConversationalAnswerer | None:
+    return answerer if isinstance(answerer, ConversationalAnswerer) else None
+
+
+def build_retrieval_chain(retrieve: Retrieve, answerer: Answerer | ConversationalAnswerer) -> Runnable[ChainState, ChainState]:
+    """:class:`ChainState` → the same state with ``standalone`` and ``passages`` filled in."""
+    llm = _conversational(answerer)
+
+    def standalone(state: ChainState) -> ChainState:
+        if llm is not None and state.history:
+            return replace(state, standalone=llm.rewrite_followup(state.question, list(state.history)))
+        return replace(state, standalone=rewrite_follow_up(state.question, state.history))
+
+    def passages(state: ChainState) -> ChainState:
+        return replace(state, passages=retrieve(state.standalone, state.k, state.filters))
 
     # plain lambdas rather than RunnablePassthrough.assign: assign runs each step through a new thread
     # pool (two thread starts per ask, ~10-20 ms on a busy laptop) for steps that cannot run in parallel
-    return RunnableLambda(lambda s: {**s, "standalone": standalone(s)}, name="standalone") | RunnableLambda(
-        lambda s: {**s, "passages": retrieve(s)}, name="retrieve"
-    )
+    return RunnableLambda(standalone, name="standalone") | RunnableLambda(passages, name="retrieve")
 
 
-def _is_llm(answerer: Any) -> bool:
-    return hasattr(answerer, "rewrite_followup")
+def _respond(answerer: Answerer | ConversationalAnswerer, state: ChainState) -> Answer:
+    llm = _conversational(answerer)
+    if llm is not None:  # LLMs see the conversation
+        answer = llm.answer(state.standalone, state.passages, list(state.history) or None)
+    else:
+        answer = answerer.answer(state.standalone, state.passages)
+    answer.question = state.standalone
+    return answer
 
 
-def build_chain(kb: Any, answerer: Any) -> Runnable:
-    """``{"question", "history", "filters", "k"}`` → :class:`Answer` (LCEL)."""
-
-    def respond(state: dict[str, Any]) -> Answer:
-        if _is_llm(answerer):  # LLMs see the conversation
-            answer = answerer.answer(state["standalone"], state["passages"], state.get("history") or None)
-        else:
-            answer = answerer.answer(state["standalone"], state["passages"])
-        answer.question = state["standalone"]
-        return answer
-
-    return build_retrieval_chain(kb, answerer) | RunnableLambda(respond)
+def build_chain(retrieve: Retrieve, answerer: Answerer | ConversationalAnswerer) -> Runnable[ChainState, Answer]:
+    """:class:`ChainState` → :class:`Answer` (LCEL)."""
+    return build_retrieval_chain(retrieve, answerer) | RunnableLambda(lambda state: _respond(answerer, state), name="answer")
 
 
-def stream_answer(kb: Any, answerer: Any, inputs: dict[str, Any]) -> Iterator[str | Answer]:
+def stream_answer(retrieve: Retrieve, answerer: Answerer | ConversationalAnswerer, state: ChainState) -> Iterator[str | Answer]:
     """Text chunks as an LLM answerer streams them, then the final :class:`Answer`
     (the extractive answerer yields the Answer alone)."""
-    state = build_retrieval_chain(kb, answerer).invoke(inputs)
-    if not _is_llm(answerer):
-        answer = answerer.answer(state["standalone"], state["passages"])
-        answer.question = state["standalone"]
-        yield answer
+    state = build_retrieval_chain(retrieve, answerer).invoke(state)
+    llm = _conversational(answerer)
+    if llm is None:
+        yield _respond(answerer, state)
         return
-    for item in answerer.stream(state["standalone"], state["passages"], state.get("history") or None):
+    for item in llm.stream(state.standalone, state.passages, list(state.history) or None):
         if isinstance(item, Answer):
-            item.question = state["standalone"]
+            item.question = state.standalone
         yield item
 
 
-_EXTRACTIVE: Any = None
+_EXTRACTIVE: ExtractiveAnswerer | None = None
 
 
-def extractive_answerer() -> Any:
+def extractive_answerer() -> ExtractiveAnswerer:
     """The process-wide extractive answerer (its spaCy pipeline loads once)."""
     global _EXTRACTIVE
     if _EXTRACTIVE is None:
@@ -151,7 +163,12 @@ def extractive_answerer() -> Any:
     return _EXTRACTIVE
 
 
-def make_answerer(spec: str, *, base_url: str | None = None, api_key: str | None = None) -> Any:
+def sentence_scores(question: str, passages: list[Passage]) -> list[tuple[int, float]]:
+    """The extractive answerer's sentence scores ``(passage index, score)``, best first (rerank mode)."""
+    return [(s.passage_index, s.score) for s in extractive_answerer().score_sentences(question, passages)]
+
+
+def make_answerer(spec: str, *, base_url: str | None = None, api_key: str | None = None) -> Answerer | ConversationalAnswerer:
     """``extractive`` (default, offline) or an LLM answerer for ``openai:…``, ``ollama:…``, ``llamacpp:…``.
 
     LLM answerers fall back on the extractive answer's citations when the model cites nothing.

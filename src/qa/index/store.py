@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 import numpy as np
@@ -105,6 +105,13 @@ def date_number(value: str, name: str = "date") -> int:
     return d.year * 10000 + d.month * 100 + d.day
 
 
+class Fetched(NamedTuple):
+    """What :meth:`ChunkStore.get` found: the passages, and how many asked-for chunks it could not show."""
+
+    passages: list[Passage]
+    misses: int
+
+
 Visible = Callable[[Sequence[str]], set[str]]
 """Given chunk ids, those that search may show (the committed ones, per the manifest)."""
 
@@ -155,8 +162,6 @@ class ChunkStore:
         self._collection: Any = None
         self.visible = visible
         self.reopen = reopen
-        self.misses = 0
-        """Chunks :meth:`get` was asked for but could not show: replaced or deleted meanwhile by a writer."""
         self._users = 0  # threads inside a Chroma call; refresh() waits for none
         self._cond = threading.Condition()
         try:
@@ -298,24 +303,23 @@ class ChunkStore:
                     return passages[:k]
                 n *= 2
 
-    def get(self, ids: Sequence[str]) -> list[Passage]:
+    def get(self, ids: Sequence[str]) -> Fetched:
+        """The visible chunks among ``ids``, in that order, and how many of ``ids`` could not be shown
+        (replaced or deleted meanwhile by a writer: the caller searches again)."""
+        requested = list(ids)
         with self._using():
             col = self._existing()
-            if col is None or not ids:
-                return []
-            requested = list(ids)
-            ids = requested if self.visible is None else [i for i in requested if i in self.visible(requested)]
-            if not ids:
-                self.misses += len(requested)
-                return []
-            result = col.get(ids=list(ids), include=["documents", "metadatas"])
+            if col is None or not requested:
+                return Fetched([], 0)
+            shown = requested if self.visible is None else [i for i in requested if i in self.visible(requested)]
+            if not shown:
+                return Fetched([], len(requested))
+            result = col.get(ids=shown, include=["documents", "metadatas"])
             by_id = {
                 cid: passage_from_record(cid, text, meta)
                 for cid, text, meta in zip(result["ids"], result["documents"], result["metadatas"], strict=True)
             }
-            # asked for but gone (made invisible or deleted since the caller's read): the caller retries
-            self.misses += sum(1 for i in requested if i not in by_id)
-            return [by_id[i] for i in ids if i in by_id]
+            return Fetched([by_id[i] for i in shown if i in by_id], sum(1 for i in requested if i not in by_id))
 
     def all_ids(self, batch: int = 5000) -> dict[str, str]:
         """``chunk_id → doc_id`` of everything in the collection (``qa check``)."""

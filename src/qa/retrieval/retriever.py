@@ -1,15 +1,13 @@
 """Retrieval: dense (e5 in Chroma) + lexical (BM25 over FTS5), fused (normalised
-scores, or reciprocal ranks), then re-ranked by what the question asks for; and a
-LangChain ``BaseRetriever`` over it.
+scores, or reciprocal ranks), then optionally re-ranked by what the question asks for.
 
 Stages (each is a ``mode``, so each one's contribution can be measured):
 ``dense`` and ``lexical`` alone; ``hybrid`` (the default) = their fusion, by
 default the weighted sum of each ranking's min-max normalised scores
 (``fusion = "score"``), or reciprocal rank fusion (``fusion = "rrf"``);
-``rerank`` = the hybrid top ``rerank_depth`` re-ranked by the
-extractive answerer's best sentence in each passage (IDF-weighted coverage of
-the question, and whether it holds an answer of the asked type: a date for
-« Quand », a quantity for « Combien », a person for « Qui », a place for « Où »).
+``rerank`` = the hybrid top ``rerank_depth`` re-ranked by a sentence scorer handed in
+by the caller (the extractive answerer's best sentence in each passage: IDF-weighted
+coverage of the question, and whether it holds an answer of the asked type).
 On PIAF the re-ranking moved recall@1 by +0.2 point, recall@5 by 0 and
 recall@10 by −0.9 point for twice the latency, so it is opt-in.
 
@@ -17,28 +15,42 @@ recall@10 by −0.9 point for twice the latency, so it is opt-in.
 ``lexical`` mode, the fusion score in ``hybrid`` mode, in [0, 1] (1.0 = first in
 every ranking; with ``rrf`` the rank-fusion score divided by its maximum), and in
 ``rerank`` mode the blend of that and the re-ranking score, in [0, 1].
+
+Consistency: a search reads the dense index, the lexical index and the chunks at
+slightly different moments, while a writer (another process, or another thread) may commit
+in between. :meth:`Retriever.search` shows a result only if every chunk in it is committed at
+one instant and none it asked for had vanished; else it searches again on the newer state, and
+after a few tries searches once more with the committed state pinned (no writer may move it
+meanwhile: :meth:`qa.index.view.CommittedView.pinned`). A result therefore holds one
+version of each article, never half of one, however busy the machine.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
 
-from langchain_core.callbacks import CallbackManagerForRetrieverRun
-from langchain_core.documents import Document
-from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict
+import numpy as np
 
-from qa.config import RETRIEVAL_MODES
+from qa.config import RETRIEVAL_MODES, Settings
+from qa.embeddings import Embedder
 from qa.errors import QueryError
-from qa.index.store import build_where, date_number
+from qa.index.manifest import Manifest
+from qa.index.store import ChunkStore
+from qa.index.view import CommittedView
+from qa.retrieval.filters import NO_FILTERS, Filters
 from qa.retrieval.fusion import rrf_fuse, score_fuse
 from qa.schema import Passage
 
 RRF_K = 60
+OPTIMISTIC_TRIES = 3
+"""Searches tried on a moving index before one is run with the committed state pinned."""
+
+SentenceScorer = Callable[[str, list[Passage]], Iterable[tuple[int, float]]]
+"""``(question, passages)`` → ``(passage index, sentence score)`` for sentences, best first (rerank mode)."""
+
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -52,112 +64,120 @@ def _dense_pool() -> ThreadPoolExecutor:
         return _POOL
 
 
-def hybrid_search(
-    kb: Any,
-    question: str,
-    k: int,
-    *,
-    mode: str = "hybrid",
-    source: str | Sequence[str] | None = None,
-    date_from: str | None = None,
-    date_to: str | None = None,
-    exclude: Sequence[str] | None = None,
-) -> list[Passage]:
-    """The ``k`` best passages for ``question`` from ``kb``'s dense and lexical indexes."""
-    if mode not in RETRIEVAL_MODES:
-        raise QueryError(f"retrieval mode {mode!r} is unknown: use one of {', '.join(RETRIEVAL_MODES)}")
-    settings = kb.settings
-    if isinstance(exclude, str):
-        exclude = [exclude]
-    where = build_where(source, date_from, date_to, exclude)  # validates the filters for both sides
-    n = max(k, settings.candidates)
-    dense: list[Passage] = []
-    lexical: list[tuple[str, float]] = []
-    fusing = mode in ("hybrid", "rerank")
-    pending: Future[list[Passage]] | None = None
-    if mode == "dense" or (fusing and settings.dense_weight > 0):
-        # the question is embedded (torch, GIL released) while BM25 runs here (SQLite, GIL released)
-        pending = _dense_pool().submit(lambda: kb.store.query(kb.embedder.embed_query(question), n if fusing else k, where))
-    if mode == "lexical" or (fusing and settings.lexical_weight > 0):
-        filters = {
-            "source": source,
-            "date_from": date_number(date_from, "date_from") if date_from else None,
-            "date_to": date_number(date_to, "date_to") if date_to else None,
-            "exclude": exclude,
-        }
-        lexical = kb.manifest.lexical_search(question, n if fusing else k, **filters)
-    if pending is not None:
-        dense = pending.result()
-    if mode == "dense":
-        return dense[:k]
-    if mode == "lexical":
-        passages = kb.store.get([cid for cid, _ in lexical])
-        scores = dict(lexical)
-        for p in passages:
-            p.score = round(scores[p.chunk_id], 6)
-        return passages
+@dataclass
+class Attempt:
+    """One search over the index as it was: the hits, and how many chunks it asked for had vanished."""
 
-    weights = (settings.dense_weight, settings.lexical_weight)
-    rerank = mode == "rerank" and settings.rerank_weight > 0
-    depth = max(k, settings.rerank_depth) if rerank else k
-    if settings.fusion == "rrf":
-        fused = rrf_fuse([[p.chunk_id for p in dense], [cid for cid, _ in lexical]], weights, k=RRF_K)[:depth]
-        best = sum(weights) / (RRF_K + 1)
-    else:
-        fused = score_fuse([[(p.chunk_id, p.score) for p in dense], lexical], weights)[:depth]
-        best = 1.0
-    by_id = {p.chunk_id: p for p in dense}
-    missing = [cid for cid, _ in fused if cid not in by_id]
-    by_id.update({p.chunk_id: p for p in kb.store.get(missing)})
-    out = []
-    for cid, score in fused:
-        if cid in by_id:  # a lexical row whose chunk vanished (concurrent delete) is skipped
-            passage = by_id[cid]
-            passage.score = round(score / best, 6)
-            out.append(passage)
-    if rerank:
-        out = rerank_passages(question, out, settings.rerank_weight)
-    return out[:k]
+    hits: list[Passage]
+    misses: int = 0
 
 
-def rerank_passages(question: str, passages: list[Passage], weight: float) -> list[Passage]:
+class Retriever:
+    """Searches the committed index: built from the parts it reads, nothing else.
+
+    ``embedder`` embeds the question, ``store`` holds the vectors and chunks, ``manifest`` the
+    BM25 index, ``view`` the committed state; ``settings`` gives the mode, fusion and weights;
+    ``scorer`` (optional) re-ranks passages in ``rerank`` mode.
+    """
+
+    def __init__(
+        self,
+        *,
+        embedder: Embedder,
+        store: ChunkStore,
+        manifest: Manifest,
+        view: CommittedView,
+        settings: Settings,
+        scorer: SentenceScorer | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self.store = store
+        self.manifest = manifest
+        self.view = view
+        self.settings = settings
+        self.scorer = scorer
+
+    def search(self, question: str, k: int = 5, filters: Filters = NO_FILTERS, mode: str | None = None) -> list[Passage]:
+        """The ``k`` best committed passages for ``question``, best first (one version of each article)."""
+        mode = mode or self.settings.retrieval
+        if mode not in RETRIEVAL_MODES:
+            raise QueryError(f"retrieval mode {mode!r} is unknown: use one of {', '.join(RETRIEVAL_MODES)}")
+        self.view.sync()
+        if self.view.is_empty():  # (Chroma's count() reads every row: 13 ms at 100k chunks)
+            return []
+        for _ in range(OPTIMISTIC_TRIES):
+            attempt = self.attempt(question, k, filters, mode)
+            if not attempt.misses and self._all_committed(attempt.hits):
+                return attempt.hits
+            self.view.sync()
+        with self.view.pinned():  # no writer moves the committed state until the result is read
+            attempt = self.attempt(question, k, filters, mode)
+            visible = self.view.committed([h.chunk_id for h in attempt.hits])
+            return [h for h in attempt.hits if h.chunk_id in visible]
+
+    def _all_committed(self, hits: list[Passage]) -> bool:
+        return len(self.view.committed([h.chunk_id for h in hits])) == len(hits)
+
+    def _dense(self, question: str, n: int, filters: Filters) -> list[Passage]:
+        vector: np.ndarray = self.embedder.embed_query(question)
+        return self.store.query(vector, n, filters.where())
+
+    def attempt(self, question: str, k: int, filters: Filters, mode: str) -> Attempt:
+        """One search, as the index is now: dense and lexical halves, then fusion (and re-ranking)."""
+        settings = self.settings
+        n = max(k, settings.candidates)
+        fusing = mode in ("hybrid", "rerank")
+        pending: Future[list[Passage]] | None = None
+        if mode == "dense" or (fusing and settings.dense_weight > 0):
+            # the question is embedded (GIL released) while BM25 runs here (SQLite, GIL released)
+            pending = _dense_pool().submit(self._dense, question, n if fusing else k, filters)
+        lexical: list[tuple[str, float]] = []
+        if mode == "lexical" or (fusing and settings.lexical_weight > 0):
+            lexical = self.manifest.lexical_search(question, n if fusing else k, **filters.lexical())
+        dense = pending.result() if pending is not None else []
+        if mode == "dense":
+            return Attempt(dense[:k])
+        if mode == "lexical":
+            fetched = self.store.get([cid for cid, _ in lexical])
+            scores = dict(lexical)
+            return Attempt([replace(p, score=round(scores[p.chunk_id], 6)) for p in fetched.passages], fetched.misses)
+        return self._fuse(question, k, mode, dense, lexical)
+
+    def _fuse(self, question: str, k: int, mode: str, dense: list[Passage], lexical: list[tuple[str, float]]) -> Attempt:
+        settings = self.settings
+        weights = (settings.dense_weight, settings.lexical_weight)
+        rerank = mode == "rerank" and settings.rerank_weight > 0 and self.scorer is not None
+        depth = max(k, settings.rerank_depth) if rerank else k
+        if settings.fusion == "rrf":
+            fused = rrf_fuse([[p.chunk_id for p in dense], [cid for cid, _ in lexical]], weights, k=RRF_K)[:depth]
+            best = sum(weights) / (RRF_K + 1)
+        else:
+            fused = score_fuse([[(p.chunk_id, p.score) for p in dense], lexical], weights)[:depth]
+            best = 1.0
+        by_id = {p.chunk_id: p for p in dense}
+        fetched = self.store.get([cid for cid, _ in fused if cid not in by_id])
+        by_id.update({p.chunk_id: p for p in fetched.passages})
+        # a lexical row whose chunk vanished (a concurrent write) is skipped here, and counted as a miss
+        out = [replace(by_id[cid], score=round(score / best, 6)) for cid, score in fused if cid in by_id]
+        if rerank and self.scorer is not None:
+            out = rerank_passages(question, out, settings.rerank_weight, self.scorer)
+        return Attempt(out[:k], fetched.misses)
+
+
+def rerank_passages(question: str, passages: list[Passage], weight: float, scorer: SentenceScorer) -> list[Passage]:
     """Re-order passages by ``(1 - weight) * score + weight * answer score``.
 
-    The answer score of a passage is its best sentence's score by the extractive
-    answerer (coverage of the question's rare terms, answer of the asked type),
+    The answer score of a passage is its best sentence's score by ``scorer`` (for the
+    extractive answerer: coverage of the question's rare terms, answer of the asked type),
     relative to the best passage's.
     """
-    from qa.answering.chain import extractive_answerer
-
     if len(passages) < 2:
         return passages
     best: dict[int, float] = {}
-    for sentence in extractive_answerer().score_sentences(question, passages):
-        best.setdefault(sentence.passage_index, sentence.score)
+    for index, score in scorer(question, passages):
+        best.setdefault(index, score)
     top = max(best.values(), default=0.0) or 1.0
     top_score = max(p.score for p in passages) or 1.0
     blended = [((1 - weight) * p.score / top_score + weight * best.get(i, 0.0) / top, -i) for i, p in enumerate(passages)]
     order = sorted(range(len(passages)), key=lambda i: blended[i], reverse=True)
     return [replace(passages[i], score=round(blended[i][0], 6)) for i in order]
-
-
-def passage_to_document(passage: Passage) -> Document:
-    """A LangChain ``Document``: the chunk text, every other field as metadata."""
-    meta = passage.to_dict()
-    text = meta.pop("text")
-    return Document(page_content=text, metadata=meta, id=passage.chunk_id)
-
-
-class QARetriever(BaseRetriever):
-    """Drop ``qa`` into any LangChain chain: ``kb.as_retriever(k=5, source="…")``."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    kb: Any
-    """The ``KnowledgeBase`` to search."""
-    k: int = 5
-    filters: dict[str, Any] = {}
-    """Keyword arguments of ``search``: ``source``, ``date_from``, ``date_to``, ``mode``."""
-
-    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
-        return [passage_to_document(p) for p in self.kb.search(query, k=self.k, **self.filters)]
