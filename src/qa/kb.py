@@ -314,10 +314,11 @@ class KnowledgeBase:
             dropped.extend(replaced)
             if not force:
                 (report.updated if old or replaced else report.added).append(article.id)
-        doomed = self.manifest.put_many(records, lexical_rows, drop_chunks=stale, drop_docs=dropped)
-        _crash_point("commit")
-        self.store.delete(doomed)
-        self.manifest.settle(doomed)
+        with self.commit_lock.exclusive():
+            doomed = self.manifest.put_many(records, lexical_rows, drop_chunks=stale, drop_docs=dropped)
+            _crash_point("commit")
+            self.store.delete(doomed)
+            self.manifest.settle(doomed)
         self.view.seen()
         report.chunks_written += len(ids)
         _crash_point("batch")
@@ -505,11 +506,12 @@ class KnowledgeBase:
                 raise NotFoundError(f"no article with id {doc_id!r} in the index: `qa info` lists what is there")
 
     def _delete_unlocked(self, doc_id: str) -> bool:
-        chunk_ids = self.manifest.delete(doc_id)
-        if chunk_ids is None:
-            return False
-        self.store.delete(chunk_ids)
-        self.manifest.settle(chunk_ids)
+        with self.commit_lock.exclusive():
+            chunk_ids = self.manifest.delete(doc_id)
+            if chunk_ids is None:
+                return False
+            self.store.delete(chunk_ids)
+            self.manifest.settle(chunk_ids)
         self.view.seen()
         return True
 
