@@ -46,6 +46,8 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check src tests app.py ingest.py benchmarks
 	$(BIN)/ruff format --check src tests app.py ingest.py benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # answer quality and retrieval on PIAF v1.0 (outside the repo; not needed by the tests)
 PIAF ?= ../shared/data/piaf-v1.0.json

@@ -188,10 +188,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     markdown = format_report(result)
     if args.report:
-        report = Path(args.report)
-        plot = plot_recall_curves(result, report.with_name(report.stem + "-recall.png"))
+        report_path = Path(args.report)
+        plot = plot_recall_curves(result, report_path.with_name(report_path.stem + "-recall.png"))
         markdown = format_report(result, plot=plot.name)
-        report.write_text(markdown, encoding="utf-8")
+        report_path.write_text(markdown, encoding="utf-8")
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else markdown)
     return 0
 

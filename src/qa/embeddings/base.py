@@ -33,7 +33,10 @@ Progress = Callable[[str], None]
 class Embedder(Protocol):
     """What the rest of ``qa`` needs from an embedding model."""
 
-    model_id: str
+    @property
+    def model_id(self) -> str:
+        """The id an index records (the model, and the backend where its vectors differ)."""
+        ...
 
     @property
     def dimension(self) -> int: ...

@@ -39,7 +39,9 @@ class _Query:
     __slots__ = ("text", "vector", "error")
 
     def __init__(self, text: str) -> None:
-        self.text, self.vector, self.error = text, None, None
+        self.text = text
+        self.vector: np.ndarray | None = None
+        self.error: Exception | None = None
 
 
 class SerialEmbedder:
@@ -84,6 +86,7 @@ class SerialEmbedder:
                         q.error = exc
         if query.error is not None:
             raise query.error
+        assert query.vector is not None  # set by whichever batch encoded it
         return query.vector
 
     def _encode_queries(self, texts: list[str]) -> list[np.ndarray]:
@@ -115,6 +118,7 @@ class SerialEmbedder:
             if out is None:
                 out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
             out[idx] = vectors
+        assert out is not None  # texts is not empty
         return out
 
     def count_tokens(self, texts: Any) -> list[int]:

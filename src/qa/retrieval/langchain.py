@@ -43,7 +43,8 @@ class QARetriever(BaseRetriever):
     """``hybrid``, ``rerank``, ``dense`` or ``lexical``; ``None``: the index's setting (``QA_RETRIEVAL``)."""
 
     def _call_args(self, overrides: dict[str, Any]) -> tuple[int, Filters, str | None]:
-        k = overrides.pop("k", None) or self.k
+        k = overrides.pop("k", None)
+        k = self.k if k is None else k
         mode = overrides.pop("mode", None) or self.mode
         given = {name: overrides.pop(name) for name in FILTER_NAMES if name in overrides}
         overrides.pop("verbose", None)  # LangChain's own flag, passed through invoke's kwargs

@@ -89,11 +89,11 @@ def ingest_uploads(
     report = kb.ingest(list(saved), progress=progress) if saved else IngestReport()
     errors: list[Skipped] = []
     for problem in report.errors:
-        path = str(Path(problem.path).resolve()) if problem.path else ""
-        if path in saved:
+        resolved = str(Path(problem.path).resolve()) if problem.path else ""
+        if resolved in saved:
             if problem.line is None:  # the whole file failed (a JSONL file keeps its good lines)
-                Path(path).unlink(missing_ok=True)
-            problem = Skipped(saved[path], problem.reason, problem.line)
+                Path(resolved).unlink(missing_ok=True)
+            problem = Skipped(saved[resolved], problem.reason, problem.line)
         errors.append(problem)
     report.errors = refused + errors
     return report
