@@ -7,7 +7,10 @@ import random
 
 import pytest
 
-from qa.answering.extractive import ABSTAIN_TEXT, ExtractiveAnswerer, find_dates, find_quantities, load_nlp, question_type
+from qa.answering.extractive import ExtractiveAnswerer
+from qa.answering.questions import question_type
+from qa.answering.spans import find_dates, find_quantities, load_nlp
+from qa.answering.text import REFUSAL
 from qa.chunking import split_sentences
 from qa.schema import Answer, Passage
 
@@ -45,7 +48,7 @@ def assert_well_formed(answer: Answer, passages: list[Passage]) -> None:
     assert answer.passages == passages
     assert answer.confidence is not None and 0.0 <= answer.confidence <= 1.0
     if answer.abstained:
-        assert answer.text == ABSTAIN_TEXT and answer.citations == [] and answer.short_answer == ""
+        assert answer.text == REFUSAL and answer.citations == [] and answer.short_answer == ""
         return
     assert 1 <= len(answer.citations) <= 2
     for c in answer.citations:

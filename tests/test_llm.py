@@ -12,7 +12,6 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel, G
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from qa.answering.llm import (
-    REFUSAL,
     LLMAnswerer,
     LLMError,
     build_messages,
@@ -23,6 +22,7 @@ from qa.answering.llm import (
     make_llm_answerer,
     parse_answerer,
 )
+from qa.answering.text import REFUSAL
 from qa.chunking import split_sentences
 from qa.errors import ConfigError
 from qa.schema import Answer, Citation, Passage
