@@ -522,3 +522,10 @@ def test_openai_server_errors_become_llm_errors(fake_openai: FakeOpenAIServer, p
 def test_fake_server_only_listens_on_loopback(fake_openai: FakeOpenAIServer):
     assert fake_openai.base_url.startswith("http://127.0.0.1:")
     assert fake_openai._server is not None and fake_openai._server.server_address[0] == "127.0.0.1"
+
+
+def test_llm_answerer_is_a_conversational_answerer():
+    from qa.answering.base import Answerer, ConversationalAnswerer
+
+    answerer: ConversationalAnswerer = LLMAnswerer(FakeListChatModel(responses=["En novembre 1994 [1]."]))
+    assert isinstance(answerer, ConversationalAnswerer) and isinstance(answerer, Answerer)

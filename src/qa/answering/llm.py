@@ -125,7 +125,9 @@ def make_chat_model(
     return _llamacpp(model, temperature)
 
 
-def _openai(model: str, base_url: str | None, api_key: str | None, temperature: float, timeout: float, retries: int):
+def _openai(
+    model: str, base_url: str | None, api_key: str | None, temperature: float, timeout: float, retries: int
+) -> BaseChatModel:
     url = base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE") or None
     key = api_key or os.environ.get("OPENAI_API_KEY") or ("not-needed" if url else None)
     if not key:
@@ -137,7 +139,11 @@ def _openai(model: str, base_url: str | None, api_key: str | None, temperature: 
         from langchain_openai import ChatOpenAI
     except ImportError:  # pragma: no cover - a declared dependency
         raise ConfigError("QA_ANSWERER=openai:… needs langchain-openai: pip install langchain-openai") from None
-    return ChatOpenAI(model=model, base_url=url, api_key=key, temperature=temperature, timeout=timeout, max_retries=retries)
+    from pydantic import SecretStr  # what ChatOpenAI makes of a str key anyway
+
+    return ChatOpenAI(
+        model=model, base_url=url, api_key=SecretStr(key), temperature=temperature, timeout=timeout, max_retries=retries
+    )
 
 
 def _ollama(model: str, base_url: str | None, temperature: float, timeout: float):
