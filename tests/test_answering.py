@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
 
-from qa.answering.extractive import ABSTAIN_TEXT, ExtractiveAnswerer, find_dates, find_quantities, load_nlp, question_type
+from qa.analysis import analyze, fold
+from qa.answering.base import Answerer, ConversationalAnswerer
+from qa.answering.extractive import ExtractiveAnswerer
+from qa.answering.questions import asks_definition, asks_year, counted_terms, is_english, question_terms, question_type
+from qa.answering.spans import find_dates, find_entities, find_quantities, load_nlp
+from qa.answering.text import REFUSAL, document_frequencies, idf, trim_social_tail
 from qa.chunking import split_sentences
 from qa.schema import Answer, Passage
 
@@ -45,7 +51,7 @@ def assert_well_formed(answer: Answer, passages: list[Passage]) -> None:
     assert answer.passages == passages
     assert answer.confidence is not None and 0.0 <= answer.confidence <= 1.0
     if answer.abstained:
-        assert answer.text == ABSTAIN_TEXT and answer.citations == [] and answer.short_answer == ""
+        assert answer.text == REFUSAL and answer.citations == [] and answer.short_answer == ""
         return
     assert 1 <= len(answer.citations) <= 2
     for c in answer.citations:
@@ -336,3 +342,60 @@ def test_quotes_are_verbatim_on_piaf(answerer: ExtractiveAnswerer) -> None:
             hits += any(a["text"] in c.quote for c in answer.citations for a in qa["answers"])
     assert n >= 100
     assert hits / n >= 0.4  # about 0.6 measured with three paragraphs
+
+
+# --------------------------------------------------------------------------- the shared pieces (qa.answering.text)
+
+
+def test_social_tail_is_trimmed_after_a_sentence_end_for_the_extractive_answerer() -> None:
+    text = "Le bureau a ouvert à Almaty. #EUinKZ @UE pic.twitter.com/abc www.eu.kz"
+    end = trim_social_tail(text, 0, len(text))
+    assert text[:end] == "Le bureau a ouvert à Almaty."
+    # not after a word, and only a trailing run
+    for kept in ("Voir #EUinKZ pic.twitter.com/abc", "#EUinKZ est le mot-clé. Fin."):
+        assert trim_social_tail(kept, 0, len(kept)) == len(kept)
+    # the span's own bounds count: the tail of a sentence inside a longer text
+    both = text + " Autre phrase."
+    assert trim_social_tail(both, 0, len(text)) == len("Le bureau a ouvert à Almaty.")
+
+
+def test_social_tail_for_the_llm_quotes_is_cut_after_any_word_but_keeps_www_links() -> None:
+    text = "Le bureau a ouvert à Almaty #EUinKZ https://t.co/x"
+    assert text[: trim_social_tail(text, 0, len(text), after_stop=False)] == "Le bureau a ouvert à Almaty"
+    assert trim_social_tail(text, 0, len(text)) == len(text)  # no sentence end before it: the extractive answerer keeps it
+    www = "Le bureau a ouvert. www.eu.kz"
+    assert trim_social_tail(www, 0, len(www), after_stop=False) == len(www)
+    assert www[: trim_social_tail(www, 0, len(www))] == "Le bureau a ouvert."
+    only = "#EUinKZ pic.twitter.com/abc"
+    assert trim_social_tail(" " + only, 0, len(only) + 1, after_stop=False) == len(only) + 1  # never the whole span
+
+
+def test_idf_formulas() -> None:
+    assert idf(0, 10) == pytest.approx(math.log(1 + 10.5 / 0.5))  # BM25's, defined for a term no sentence holds
+    assert idf(10, 10) > 0 and idf(1, 10) > idf(5, 10)
+    assert idf(2, 10, bm25=False) == pytest.approx(math.log(6))
+    assert document_frequencies([{"a", "b"}, {"a"}, set()]) == {"a": 2, "b": 1}
+
+
+def test_question_helpers() -> None:
+    assert question_type("Quand le bureau de l’UE a-t-il ouvert ?") == "quand"
+    assert asks_year(fold("en quelle année le bureau a-t-il ouvert ?")) and not asks_year(fold("quand a-t-il ouvert ?"))
+    assert counted_terms(fold("combien de personnes travaillent ?")) == set(analyze("personnes"))
+    assert {"an", "mois"} & counted_terms(fold("combien de temps a-t-il fallu ?"))
+    assert counted_terms(fold("quand a-t-il ouvert ?")) == set()
+    assert asks_definition("Qui est Maria Kirilenko ?") and not asks_definition("Qui est le président ?")
+    assert is_english("When did the EU office open?") and not is_english("Quand le bureau a-t-il ouvert ?")
+    terms = question_terms("When did the EU office open in Almaty?", 1.5, 0.3)
+    assert terms["ue"] == 1.5 and terms["almaty"] == 1.5 and "eu" not in terms  # the English acronym, French-side
+
+
+def test_regex_entities_stand_in_for_spacy() -> None:
+    spans = find_entities("qui", "Le bureau a été ouvert par Terhi Hakala à Almaty en 1994.")
+    assert [s.core for s in spans] == ["Terhi Hakala", "Almaty"] and all(s.strength == 0.6 for s in spans)
+    assert spans[0].reply == "Terhi Hakala."
+
+
+def test_answerer_protocols() -> None:
+    extractive: Answerer = ExtractiveAnswerer(nlp=False)
+    assert isinstance(extractive, Answerer) and not isinstance(extractive, ConversationalAnswerer)
+    assert extractive.name == "extractive"

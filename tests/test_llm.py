@@ -12,7 +12,6 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel, G
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from qa.answering.llm import (
-    REFUSAL,
     LLMAnswerer,
     LLMError,
     build_messages,
@@ -23,6 +22,7 @@ from qa.answering.llm import (
     make_llm_answerer,
     parse_answerer,
 )
+from qa.answering.text import REFUSAL
 from qa.chunking import split_sentences
 from qa.errors import ConfigError
 from qa.schema import Answer, Citation, Passage
@@ -522,3 +522,10 @@ def test_openai_server_errors_become_llm_errors(fake_openai: FakeOpenAIServer, p
 def test_fake_server_only_listens_on_loopback(fake_openai: FakeOpenAIServer):
     assert fake_openai.base_url.startswith("http://127.0.0.1:")
     assert fake_openai._server is not None and fake_openai._server.server_address[0] == "127.0.0.1"
+
+
+def test_llm_answerer_is_a_conversational_answerer():
+    from qa.answering.base import Answerer, ConversationalAnswerer
+
+    answerer: ConversationalAnswerer = LLMAnswerer(FakeListChatModel(responses=["En novembre 1994 [1]."]))
+    assert isinstance(answerer, ConversationalAnswerer) and isinstance(answerer, Answerer)

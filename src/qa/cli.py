@@ -251,8 +251,10 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
-    given = {"source": args.source, "date_from": args.date_from, "date_to": args.date_to}
-    return {k: v for k, v in given.items() if v}
+    """The filter flags as keyword arguments of ``search``/``ask``, validated (a bad date names its flag's field)."""
+    from qa.retrieval.filters import Filters
+
+    return Filters.of(source=args.source, date_from=args.date_from, date_to=args.date_to).as_kwargs()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -140,7 +140,7 @@ def evaluate_squad(
     """
     from tqdm import tqdm
 
-    from qa.answering.extractive import question_type
+    from qa.answering.questions import question_type
 
     depth = 20
     result: dict[str, Any] = {"questions": len(questions), "k": k, "retrieval": {}, "recall_curve": {}}

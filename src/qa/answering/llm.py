@@ -38,7 +38,6 @@ How an answer is built (:class:`LLMAnswerer`):
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qa.analysis import analyze, fold
+from qa.answering.text import REFUSAL, History, document_frequencies, idf, trim_social_tail
 from qa.chunking import split_sentences
 from qa.errors import ConfigError, QAError
 from qa.schema import Answer, Citation, Passage
@@ -59,7 +59,6 @@ __all__ = [
     "LLMAnswerer",
     "LLMError",
     "PROVIDERS",
-    "REFUSAL",
     "build_messages",
     "cited_numbers",
     "is_refusal",
@@ -68,7 +67,6 @@ __all__ = [
     "parse_answerer",
 ]
 
-REFUSAL = "Je ne trouve pas cela dans le corpus."
 PROVIDERS = ("openai", "ollama", "llamacpp")
 _ACCEPTED = (
     "'extractive', 'openai:<model>' (OpenAI, or an OpenAI-compatible server at QA_LLM_BASE_URL), "
@@ -77,7 +75,6 @@ _ACCEPTED = (
 DEFAULT_OLLAMA_URL = "http://localhost:11434"
 
 Fallback = Callable[[str, list[Passage]], Answer]
-History = Sequence[tuple[str, str]]
 
 
 class LLMError(QAError):
@@ -128,7 +125,9 @@ def make_chat_model(
     return _llamacpp(model, temperature)
 
 
-def _openai(model: str, base_url: str | None, api_key: str | None, temperature: float, timeout: float, retries: int):
+def _openai(
+    model: str, base_url: str | None, api_key: str | None, temperature: float, timeout: float, retries: int
+) -> BaseChatModel:
     url = base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE") or None
     key = api_key or os.environ.get("OPENAI_API_KEY") or ("not-needed" if url else None)
     if not key:
@@ -140,7 +139,11 @@ def _openai(model: str, base_url: str | None, api_key: str | None, temperature: 
         from langchain_openai import ChatOpenAI
     except ImportError:  # pragma: no cover - a declared dependency
         raise ConfigError("QA_ANSWERER=openai:… needs langchain-openai: pip install langchain-openai") from None
-    return ChatOpenAI(model=model, base_url=url, api_key=key, temperature=temperature, timeout=timeout, max_retries=retries)
+    from pydantic import SecretStr  # what ChatOpenAI makes of a str key anyway
+
+    return ChatOpenAI(
+        model=model, base_url=url, api_key=SecretStr(key), temperature=temperature, timeout=timeout, max_retries=retries
+    )
 
 
 def _ollama(model: str, base_url: str | None, temperature: float, timeout: float):
@@ -210,12 +213,12 @@ def _llamacpp_class() -> type:
                 "stop": stop or [],
             }
 
-        def _generate(self, messages, stop=None, run_manager=None, **kwargs: Any) -> ChatResult:  # type: ignore[no-untyped-def]
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs: Any) -> ChatResult:
             out = self.client.create_chat_completion(**self._request(messages, stop))
             text = (out["choices"][0].get("message") or {}).get("content") or ""
             return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
-        def _stream(self, messages, stop=None, run_manager=None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:  # type: ignore[no-untyped-def]
+        def _stream(self, messages, stop=None, run_manager=None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
             for part in self.client.create_chat_completion(**self._request(messages, stop), stream=True):
                 choices = part.get("choices") or [{}]
                 delta = (choices[0].get("delta") or {}).get("content")
@@ -404,10 +407,6 @@ def _claims(text: str, n: int) -> dict[int, tuple[str, str]]:
     return {k: (" ".join(a), " ".join(b)) for k, (a, b) in claims.items()}
 
 
-# hashtags, mentions and links trailing a tweet quoted in an article (split_sentences keeps them)
-_SOCIAL_TAIL = re.compile(r"(?:\s+(?:[#@]\w+|pic\.twitter\.com/\S+|https?://\S+))+\s*$")
-
-
 def _sentence_spans(text: str) -> list[tuple[int, int]]:
     spans = split_sentences(text)
     if spans:
@@ -416,13 +415,10 @@ def _sentence_spans(text: str) -> list[tuple[int, int]]:
     return [(text.index(stripped), text.index(stripped) + len(stripped))] if stripped else []
 
 
-def _idf(passages: Sequence[Passage]) -> dict[str, float]:
+def _quote_idf(passages: Sequence[Passage]) -> dict[str, float]:
+    """The IDF of every term over the sentences of ``passages`` (``log(1 + n / df)``)."""
     docs = [set(analyze(p.text[s:e])) for p in passages for s, e in _sentence_spans(p.text)]
-    df: dict[str, int] = {}
-    for terms in docs:
-        for t in terms:
-            df[t] = df.get(t, 0) + 1
-    return {t: math.log(1 + len(docs) / c) for t, c in df.items()}
+    return {t: idf(c, len(docs), bm25=False) for t, c in document_frequencies(docs).items()}
 
 
 def select_quote(
@@ -438,7 +434,7 @@ def select_quote(
     spans = _sentence_spans(passage.text)
     if not spans:
         return None
-    idf = idf if idf is not None else _idf([passage])
+    idf = idf if idf is not None else _quote_idf([passage])
     terms = [set(analyze(passage.text[s:e])) for s, e in spans]
     claim_terms, context_terms, question_terms = set(analyze(claim)), set(analyze(context)), set(analyze(question))
     if not claim_terms and not context_terms:
@@ -463,10 +459,8 @@ def select_quote(
         covered |= gains[pick]
         lo, hi = min(lo, pick), max(hi, pick)
     start, end = spans[lo][0], spans[hi][1]
-    tail = _SOCIAL_TAIL.search(passage.text, start, end)
-    if tail and tail.start() > start and tail.end() == end:
-        end = tail.start()  # « … à Almaty. #EUinKZ pic.twitter.com/… »: the hashtags are no support
-    return start, end
+    # « … à Almaty. #EUinKZ pic.twitter.com/… »: the hashtags are no support
+    return start, trim_social_tail(passage.text, start, end, after_stop=False)
 
 
 def _verified(citations: Sequence[Citation]) -> list[Citation]:
@@ -571,12 +565,12 @@ class LLMAnswerer:
         text = _keep_valid_markers(text, n)
         citations: list[Citation] = []
         if numbers:
-            idf = _idf(passages)
+            term_idf = _quote_idf(passages)
             claims = _claims(text, n)
             for k in numbers:
                 passage = passages[k - 1]
                 segment, sentence = claims.get(k, ("", text))
-                span = select_quote(passage, segment, question, context=sentence or text, idf=idf)
+                span = select_quote(passage, segment, question, context=sentence or text, idf=term_idf)
                 if span:
                     s, e = span
                     citations.append(Citation(passage=passage, quote=passage.text[s:e], start=s, end=e))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from qa.retrieval.filters import Filters
 from qa.schema import Answer, Passage
 from qa.ui.i18n import Translator, translator
 
@@ -186,14 +187,7 @@ def history_pairs(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]
 
 def search_filters(sources: Sequence[str] = (), date_from: date | None = None, date_to: date | None = None) -> dict[str, Any]:
     """The sidebar's choices as keyword filters for ``KnowledgeBase.ask``/``search``."""
-    filters: dict[str, Any] = {}
-    if sources:
-        filters["source"] = list(sources)
-    if date_from:
-        filters["date_from"] = date_from.isoformat()
-    if date_to:
-        filters["date_to"] = date_to.isoformat()
-    return filters
+    return Filters.of(source=sources, date_from=date_from, date_to=date_to).as_kwargs()
 
 
 def answerer_choices(configured: str) -> list[str]:
