@@ -5,7 +5,7 @@
     python tests/ingest_driver.py writer INDEX DIR ROUNDS     # rewrite, ingest and delete articles in a loop
     python tests/ingest_driver.py reader INDEX SECONDS        # search in a loop, report failures and partial articles
 
-Every process uses the deterministic ``FakeEmbedder`` of ``conftest.py`` and small chunks.
+Every process uses the deterministic ``FakeEmbedder`` of ``helpers.py`` and small chunks.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import qa.kb  # noqa: E402
 from qa import KnowledgeBase  # noqa: E402
 
-from conftest import FakeEmbedder  # noqa: E402
+from helpers import FakeEmbedder  # noqa: E402
 
 # the tests' corpora (hundreds of small articles) span several batches, as a big corpus does
 # with the default batch size: crash points such as "chunks:2" count batches
