@@ -51,7 +51,7 @@ class FakeEmbedder:
         for word in re.findall(r"\w+", _fold(text)):
             h = int.from_bytes(hashlib.md5(word.encode()).digest()[:4], "little")
             v[h % self._dim] += 1.0 if (h >> 31) & 1 else -1.0
-        n = np.linalg.norm(v)
+        n = float(np.linalg.norm(v))
         if n == 0:
             v[0] = 1.0
             n = 1.0

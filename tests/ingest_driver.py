@@ -16,6 +16,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -80,7 +81,7 @@ def writer(index: str, folder: str, rounds: int) -> None:
 
 def reader(index: str, seconds: float) -> None:
     found = re.compile(r"Article (doc\d+) version (v\d+) partie (p\d+)")
-    stats = {"queries": 0, "failures": 0, "partial": 0, "mixed": 0, "hits": 0, "asks": 0, "errors": []}
+    stats: dict[str, Any] = {"queries": 0, "failures": 0, "partial": 0, "mixed": 0, "hits": 0, "asks": 0, "errors": []}
     with open_kb(index) as kb:
         print("ready", flush=True)
         end = time.monotonic() + seconds
