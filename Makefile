@@ -37,11 +37,15 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (apt-get)…"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+# every test (CI). The markers are described in pyproject.toml: slow (real model), stress (crash,
+# concurrency, fuzz), server (a `chroma run` server), browser (chromium)
 test: setup browser
 	$(BIN)/python -m pytest
 
+# unit and single-process tests with the fake embedder: under 90 s on 2 cores
+FAST := not slow and not stress and not server and not browser
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "$(FAST)"
 
 lint: setup
 	$(BIN)/ruff check src tests app.py ingest.py benchmarks

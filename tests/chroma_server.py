@@ -3,10 +3,10 @@
 >>> with ChromaServer(tmp_dir) as server:
 ...     kb = KnowledgeBase.open(index_dir, chroma_url=server.url, collection="t1")
 
-The session fixture ``chroma_server`` (import :func:`chroma_server_fixture` into a test
-module) starts one server for the whole run (about 2 s), waits for its heartbeat and stops
-it at teardown. Tests keep apart by using their own collection name (:func:`unique_collection`);
-the manifest stays in each test's tmp_path.
+The session fixture ``chroma_server`` (conftest.py; its tests are marked ``server``) starts
+one server for the whole run (about 2 s), waits for its heartbeat and stops it at teardown.
+Tests keep apart by using their own collection name (:func:`unique_collection`); the manifest
+stays in each test's tmp_path.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 
 def free_port() -> int:
@@ -85,10 +83,3 @@ class ChromaServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@pytest.fixture(scope="session", name="chroma_server")
-def chroma_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
-    """One ``chroma run`` server for the test session, with its own data folder."""
-    with ChromaServer(tmp_path_factory.mktemp("chroma-server") / "data") as server:
-        yield server

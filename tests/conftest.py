@@ -1,67 +1,21 @@
-"""Shared fixtures: a deterministic fake embedder, an index in tmp_path, isolated settings."""
+"""Shared fixtures: isolated settings, the fake embedder, an index in tmp_path, the real model,
+a fake OpenAI server and a `chroma run` server. Plain helpers live in helpers.py."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT / "corpus"
-SEED = CORPUS / "ue-kazakhstan.txt"
-# the real model is built once into the user's cache (or QA_MODEL_CACHE) and reused across runs
-MODEL_CACHE = Path(os.environ.get("QA_MODEL_CACHE") or Path.home() / ".cache" / "qa" / "models")
+from chroma_server import ChromaServer
+from fake_openai import FakeOpenAIServer
+from helpers import MODEL_CACHE, FakeEmbedder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def _fold(word: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFD", word.lower()) if not unicodedata.combining(c))
-
-
-class FakeEmbedder:
-    """Hashed bag of (accent-folded) words: deterministic, instant, and lexically meaningful."""
-
-    model_id = "fake/hashed-bag-of-words"
-
-    def __init__(self, dimension: int = 256) -> None:
-        self._dim = dimension
-        self.calls = 0
-        self.embedded = 0
-
-    @property
-    def dimension(self) -> int:
-        return self._dim
-
-    def _vector(self, text: str) -> np.ndarray:
-        v = np.zeros(self._dim, dtype=np.float32)
-        for word in re.findall(r"\w+", _fold(text)):
-            h = int.from_bytes(hashlib.md5(word.encode()).digest()[:4], "little")
-            v[h % self._dim] += 1.0 if (h >> 31) & 1 else -1.0
-        n = np.linalg.norm(v)
-        if n == 0:
-            v[0] = 1.0
-            n = 1.0
-        return v / n
-
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        self.calls += 1
-        self.embedded += len(texts)
-        return np.stack([self._vector(t) for t in texts]) if texts else np.zeros((0, self._dim), np.float32)
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return self._vector(text)
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(t.split()) for t in texts]
 
 
 @pytest.fixture(autouse=True)
@@ -109,10 +63,22 @@ def real_embedder():
     return embedder
 
 
-def write(path: Path, content: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return path
+@pytest.fixture
+def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServer]:
+    """A running :class:`FakeOpenAIServer` on loopback; script replies with ``fake_openai.add(...)``."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
+    """One ``chroma run`` server for the test session, with its own data folder (a test that uses it
+    is marked ``server``). Tests keep apart by their own collection name (``unique_collection()``)."""
+    with ChromaServer(tmp_path_factory.mktemp("chroma-server") / "data") as server:
+        yield server

@@ -10,7 +10,8 @@ object) and streaming (server-sent events: ``data: {chat.completion.chunk}`` lin
 optional usage chunk, then ``data: [DONE]``), and ``GET /v1/models``. Replies are
 served in the order they were scripted (:meth:`FakeOpenAIServer.add`); a
 :class:`ScriptedError` reply answers with that HTTP status and an OpenAI-style error body.
-Every request received is kept in :attr:`FakeOpenAIServer.requests`.
+Every request received is kept in :attr:`FakeOpenAIServer.requests`. The ``fake_openai``
+fixture (conftest.py) starts one for a test.
 """
 
 from __future__ import annotations
@@ -20,12 +21,10 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 
 @dataclass
@@ -215,19 +214,3 @@ class FakeOpenAIServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@pytest.fixture(name="fake_openai")
-def fake_openai_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServer]:
-    """A running :class:`FakeOpenAIServer`; script replies with ``fake_openai.add(...)``.
-
-    Import it into a test module (``from fake_openai import fake_openai_fixture``) to use it.
-    """
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"):
-        monkeypatch.delenv(name, raising=False)
-    with FakeOpenAIServer() as server:
-        yield server

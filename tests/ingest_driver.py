@@ -5,7 +5,7 @@
     python tests/ingest_driver.py writer INDEX DIR ROUNDS     # rewrite, ingest and delete articles in a loop
     python tests/ingest_driver.py reader INDEX SECONDS        # search in a loop, report failures and partial articles
 
-Every process uses the deterministic ``FakeEmbedder`` of ``conftest.py`` and small chunks.
+Every process uses the deterministic ``FakeEmbedder`` of ``helpers.py`` and small chunks.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import qa.kb  # noqa: E402
 from qa import KnowledgeBase  # noqa: E402
 
-from conftest import FakeEmbedder  # noqa: E402
+from helpers import FakeEmbedder  # noqa: E402
 
 # the tests' corpora (hundreds of small articles) span several batches, as a big corpus does
 # with the default batch size: crash points such as "chunks:2" count batches
@@ -80,7 +81,7 @@ def writer(index: str, folder: str, rounds: int) -> None:
 
 def reader(index: str, seconds: float) -> None:
     found = re.compile(r"Article (doc\d+) version (v\d+) partie (p\d+)")
-    stats = {"queries": 0, "failures": 0, "partial": 0, "mixed": 0, "hits": 0, "asks": 0, "errors": []}
+    stats: dict[str, Any] = {"queries": 0, "failures": 0, "partial": 0, "mixed": 0, "hits": 0, "asks": 0, "errors": []}
     with open_kb(index) as kb:
         print("ready", flush=True)
         end = time.monotonic() + seconds

@@ -17,7 +17,7 @@ from qa.answering.text import REFUSAL, document_frequencies, idf, trim_social_ta
 from qa.chunking import split_sentences
 from qa.schema import Answer, Passage
 
-from conftest import ROOT, SEED
+from helpers import ROOT, SEED
 
 PIAF = ROOT.parent / "shared" / "data" / "piaf-v1.0.json"
 ALMATY_QUESTION = "Quand le bureau de l'UE a-t-il ouvert à Almaty ?"

@@ -15,9 +15,9 @@ from qa import KnowledgeBase, load_settings
 from qa.embeddings import SerialEmbedder
 from qa.http.app import create_app
 
-from chroma_server import chroma_server_fixture, unique_collection  # noqa: F401 - the fixture
-from conftest import SEED, FakeEmbedder
-from fake_openai import FakeOpenAIServer, fake_openai_fixture  # noqa: F401 - the fixture
+from chroma_server import unique_collection
+from fake_openai import FakeOpenAIServer
+from helpers import SEED, FakeEmbedder
 
 QUESTION = "Quand le bureau de l'UE a-t-il ouvert à Almaty ?"
 ALMATY = "En novembre 1994, la délégation de l’UE au Kazakhstan a commencé ses travaux à Almaty."
@@ -33,7 +33,7 @@ ARTICLE = {
 }
 
 
-@pytest.fixture(params=["embedded", "chroma-server"])
+@pytest.fixture(params=["embedded", pytest.param("chroma-server", marks=pytest.mark.server)])
 def backend(request: pytest.FixtureRequest) -> dict[str, str]:
     """Settings for the store: embedded (tmp_path) or the session's `chroma run` server."""
     if request.param == "embedded":
@@ -387,6 +387,7 @@ class SlowEmbedder(FakeEmbedder):
         return super().embed_documents(texts)
 
 
+@pytest.mark.stress
 def test_writes_do_not_block_readers_or_the_event_loop(tmp_path, backend):
     kb = KnowledgeBase.open(
         tmp_path / "index", embedder=SerialEmbedder(SlowEmbedder(0.5)), chunk_tokens=60, chunk_overlap=10, **backend
@@ -439,6 +440,7 @@ def test_concurrent_searches_and_writes_all_succeed(client):
 
 
 # -- Chroma server mode and the command line -----------------------------------------------
+@pytest.mark.server
 def test_two_api_processes_share_one_chroma_server(tmp_path, chroma_server):
     """Two services over one `chroma run` server and one QA_INDEX_DIR see each other's writes."""
     settings = load_settings(index_dir=tmp_path / "shared", chroma_url=chroma_server.url, collection=unique_collection())
@@ -455,6 +457,7 @@ def test_two_api_processes_share_one_chroma_server(tmp_path, chroma_server):
     two.close()
 
 
+@pytest.mark.server
 def test_a_chroma_server_that_goes_away_gives_503(tmp_path):
     from chroma_server import ChromaServer
 

@@ -18,7 +18,9 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 from qa import KnowledgeBase, Settings
 from qa.http.app import create_app
 
-from conftest import SEED, FakeEmbedder
+from helpers import SEED, FakeEmbedder
+
+pytestmark = pytest.mark.stress  # thousands of generated requests: `make test`, not `make test-fast`
 
 EXAMPLES = {GenerationMode.POSITIVE: 100, GenerationMode.NEGATIVE: 50}
 """Generated requests per operation: valid ones, and ones that break the schema on purpose."""

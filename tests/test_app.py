@@ -8,8 +8,8 @@ from streamlit.testing.v1 import AppTest
 
 from qa import KnowledgeBase
 
-from conftest import ROOT, SEED, write
-from fake_openai import FakeOpenAIServer, ScriptedError, fake_openai_fixture  # noqa: F401 - the fixture
+from fake_openai import ScriptedError
+from helpers import ROOT, SEED, write
 
 APP = str(ROOT / "app.py")
 QUESTION = "Quand le bureau de l'UE a-t-il ouvert à Almaty ?"

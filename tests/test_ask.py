@@ -10,8 +10,7 @@ from qa.answering.chain import is_follow_up, rewrite_follow_up
 from qa.answering.llm import LLMAnswerer
 from qa.cli import main
 
-from conftest import ROOT, SEED
-from fake_openai import fake_openai_fixture  # noqa: F401
+from helpers import ROOT, SEED
 
 QUESTION = "Quand le bureau de l'UE a-t-il ouvert à Almaty ?"
 ALMATY = "En novembre 1994, la délégation de l’UE au Kazakhstan a commencé ses travaux à Almaty."

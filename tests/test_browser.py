@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, MODEL_CACHE, ROOT
+from helpers import CORPUS, MODEL_CACHE, ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # chromium, and the real model
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [

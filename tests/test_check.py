@@ -9,7 +9,7 @@ import numpy as np
 from qa.cli import main
 from qa.index.store import chunk_metadata
 
-from conftest import write
+from helpers import write
 
 NEWS = [
     {"id": "n1", "text": "Le port de Marseille a battu un record de trafic en 2021.", "source": "AFP"},

@@ -6,7 +6,7 @@ import pytest
 
 from qa.cli import main
 
-from conftest import ROOT, SEED, write
+from helpers import ROOT, SEED, write
 
 
 @pytest.fixture(autouse=True)

@@ -8,16 +8,16 @@ import subprocess
 import sys
 
 import pytest
-from test_crash import DRIVER, driver_env
 
 from qa import IndexBusyError, KnowledgeBase
 from qa.index.locking import WriterLock
 
-from conftest import write
+from helpers import DRIVER, driver_env, dump, write, write_corpus
 
 ROUNDS = 12
 
 
+@pytest.mark.stress
 def test_reader_never_fails_nor_sees_half_an_article_while_a_writer_works(tmp_path):
     index, folder = tmp_path / "index", tmp_path / "news"
     seed = subprocess.run(
@@ -71,9 +71,8 @@ def test_cli_no_wait_is_a_one_line_error(tmp_path, use_fake_embedder, capsys):
     assert err.startswith("qa: error: another ingest is running") and err.count("\n") == 1
 
 
+@pytest.mark.stress
 def test_two_ingest_processes_at_once_queue_and_both_finish(tmp_path):
-    from test_crash import dump, write_corpus
-
     index = tmp_path / "index"
     feeds = [write_corpus(tmp_path / f"feed{i}.jsonl", 200, seed=i) for i in (1, 2)]
     # same ids a00000… in both feeds with different texts: the second writer updates what the first added

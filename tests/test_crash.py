@@ -3,7 +3,6 @@ the index of an uninterrupted ingest (same chunk ids, same counts, `qa check` cl
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -15,47 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers import DRIVER, driver_env, dump, run_driver, write_corpus
 
-DRIVER = Path(__file__).resolve().parent / "ingest_driver.py"
+pytestmark = pytest.mark.stress  # subprocesses killed with SIGKILL: `make test`, not `make test-fast`
+
 ARTICLES = 500
-WORDS = "le la les un port ville président gouvernement économie accord sommet réforme élection budget ministre".split()
-
-
-def driver_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "QA_TEST_CRASH_AT"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
-    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **extra)
-    return env
-
-
-def run_driver(*args: str, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(DRIVER), *args], capture_output=True, text=True, env=driver_env(**extra), timeout=300, check=False
-    )
-
-
-def dump(index: Path) -> dict:
-    result = run_driver("dump", str(index))
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def write_corpus(path: Path, n: int, seed: int, changed: int = 0) -> Path:
-    """``n`` small articles (3 to 9 sentences: one to three chunks) as JSON Lines; the first
-    ``changed`` ones get a new text (an update)."""
-    rng = random.Random(seed)
-    with path.open("w", encoding="utf-8") as fh:
-        for i in range(n):
-            sentences = [
-                f"Phrase {j} de l'article {i} : " + " ".join(rng.choice(WORDS) for _ in range(12)) + "."
-                for j in range(rng.randint(3, 9))
-            ]
-            if i < changed:
-                sentences.append(f"Mise à jour numéro {seed} de l'article {i}.")
-            record = {"id": f"a{i:05d}", "title": f"Article {i}", "text": " ".join(sentences), "source": "AFP"}
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return path
 
 
 def kill_during_ingest(index: Path, corpus: Path, delay: float) -> bool:

@@ -6,7 +6,7 @@ from qa.documents import Article, iter_inputs, normalize_text
 from qa.errors import DocumentError
 from qa.schema import Skipped
 
-from conftest import SEED, write
+from helpers import SEED, write
 
 MB = 10**6
 

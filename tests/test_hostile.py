@@ -11,7 +11,7 @@ import pytest
 
 from qa.cli import main
 
-from conftest import write
+from helpers import write
 
 GOOD = "Le port de Marseille a battu un record de trafic en 2021, selon la direction du port."
 

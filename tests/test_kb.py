@@ -5,7 +5,7 @@ from langchain_core.documents import Document
 
 from qa import IndexMismatchError, KnowledgeBase, NotFoundError, QueryError
 
-from conftest import SEED, FakeEmbedder, write
+from helpers import SEED, FakeEmbedder, write
 
 ALMATY = "En novembre 1994, la délégation de l’UE au Kazakhstan a commencé ses travaux à Almaty."
 

@@ -15,7 +15,7 @@ from langchain_tests.integration_tests import RetrieversIntegrationTests
 from qa import KnowledgeBase, QueryError
 from qa.retrieval.langchain import QARetriever
 
-from conftest import SEED, FakeEmbedder
+from helpers import SEED, FakeEmbedder
 
 QUESTION = "Quand le bureau de l'UE a-t-il ouvert à Almaty ?"
 

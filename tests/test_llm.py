@@ -27,8 +27,8 @@ from qa.chunking import split_sentences
 from qa.errors import ConfigError
 from qa.schema import Answer, Citation, Passage
 
-from conftest import SEED
-from fake_openai import FakeOpenAIServer, ScriptedError, fake_openai_fixture  # noqa: F401 - the fixture
+from fake_openai import FakeOpenAIServer, ScriptedError
+from helpers import SEED
 
 QUESTION = "Quand le bureau de l'UE a-t-il ouvert à Almaty ?"
 ALMATY = "En novembre 1994, la délégation de l’UE au Kazakhstan a commencé ses travaux à Almaty."

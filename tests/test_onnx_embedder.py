@@ -14,7 +14,7 @@ from qa.embeddings.onnx_build import _check_supported
 from qa.embeddings.torch import SentenceTransformerEmbedder
 from qa.errors import ConfigError, ModelError
 
-from conftest import MODEL_CACHE, SEED, FakeEmbedder
+from helpers import MODEL_CACHE, SEED, FakeEmbedder
 
 FRENCH = [
     "En novembre 1994, la délégation de l’UE au Kazakhstan a commencé ses travaux à Almaty.",

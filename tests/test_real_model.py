@@ -9,7 +9,7 @@ import pytest
 
 from qa import KnowledgeBase
 
-from conftest import SEED
+from helpers import SEED
 
 pytestmark = pytest.mark.slow
 

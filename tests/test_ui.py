@@ -20,7 +20,7 @@ from qa.ui.chat import (
 from qa.ui.i18n import MESSAGES, translator
 from qa.ui.uploads import ingest_uploads, safe_filename, save_upload
 
-from conftest import SEED
+from helpers import SEED
 
 PASSAGE_TEXT = "Le port a rouvert le 3 mars. Il était fermé depuis mai."
 ARTICLE = "Premier paragraphe sur autre chose. " * 30 + PASSAGE_TEXT + " " + "Suite. " * 200
