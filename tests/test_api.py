@@ -345,16 +345,16 @@ def test_without_a_token_every_route_is_open(client):
 
 # -- start-up and concurrency -----------------------------------------------------------
 def test_ready_is_false_until_the_index_opens(tmp_path, backend, monkeypatch):
-    import qa.http.app
+    import qa.http.service
 
     gate = threading.Event()
-    real_open = qa.http.app.open_kb
+    real_open = qa.http.service.open_kb
 
     def slow_open(settings):
         gate.wait(30)
         return real_open(settings)
 
-    monkeypatch.setattr(qa.http.app, "open_kb", slow_open)
+    monkeypatch.setattr(qa.http.service, "open_kb", slow_open)
     monkeypatch.setattr("qa.kb.make_embedder", lambda *a, **k: FakeEmbedder())
     settings = load_settings(index_dir=tmp_path / "idx", **backend)
     with TestClient(create_app(settings=settings)) as c:
