@@ -216,6 +216,7 @@ def test_request_filters_become_one_filters_value(client, api_kb, monkeypatch):
     assert request_filters(None) is NO_FILTERS
     given = m.Filters(source=["Astana Times"], date_from="2022-01-01")
     assert request_filters(given) == Filters(source=("Astana Times",), date_from="2022-01-01")
+    wait_ready(client)  # warming searches once: let it finish first
     seen: list[dict] = []
     search = api_kb.search
     monkeypatch.setattr(api_kb, "search", lambda *a, **k: seen.append(k) or search(*a, **k))
