@@ -4,6 +4,7 @@ Every test runs twice: against the embedded Chroma store in tmp_path, and agains
 ``chroma run`` server started once for the session (``QA_CHROMA_URL`` mode; see chroma_server.py).
 """
 
+import hashlib
 import json
 import threading
 import time
@@ -11,7 +12,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from qa import KnowledgeBase, load_settings
+from qa import KnowledgeBase, QueryError, Settings, load_settings
 from qa.embeddings import SerialEmbedder
 from qa.http.app import create_app
 
@@ -110,6 +111,81 @@ def test_openapi_documents_every_route(client):
     assert client.get("/docs").status_code == 200
 
 
+OPERATIONS = {
+    ("/health", "get"): ("health_health_get", ["service"], ["200"], False),
+    ("/ready", "get"): ("ready_ready_get", ["service"], ["200", "401", "503"], True),
+    ("/info", "get"): ("info_info_get", ["service"], ["200", "401", "503"], True),
+    ("/search", "post"): ("search_search_post", ["questions"], ["200", "400", "401", "404", "413", "422", "503"], True),
+    ("/ask", "post"): ("ask_ask_post", ["questions"], ["200", "400", "401", "404", "413", "422", "503"], True),
+    ("/ask/stream", "post"): (
+        "ask_stream_ask_stream_post",
+        ["questions"],
+        ["200", "400", "401", "404", "413", "422", "503"],
+        True,
+    ),
+    ("/documents", "get"): (
+        "list_documents_documents_get",
+        ["documents"],
+        ["200", "400", "401", "404", "413", "422", "503"],
+        True,
+    ),
+    ("/documents", "post"): (
+        "add_documents_documents_post",
+        ["documents"],
+        ["200", "400", "401", "404", "413", "422", "503"],
+        True,
+    ),
+    ("/documents/{doc_id}", "get"): (
+        "get_document_documents__doc_id__get",
+        ["documents"],
+        ["200", "400", "401", "404", "413", "422", "503"],
+        True,
+    ),
+    ("/documents/{doc_id}", "delete"): (
+        "delete_document_documents__doc_id__delete",
+        ["documents"],
+        ["200", "400", "401", "404", "413", "422", "503"],
+        True,
+    ),
+}
+"""Every operation: its id, tags, documented statuses, and whether it declares the bearer token."""
+OPENAPI_SHA256 = {
+    "extractive": "ac24d0c5c363f6dffc7ad3dc35839637965193750b39ce8afd96d783f06a5b22",
+    "openai:test-model": "629c2d52fb3e10c73ff3a6a7ac60d9c0fa530ecba08e1a679da3535f4380b638",
+}
+"""``create_app(settings=Settings(answerer=…)).openapi()`` (less ``info.version``) as JSON with sorted keys, as
+it was when ``create_app`` still held every route: the schema is a contract that a refactor must not change."""
+
+
+def test_openapi_schema_is_unchanged():
+    for answerer, expected in OPENAPI_SHA256.items():
+        schema = create_app(settings=Settings().replace(answerer=answerer)).openapi()
+        operations = {
+            (path, method): (op["operationId"], op["tags"], sorted(op["responses"]), "security" in op)
+            for path, methods in schema["paths"].items()
+            for method, op in methods.items()
+        }
+        assert operations == OPERATIONS
+        del schema["info"]["version"]
+        digest = hashlib.sha256(json.dumps(schema, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        assert digest == expected, f"the OpenAPI schema changed ({answerer}): if on purpose, update OPENAPI_SHA256"
+
+
+def test_each_app_keeps_its_own_ask_request_model():
+    """Two apps in one process: each /ask reads its own server's answerers (no router or model shared)."""
+    plain = create_app(settings=Settings())
+    llm = create_app(settings=Settings().replace(answerer="openai:test-model"))
+
+    def answerers(app):
+        return app.openapi()["components"]["schemas"]["AskRequest"]["properties"]["answerer"]["anyOf"][0]
+
+    assert answerers(plain) == {"const": "extractive", "type": "string"}
+    assert answerers(llm) == {"type": "string", "enum": ["extractive", "openai:test-model"]}
+    body = {"question": QUESTION, "answerer": "openai:test-model"}
+    assert_error(TestClient(plain).post("/ask", json=body), 422, "invalid_request", "'extractive'")
+    assert_error(TestClient(llm).post("/ask", json=body), 503, "not_ready")  # valid; no lifespan, so no index
+
+
 # -- search and ask ---------------------------------------------------------------------
 def test_search_returns_passages(client):
     r = client.post("/search", json={"question": QUESTION, "k": 5})
@@ -130,6 +206,37 @@ def test_search_filters(client):
     assert {h["doc_id"] for h in dated.json()} == {ARTICLE["id"]}
     lexical = client.post("/search", json={"question": "ministre", "mode": "lexical"}).json()
     assert lexical and lexical[0]["doc_id"] == ARTICLE["id"]
+
+
+def test_request_filters_become_one_filters_value(client, api_kb, monkeypatch):
+    from qa.http import models as m
+    from qa.http.routes_questions import request_filters
+    from qa.retrieval.filters import NO_FILTERS, Filters
+
+    assert request_filters(None) is NO_FILTERS
+    given = m.Filters(source=["Astana Times"], date_from="2022-01-01")
+    assert request_filters(given) == Filters(source=("Astana Times",), date_from="2022-01-01")
+    wait_ready(client)  # warming searches once: let it finish first
+    seen: list[dict] = []
+    search = api_kb.search
+    monkeypatch.setattr(api_kb, "search", lambda *a, **k: seen.append(k) or search(*a, **k))
+    filters = {"source": ["AFP"], "date_to": "2022-12-31"}
+    assert client.post("/search", json={"question": QUESTION, "filters": filters}).json() == []
+    assert seen == [{"mode": None, "source": ["AFP"], "date_to": "2022-12-31"}]
+
+
+@pytest.mark.parametrize("route", ["/search", "/ask", "/ask/stream"])
+def test_invalid_filters_are_400_before_any_work(client, monkeypatch, route):
+    """A filter the Filters value refuses is a 400 body, for /ask/stream too (not an error event after a 200)."""
+
+    class Refusing:
+        @staticmethod
+        def of(**given):
+            raise QueryError("filter date_from='2022-02-30' is not a date: write it as YYYY-MM-DD")
+
+    monkeypatch.setattr("qa.http.routes_questions.Filters", Refusing)
+    r = client.post(route, json={"question": QUESTION, "filters": {"date_from": "2022-02-28"}})
+    assert_error(r, 400, "invalid_query", "YYYY-MM-DD")
 
 
 def test_ask_answers_with_a_verbatim_citation(client):
@@ -345,16 +452,16 @@ def test_without_a_token_every_route_is_open(client):
 
 # -- start-up and concurrency -----------------------------------------------------------
 def test_ready_is_false_until_the_index_opens(tmp_path, backend, monkeypatch):
-    import qa.http.app
+    import qa.http.service
 
     gate = threading.Event()
-    real_open = qa.http.app.open_kb
+    real_open = qa.http.service.open_kb
 
     def slow_open(settings):
         gate.wait(30)
         return real_open(settings)
 
-    monkeypatch.setattr(qa.http.app, "open_kb", slow_open)
+    monkeypatch.setattr(qa.http.service, "open_kb", slow_open)
     monkeypatch.setattr("qa.kb.make_embedder", lambda *a, **k: FakeEmbedder())
     settings = load_settings(index_dir=tmp_path / "idx", **backend)
     with TestClient(create_app(settings=settings)) as c:

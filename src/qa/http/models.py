@@ -48,21 +48,14 @@ class _Strict(BaseModel):
 class Filters(_Strict):
     """Restrict retrieval to some sources and/or a date range (articles' ``date``)."""
 
+    # the routes turn it into one qa.retrieval.filters.Filters value (qa.http.routes_questions.request_filters);
+    # the docstring is the schema's description
+
     source: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = Field(
         None, max_length=50, description="only these sources (an article's `source` field)", examples=[["Astana Times"]]
     )
     date_from: Day | None = Field(None, description="only articles dated on or after (YYYY-MM-DD)")
     date_to: Day | None = Field(None, description="only articles dated on or before (YYYY-MM-DD)")
-
-    def as_kwargs(self) -> dict[str, object]:
-        out: dict[str, object] = {}
-        if self.source:
-            out["source"] = list(self.source)
-        if self.date_from:
-            out["date_from"] = self.date_from.isoformat()
-        if self.date_to:
-            out["date_to"] = self.date_to.isoformat()
-        return out
 
 
 class SearchRequest(_Strict):
