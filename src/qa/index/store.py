@@ -72,30 +72,6 @@ def make_client(index_dir: Path, chroma_url: str | None = None) -> Any:
         return chromadb.PersistentClient(path=str(path), settings=settings)
 
 
-def build_where(
-    source: str | Sequence[str] | None = None,
-    date_from: str | None = None,
-    date_to: str | None = None,
-    exclude: Sequence[str] | None = None,
-) -> dict[str, Any] | None:
-    """A Chroma ``where`` clause for the public filters (source, date range, excluded article ids)."""
-    clauses: list[dict[str, Any]] = []
-    if exclude:
-        ids = [exclude] if isinstance(exclude, str) else list(exclude)
-        clauses.append({"doc_id": {"$nin": ids}} if len(ids) > 1 else {"doc_id": {"$ne": ids[0]}})
-    if source:
-        sources = [source] if isinstance(source, str) else list(source)
-        clauses.append({"source": {"$in": sources}} if len(sources) > 1 else {"source": sources[0]})
-    if date_from:
-        clauses.append({"date_num": {"$gte": date_number(date_from, "date_from")}})
-    if date_to:
-        clauses.append({"date_num": {"$lte": date_number(date_to, "date_to")}})
-        clauses.append({"date_num": {"$gte": 1}})  # undated articles are outside any range
-    if not clauses:
-        return None
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
-
-
 def date_number(value: str, name: str = "date") -> int:
     """``YYYY-MM-DD`` → ``YYYYMMDD`` (Chroma compares numbers, not strings)."""
     try:
