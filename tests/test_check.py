@@ -54,7 +54,7 @@ def test_repair_reindexes_articles_whose_chunks_are_missing(kb, tmp_path):
     [lost] = kb.article("n3").chunk_ids
     kb.store.delete([lost])  # Chroma lost a chunk
     [lex] = kb.article("n1").chunk_ids
-    kb.manifest.lexical.delete_chunks([lex])  # and the lexical index another
+    kb.manifest.drop_lexical_rows([lex])  # and the lexical index another
     report = kb.check()
     assert report.missing == [lost] and report.lexical_missing == [lex] and report.broken_articles == ["n1", "n3"]
     fixed = kb.repair()
