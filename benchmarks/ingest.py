@@ -40,14 +40,14 @@ class Timed:
 
 
 def run_qa(articles: list[Any], embedder: Any, workdir: Path, batch_articles: int | None = None) -> dict[str, Any]:
-    import qa.kb
+    import qa.index.writer
     from qa import KnowledgeBase
 
-    default_batch = qa.kb.BATCH_ARTICLES
-    qa.kb.BATCH_ARTICLES = batch_articles or default_batch
+    default_batch = qa.index.writer.BATCH_ARTICLES
+    qa.index.writer.BATCH_ARTICLES = batch_articles or default_batch
     stages = Timed()
-    original_chunk_text = qa.kb.chunk_text
-    qa.kb.chunk_text = stages.wrap("chunk + count tokens", original_chunk_text)
+    original_chunk_text = qa.index.writer.chunk_text
+    qa.index.writer.chunk_text = stages.wrap("chunk + count tokens", original_chunk_text)
     try:
         kb = KnowledgeBase.open(workdir / "qa-index", embedder=embedder)
         kb.embedder = type("E", (), {})()  # a proxy that times each call of the real embedder
@@ -60,6 +60,7 @@ def run_qa(articles: list[Any], embedder: Any, workdir: Path, batch_articles: in
             return embedder.embed_documents(texts)
 
         kb.embedder.embed_documents = stages.wrap("embed", embed_documents)
+        kb.writer.embedder = kb.embedder  # the writer embeds the chunks
         kb.store.upsert = stages.wrap("chroma upsert", kb.store.upsert)
         kb.manifest.put_many = stages.wrap("manifest + lexical", kb.manifest.put_many)
         t = time.perf_counter()
@@ -67,8 +68,8 @@ def run_qa(articles: list[Any], embedder: Any, workdir: Path, batch_articles: in
         seconds = time.perf_counter() - t
         kb.close()
     finally:
-        qa.kb.chunk_text = original_chunk_text
-        qa.kb.BATCH_ARTICLES = default_batch
+        qa.index.writer.chunk_text = original_chunk_text
+        qa.index.writer.BATCH_ARTICLES = default_batch
     stages.seconds["other"] = seconds - sum(stages.seconds.values())
     return {"seconds": seconds, "chunks": report.chunks_written, "inputs": inputs, "stages": dict(stages.seconds)}
 

@@ -20,14 +20,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import qa.kb  # noqa: E402
+import qa.index.writer  # noqa: E402
 from qa import KnowledgeBase  # noqa: E402
 
 from helpers import FakeEmbedder  # noqa: E402
 
 # the tests' corpora (hundreds of small articles) span several batches, as a big corpus does
 # with the default batch size: crash points such as "chunks:2" count batches
-qa.kb.BATCH_ARTICLES = 32
+qa.index.writer.BATCH_ARTICLES = 32
 
 CHUNK_TOKENS = 60
 CHUNK_OVERLAP = 10

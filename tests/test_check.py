@@ -54,7 +54,7 @@ def test_repair_reindexes_articles_whose_chunks_are_missing(kb, tmp_path):
     [lost] = kb.article("n3").chunk_ids
     kb.store.delete([lost])  # Chroma lost a chunk
     [lex] = kb.article("n1").chunk_ids
-    kb.manifest.lexical.delete_chunks([lex])  # and the lexical index another
+    kb.manifest.drop_lexical_rows([lex])  # and the lexical index another
     report = kb.check()
     assert report.missing == [lost] and report.lexical_missing == [lex] and report.broken_articles == ["n1", "n3"]
     fixed = kb.repair()
@@ -109,25 +109,26 @@ def test_prune_lists_first_then_removes_articles_whose_files_are_gone(tmp_path, 
     assert main(["check"]) == 0
 
 
-def test_an_update_is_atomic_for_readers(kb, tmp_path):
+def test_an_update_is_atomic_for_readers(kb, tmp_path, monkeypatch):
     """Between the Chroma write and the manifest commit both versions are in Chroma, but
     search shows only the committed one; after the commit, only the new one."""
+    import qa.index.writer
+
     ingest_news(kb, tmp_path)
     old_ids = kb.article("n1").chunk_ids
     from qa.documents import Article
 
     new = Article(id="n1", text="Le port de Marseille accueille des croisières géantes.", source="AFP")
     calls = []
-    original = kb.manifest.put_many
 
-    def spy(*args, **kwargs):  # just before the commit: the new chunks are in Chroma, invisible
-        hits = kb.search("port de Marseille croisières record", k=10, mode="dense")
-        calls.append({p.chunk_id for p in hits if p.doc_id == "n1"})
-        return original(*args, **kwargs)
+    def spy(name):  # after the Chroma write, before the commit (and its lock): the new chunks are there, invisible
+        if name == "chunks":
+            hits = kb.search("port de Marseille croisières record", k=10, mode="dense")
+            calls.append(({p.chunk_id for p in hits if p.doc_id == "n1"}, kb.store.count()))
 
-    kb.manifest.put_many = spy
+    monkeypatch.setattr(qa.index.writer, "_crash_point", spy)
     kb.add_articles([new])
-    assert calls == [set(old_ids)]
+    assert calls == [(set(old_ids), 4)]  # both versions of n1 in Chroma, the old one shown
     assert {p.chunk_id for p in kb.search("port de Marseille croisières", k=10) if p.doc_id == "n1"} == set(
         kb.article("n1").chunk_ids
     )

@@ -230,3 +230,91 @@ def test_the_same_file_named_two_ways_is_one_article(kb, tmp_path, monkeypatch):
     path.write_text("Seconde version.", encoding="utf-8")
     report = kb.ingest([str(path)])
     assert len(report.updated) == 1 and kb.stats()["articles"] == 1
+
+
+def test_a_write_holds_the_commit_lock_only_around_its_commit(kb, tmp_path, fake_embedder):
+    """A reader pinning the committed state (the commit lock, shared) holds a delete back until it lets
+    go, but not an ingest's embedding: the writer takes the lock exclusively only to commit."""
+    import threading
+
+    from qa import Article
+
+    kb.ingest([jsonl(tmp_path / "n.jsonl", NEWS)])
+    errors: list[BaseException] = []
+
+    def start(fn):
+        def target():
+            try:
+                fn()
+            except BaseException as exc:  # reported by the assertion below
+                errors.append(exc)
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        return thread
+
+    with kb.commit_lock.shared():  # from this thread; FileLock holds exclude each other across threads
+        deleting = start(lambda: kb.delete("n3"))
+        deleting.join(0.5)
+        assert deleting.is_alive() and kb.article("n3")  # waiting to commit: nothing moved
+    deleting.join(10)
+    assert not deleting.is_alive() and not errors
+    with pytest.raises(NotFoundError):
+        kb.article("n3")
+
+    embedded, committing = threading.Event(), threading.Event()
+    embed, put_many = fake_embedder.embed_documents, kb.manifest.put_many
+    fake_embedder.embed_documents = lambda texts: (embedded.set(), embed(texts))[1]
+    kb.manifest.put_many = lambda *a, **k: (committing.set(), put_many(*a, **k))[1]
+    with kb.commit_lock.shared():
+        adding = start(lambda: kb.add_articles([Article(id="n4", text="Le sommet de Bruxelles a fini tard.")]))
+        assert embedded.wait(10)  # embedded (and written to Chroma) while the reader holds the lock
+        adding.join(0.5)
+        assert adding.is_alive() and not committing.is_set()
+    adding.join(10)
+    assert not adding.is_alive() and not errors and committing.is_set()
+    assert kb.article("n4").chunk_ids and kb.check().ok
+
+
+def test_each_write_takes_the_writer_lock_once(kb, tmp_path, monkeypatch):
+    holds = []
+    hold = kb.writer_lock.hold
+
+    def counted(*args, **kwargs):
+        holds.append(kb.writer_lock.held)  # False: taken from outside, not re-entered
+        return hold(*args, **kwargs)
+
+    monkeypatch.setattr(kb.writer_lock, "hold", counted)
+    kb.ingest([jsonl(tmp_path / "n.jsonl", NEWS)], prune=True)
+    kb.delete("n3")
+    kb.add_articles([])
+    kb.prune([tmp_path])
+    kb.rebuild()
+    assert holds == [False] * 5
+
+
+def test_article_records_and_articles_convert_in_one_place(tmp_path):
+    from qa import Article
+    from qa.index.manifest import ArticleRecord
+
+    article = Article(id="a", text="Texte.", title="T", date="2024-01-02", url="http://x", source="AFP", path="/c/a.txt")
+    record = ArticleRecord.from_article(article, ["a#0-1"])
+    assert (record.doc_id, record.content_hash, record.chunk_ids, record.path) == (
+        "a",
+        article.content_hash,
+        ["a#0-1"],
+        "/c/a.txt",
+    )
+    assert record.to_article() == article
+
+
+def test_manifest_integrity_methods(kb, tmp_path):
+    kb.ingest([jsonl(tmp_path / "n.jsonl", NEWS)])
+    rows = kb.manifest.lexical_rows()
+    assert rows == kb.manifest.chunk_map() and set(rows.values()) == {"n1", "n2", "n3"}
+    assert kb.manifest.sqlite_problems() == [] and kb.manifest.unindexed_lexical_rows() == []
+    [lost] = kb.article("n2").chunk_ids
+    kb.manifest.drop_lexical_rows([lost])
+    assert lost not in kb.manifest.lexical_rows() and kb.check().lexical_missing == [lost]
+    kb.manifest.rebuild_lexical_index()
+    assert kb.manifest.sqlite_problems() == []

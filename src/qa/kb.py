@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import signal
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from qa.answering.base import Answerer, ConversationalAnswerer
 from qa.answering.chain import ChainState, build_chain, make_answerer, sentence_scores, stream_answer
-from qa.chunking import chunk_text
 from qa.config import Settings, load_settings
-from qa.documents import Article, iter_inputs
+from qa.documents import Article
 from qa.embeddings import Embedder, Progress, make_embedder
 from qa.errors import DocumentError, NotFoundError, QueryError
-from qa.index.lexical import LexicalRow
+from qa.index.integrity import CheckReport, check_index
 from qa.index.locking import CommitLock, WriterLock
 from qa.index.manifest import ArticleRecord, Manifest
-from qa.index.store import ChunkStore, IndexSpec, chunk_metadata, date_number, make_client, reopen_client
+from qa.index.store import ChunkStore, make_client, reopen_client
 from qa.index.view import CommittedView
+from qa.index.writer import IndexWriter, IngestProgress  # IngestProgress: re-exported (qa.ui.uploads)
 from qa.retrieval.filters import Filters
 from qa.retrieval.langchain import QARetriever
 from qa.retrieval.retriever import Retriever
@@ -31,49 +27,7 @@ from qa.schema import Answer, IngestReport, Passage, Skipped
 
 logger = logging.getLogger(__name__)
 
-IngestProgress = Callable[[IngestReport, int], None]
-"""Called after each batch with the running report and the number of inputs seen."""
-
 MAX_K = 1000
-BATCH_ARTICLES = 256
-BATCH_CHARS = 200_000
-"""An ingest commits articles in batches of at most this many articles or characters of text
-(~250 chunks): the unit of crash recovery, and one embedding call, whose length-sorted batches
-then pad little (32-article batches spent 16 % more time embedding the same chunks)."""
-"""A batch is written early when its articles hold this much text (bounded memory)."""
-EMBED_SLICE = 256
-"""Chunks embedded and written to Chroma per call."""
-
-
-def _crash_point(name: str) -> None:
-    """Test hook: ``QA_TEST_CRASH_AT=name:N`` kills the process (SIGKILL) the N-th time ``name`` is reached."""
-    spec = os.environ.get("QA_TEST_CRASH_AT")
-    if not spec:
-        return
-    point, _, count = spec.partition(":")
-    if point != name:
-        return
-    _CRASH_COUNTS[name] = _CRASH_COUNTS.get(name, 0) + 1
-    if _CRASH_COUNTS[name] >= int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_CRASH_COUNTS: dict[str, int] = {}
-
-
-def chunk_id(doc_id: str, index: int, text: str, version: str = "") -> str:
-    """Deterministic: the same article version always gives the same chunk ids.
-
-    ``version`` (the article's content hash) makes every version's ids distinct, so a
-    changed article's new chunks are written beside the old ones and never overwrite a
-    chunk that readers may still be shown."""
-    digest = hashlib.sha1((version + "\0" + text if version else text).encode("utf-8")).hexdigest()[:10]
-    return f"{doc_id}#{index}-{digest}"
-
-
-def embedding_input(title: str, text: str) -> str:
-    """What is embedded for a chunk: its article's title, then the chunk."""
-    return f"{title}\n{text}" if title else text
 
 
 class KnowledgeBase:
@@ -120,6 +74,17 @@ class KnowledgeBase:
             view=self.view,
             settings=settings,
             scorer=sentence_scores,
+        )
+        self.writer = IndexWriter(
+            manifest=self.manifest,
+            store=self.store,
+            embedder=self.embedder,
+            view=self.view,
+            writer_lock=self.writer_lock,
+            commit_lock=self.commit_lock,
+            chunk_tokens=settings.chunk_tokens,
+            chunk_overlap=settings.chunk_overlap,
+            max_file_bytes=int(settings.max_file_mb * 1e6),
         )
         # fail at open, before any model is loaded, if the index was built with another model
         self.store.check_compatible(self.embedder.model_id)
@@ -176,207 +141,36 @@ class KnowledgeBase:
         (``report.pruned``). ``wait=False`` raises :class:`~qa.errors.IndexBusyError`
         instead of queueing behind another ingest.
         """
-        if isinstance(paths, (str, Path)):
-            paths = [paths]
-        paths = list(paths)
-        max_bytes = int(self.settings.max_file_mb * 1e6)
-        with self.writer_lock.hold(wait=wait):
-            report = self.add_articles(iter_inputs(paths, max_bytes), progress=progress)
-            if prune:
-                gone = self.prune_candidates(paths)
-                for doc_id, _ in gone:
-                    self._delete_unlocked(doc_id)
-                report.pruned.extend(doc_id for doc_id, _ in gone)
-        return report
+        return self.writer.ingest(paths, progress=progress, prune=prune, wait=wait)
 
     def add_articles(
         self, items: Iterable[Article | DocumentError | Skipped], *, progress: IngestProgress | None = None
     ) -> IngestReport:
         """Index articles given in memory (plus any load errors to report)."""
-        with self.writer_lock.hold():
-            self.view.sync()
-            self.recover()
-            return self._add_articles(items, progress)
-
-    def _add_articles(self, items: Iterable[Article | DocumentError | Skipped], progress: IngestProgress | None) -> IngestReport:
-        report = IngestReport()
-        started = time.perf_counter()
-        seen: dict[str, str] = {}
-        pending: list[Article] = []
-        pending_chars = 0
-        inputs = 0
-        for item in items:
-            inputs += 1
-            if isinstance(item, Skipped):
-                report.skipped.append(item)
-            elif isinstance(item, DocumentError):
-                report.errors.append(Skipped(item.path, item.reason, item.line))
-            elif item.id in seen:
-                report.skipped.append(
-                    Skipped(item.path or item.id, f"same article id {item.id!r} as {seen[item.id]}; kept the first")
-                )
-            else:
-                seen[item.id] = item.path or item.id
-                pending.append(item)
-                pending_chars += len(item.text)
-            if len(pending) >= BATCH_ARTICLES or pending_chars > BATCH_CHARS:
-                self._write_batch(pending, report)
-                pending, pending_chars = [], 0
-                report.seconds = time.perf_counter() - started
-                if progress:
-                    progress(report, inputs)
-        if pending:
-            self._write_batch(pending, report)
-        report.seconds = time.perf_counter() - started
-        if progress:
-            progress(report, inputs)
-        for problem in report.errors:
-            logger.warning("skipped %s", problem)
-        return report
-
-    def _spec(self) -> IndexSpec:
-        return IndexSpec(self.embedder.model_id, self.embedder.dimension, self.settings.chunk_tokens, self.settings.chunk_overlap)
-
-    def _write_batch(self, articles: list[Article], report: IngestReport | None = None, *, force: bool = False) -> None:
-        """Write a batch so that a crash at any point leaves every article old or new, never half:
-
-        1. journal the new chunk ids (``pending``), 2. write the chunks to Chroma (invisible:
-        the manifest does not list them yet), 3. commit manifest + lexical rows in one SQLite
-        transaction (the articles flip to their new chunks; the old ones are journaled),
-        4. delete the old chunks from Chroma and settle the journal. :meth:`recover` finishes
-        or undoes whatever a crash interrupted.
-        """
-        report = report if report is not None else IngestReport()
-        known = self.manifest.hashes([a.id for a in articles])
-        todo: list[tuple[Article, list[str]]] = []
-        for article in articles:
-            # a file whose content (hence id) changed replaces what it indexed before
-            replaced = (
-                [i for i in self.manifest.ids_for_path(article.path) if i != article.id]
-                if article.derived_id and article.path
-                else []
-            )
-            if known.get(article.id) == article.content_hash and not replaced and not force:
-                report.unchanged.append(article.id)
-            else:
-                todo.append((article, replaced))
-        if not todo:
-            return
-        self.store.ensure(self._spec())
-        ids: list[str] = []
-        texts: list[str] = []
-        inputs: list[str] = []
-        metas: list[dict[str, Any]] = []
-        records: list[ArticleRecord] = []
-        lexical_rows: list[LexicalRow] = []
-        for article, _ in todo:
-            chunks = chunk_text(article.text, self.embedder.count_tokens, self.settings.chunk_tokens, self.settings.chunk_overlap)
-            record = ArticleRecord(
-                article.id,
-                article.content_hash,
-                article.text,
-                article.title,
-                article.date,
-                article.url,
-                article.source,
-                article.path,
-            )
-            for c in chunks:
-                record.chunk_ids.append(chunk_id(article.id, c.index, c.text, article.content_hash))
-                lexical_rows.append(
-                    LexicalRow(
-                        record.chunk_ids[-1],
-                        article.id,
-                        c.text,
-                        article.title,
-                        article.source,
-                        date_number(article.date) if article.date else 0,
-                    )
-                )
-                texts.append(c.text)
-                inputs.append(embedding_input(article.title, c.text))
-                metas.append(
-                    chunk_metadata(article.id, c.index, c.start, c.end, article.title, article.source, article.url, article.date)
-                )
-            ids.extend(record.chunk_ids)
-            records.append(record)
-        self.manifest.journal(ids)
-        for i in range(0, len(ids), EMBED_SLICE):  # bounded memory: vectors for one slice at a time
-            j = i + EMBED_SLICE
-            self.store.upsert(ids[i:j], self.embedder.embed_documents(inputs[i:j]), texts[i:j], metas[i:j])
-            _crash_point("chunks")
-        stale: list[str] = []
-        dropped: list[str] = []
-        for (article, replaced), record in zip(todo, records, strict=True):
-            old = self.manifest.get(article.id)
-            if old:
-                stale.extend(sorted(set(old.chunk_ids) - set(record.chunk_ids)))
-            dropped.extend(replaced)
-            if not force:
-                (report.updated if old or replaced else report.added).append(article.id)
-        with self.commit_lock.exclusive():
-            doomed = self.manifest.put_many(records, lexical_rows, drop_chunks=stale, drop_docs=dropped)
-            _crash_point("commit")
-            self.store.delete(doomed)
-            self.manifest.settle(doomed)
-        self.view.seen()
-        report.chunks_written += len(ids)
-        _crash_point("batch")
+        return self.writer.add_articles(items, progress=progress)
 
     def recover(self) -> list[str]:
         """Finish what an interrupted write left: delete from Chroma the journaled chunk ids
         that no committed article lists (written before a crash, or replaced and not yet
         deleted). Returns them. Ingest, delete and repair run this first."""
-        with self.writer_lock.hold():
-            if self.manifest.count() == 0 and self.store.count() > 0:
-                self.store.drop()  # a rebuild interrupted between forgetting the manifest and dropping Chroma
-            pending = self.manifest.pending()
-            if not pending:
-                return []
-            keep = self.manifest.committed(pending)
-            orphans = [c for c in pending if c not in keep]
-            self.store.delete(orphans)
-            self.manifest.settle(pending)
-            self.view.seen()
-            if orphans:
-                logger.warning("removed %d chunks left by an interrupted ingest", len(orphans))
-            return orphans
+        return self.writer.recover()
 
     def prune_candidates(self, paths: Iterable[str | Path]) -> list[tuple[str, str]]:
         """``(doc_id, path)`` of the articles loaded from files under the folders in ``paths``
         (or from those files) that no longer exist: what ``qa ingest --prune`` removes."""
-        from qa.documents import present_files
-
-        roots, present = present_files(paths)
-        return [
-            (doc_id, stored)
-            for doc_id, stored in self.manifest.paths()
-            if any(stored == r or stored.startswith(r.rstrip(os.sep) + os.sep) for r in roots) and stored not in present
-        ]
+        return self.writer.prune_candidates(paths)
 
     def prune(self, paths: str | Path | Iterable[str | Path], *, dry_run: bool = False) -> list[tuple[str, str]]:
         """Remove the articles whose files under ``paths`` are gone; ``dry_run`` only lists them."""
-        if isinstance(paths, (str, Path)):
-            paths = [paths]
-        with self.writer_lock.hold():
-            gone = self.prune_candidates(list(paths))
-            if not dry_run:
-                for doc_id, _ in gone:
-                    self._delete_unlocked(doc_id)
-        return gone
+        return self.writer.prune(paths, dry_run=dry_run)
 
-    def check(self) -> Any:
+    def check(self) -> CheckReport:
         """Verify the index: counts, orphans, manifest vs Chroma, lexical vs dense (``qa check``)."""
-        from qa.index.integrity import check_index
+        return check_index(self.manifest, self.store, self.view)
 
-        return check_index(self)
-
-    def repair(self) -> Any:
+    def repair(self) -> CheckReport:
         """Fix what :meth:`check` finds; returns the check report after repair (``qa check --repair``)."""
-        from qa.index.integrity import repair_index
-
-        with self.writer_lock.hold():
-            return repair_index(self)
+        return self.writer.repair()
 
     # -- search --------------------------------------------------------------------
     def search(
@@ -499,21 +293,7 @@ class KnowledgeBase:
     # -- management ----------------------------------------------------------------
     def delete(self, doc_id: str) -> None:
         """Remove an article and all its chunks (invisible at once, then deleted from Chroma)."""
-        with self.writer_lock.hold():
-            self.view.sync()
-            self.recover()
-            if not self._delete_unlocked(doc_id):
-                raise NotFoundError(f"no article with id {doc_id!r} in the index: `qa info` lists what is there")
-
-    def _delete_unlocked(self, doc_id: str) -> bool:
-        with self.commit_lock.exclusive():
-            chunk_ids = self.manifest.delete(doc_id)
-            if chunk_ids is None:
-                return False
-            self.store.delete(chunk_ids)
-            self.manifest.settle(chunk_ids)
-        self.view.seen()
-        return True
+        self.writer.delete(doc_id)
 
     def article(self, doc_id: str) -> ArticleRecord:
         """The stored article (full text and metadata)."""
@@ -524,10 +304,7 @@ class KnowledgeBase:
 
     def rebuild(self) -> None:
         """Forget everything indexed (the next ingest starts from scratch)."""
-        with self.writer_lock.hold():
-            self.manifest.clear()
-            self.store.drop()
-            self.view.seen()
+        self.writer.rebuild()
 
     def stats(self) -> dict[str, Any]:
         spec = self.store.spec() or {}

@@ -11,6 +11,9 @@ indexes hold:
   table's own integrity check;
 - the ``pending`` journal empty (else an ingest was interrupted; repair finishes it);
 - SQLite's ``quick_check``.
+
+:func:`check_index` and :func:`repair_index` take the index's parts (manifest, store, view, and for
+repair the :class:`~qa.index.writer.IndexWriter`) and use only their public methods.
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qa.documents import Article
-from qa.index.lexical import CHUNKS_TABLE, FTS_TABLE
+from qa.index.manifest import Manifest
+from qa.index.store import ChunkStore
+from qa.index.view import CommittedView
+
+if TYPE_CHECKING:  # the writer calls repair_index with itself
+    from qa.index.writer import IndexWriter
 
 logger = logging.getLogger(__name__)
 
@@ -98,42 +105,26 @@ class CheckReport:
         return {**asdict(self), "ok": self.ok}
 
 
-def check_index(kb: Any) -> CheckReport:
+def check_index(manifest: Manifest, store: ChunkStore, view: CommittedView) -> CheckReport:
     """Compare the manifest with Chroma and the lexical index (reads only)."""
-    kb.view.sync()
-    manifest = kb.manifest
+    view.sync()
     report = CheckReport()
     listed = manifest.chunk_map()  # chunk_id -> doc_id, from the articles table
     report.articles = manifest.count()
     report.manifest_chunks = len(listed)
     report.pending = manifest.pending()
 
-    dense = kb.store.all_ids()  # chunk_id -> doc_id, from Chroma metadata
+    dense = store.all_ids()  # chunk_id -> doc_id, from Chroma metadata
     report.chroma_chunks = len(dense)
     report.orphans = sorted(set(dense) - set(listed))
     report.missing = sorted(set(listed) - set(dense))
 
-    with manifest._lock:
-        db = manifest._db
-        lexical = dict(db.execute(f"SELECT chunk_id, doc_id FROM {CHUNKS_TABLE}").fetchall())
-        fts_without_chunk = db.execute(
-            f"SELECT COUNT(*) FROM {FTS_TABLE} WHERE rowid NOT IN (SELECT id FROM {CHUNKS_TABLE})"
-        ).fetchone()[0]
-        chunk_without_fts = db.execute(
-            f"SELECT chunk_id FROM {CHUNKS_TABLE} WHERE id NOT IN (SELECT rowid FROM {FTS_TABLE})"
-        ).fetchall()
-        quick = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
-        try:
-            db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('integrity-check')")
-        except Exception as exc:  # sqlite3.DatabaseError: the FTS index disagrees with its content
-            report.sqlite.append(f"FTS5 integrity-check: {exc}")
+    lexical = manifest.lexical_rows()  # chunk_id -> doc_id, from the lexical chunk rows
+    unindexed = manifest.unindexed_lexical_rows()  # chunk rows without their FTS row
+    report.sqlite = manifest.sqlite_problems(SAMPLE)
     report.lexical_chunks = len(lexical)
-    if quick != ["ok"]:
-        report.sqlite.extend(f"quick_check: {q}" for q in quick[:SAMPLE])
-    if fts_without_chunk:
-        report.sqlite.append(f"{fts_without_chunk} FTS rows without a chunk row")
     report.lexical_orphans = sorted(set(lexical) - set(listed))
-    report.lexical_missing = sorted((set(listed) - set(lexical)) | {r[0] for r in chunk_without_fts})
+    report.lexical_missing = sorted((set(listed) - set(lexical)) | set(unindexed))
     report.wrong_owner = sorted(
         c for c, doc in listed.items() if (c in dense and dense[c] != doc) or (c in lexical and lexical[c] != doc)
     )
@@ -141,42 +132,33 @@ def check_index(kb: Any) -> CheckReport:
     return report
 
 
-def repair_index(kb: Any) -> CheckReport:
-    """Fix what :func:`check_index` finds (the caller holds the writer lock); returns a fresh check."""
-    before = check_index(kb)
+def repair_index(manifest: Manifest, store: ChunkStore, view: CommittedView, writer: IndexWriter) -> CheckReport:
+    """Fix what :func:`check_index` finds (the caller holds the writer lock); returns a fresh check.
+
+    An interrupted write is finished by ``writer.recover()``; FTS5, orphan chunks and orphan lexical
+    rows are fixed under the commit lock (what readers may be shown moves); broken articles are
+    re-indexed from the text the manifest keeps by ``writer.reindex()``."""
+    before = check_index(manifest, store, view)
     done: list[str] = []
     if before.pending:
-        removed = kb.recover()
+        removed = writer.recover()
         done.append(f"finished an interrupted write ({len(before.pending)} journaled ids, {len(removed)} chunks deleted)")
-        before = check_index(kb)
-    if before.sqlite:
-        with kb.manifest._lock:
-            kb.manifest._db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')")
-        done.append("rebuilt the FTS5 index")
-    if before.orphans:
-        kb.store.delete(before.orphans)
-        done.append(f"deleted {len(before.orphans)} orphan chunks from Chroma")
-    if before.lexical_orphans:
-        with kb.manifest._transaction():
-            kb.manifest.lexical.delete_chunks(before.lexical_orphans)
-        done.append(f"deleted {len(before.lexical_orphans)} orphan lexical rows")
+        before = check_index(manifest, store, view)
+    if before.sqlite or before.orphans or before.lexical_orphans:
+        with writer.commit_lock.exclusive():
+            if before.sqlite:
+                manifest.rebuild_lexical_index()
+                done.append("rebuilt the FTS5 index")
+            if before.orphans:
+                store.delete(before.orphans)
+                done.append(f"deleted {len(before.orphans)} orphan chunks from Chroma")
+            if before.lexical_orphans:
+                manifest.drop_lexical_rows(before.lexical_orphans)
+                done.append(f"deleted {len(before.lexical_orphans)} orphan lexical rows")
     if before.broken_articles:
-        articles = []
-        for record in kb.manifest.iter_records(before.broken_articles):
-            articles.append(
-                Article(
-                    id=record.doc_id,
-                    text=record.text,
-                    title=record.title,
-                    date=record.date,
-                    url=record.url,
-                    source=record.source,
-                    path=record.path,
-                )
-            )
-        for i in range(0, len(articles), 32):
-            kb._write_batch(articles[i : i + 32], force=True)
+        articles = [record.to_article() for record in manifest.iter_records(before.broken_articles)]
+        writer.reindex(articles)
         done.append(f"re-indexed {len(articles)} articles from their stored text: {json.dumps(before.broken_articles[:SAMPLE])}")
-    after = check_index(kb)
+    after = check_index(manifest, store, view)
     after.repaired = done
     return after

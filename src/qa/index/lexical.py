@@ -193,6 +193,33 @@ class LexicalIndex:
             self._conn.execute(f"DELETE FROM {FTS_TABLE}")
             self._conn.execute(f"DELETE FROM {CHUNKS_TABLE}")
 
+    def rebuild(self) -> None:
+        """Rebuild the FTS5 index from the rows it stores (FTS5's ``rebuild`` command)."""
+        self._conn.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')")
+
+    # -- integrity -----------------------------------------------------------------------
+    def rows(self) -> dict[str, str]:
+        """``chunk_id → doc_id`` for every chunk row."""
+        return dict(self._conn.execute(f"SELECT chunk_id, doc_id FROM {CHUNKS_TABLE}").fetchall())
+
+    def unindexed_chunks(self) -> list[str]:
+        """Chunk ids whose chunk row has no FTS row."""
+        rows = self._conn.execute(f"SELECT chunk_id FROM {CHUNKS_TABLE} WHERE id NOT IN (SELECT rowid FROM {FTS_TABLE})")
+        return [r[0] for r in rows]
+
+    def fts_orphan_count(self) -> int:
+        """FTS rows without a chunk row."""
+        sql = f"SELECT COUNT(*) FROM {FTS_TABLE} WHERE rowid NOT IN (SELECT id FROM {CHUNKS_TABLE})"
+        return int(self._conn.execute(sql).fetchone()[0])
+
+    def integrity_error(self) -> str | None:
+        """FTS5's own ``integrity-check``: None when the index agrees with its content, else the error."""
+        try:
+            self._conn.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('integrity-check')")
+        except sqlite3.Error as exc:  # sqlite3.DatabaseError: the FTS index disagrees with its content
+            return str(exc)
+        return None
+
     # -- reads -------------------------------------------------------------------------
     def count(self) -> int:
         """Number of indexed chunks."""

@@ -13,7 +13,7 @@ The manifest is also what makes an index crash-safe and what readers trust:
   or delete, are filtered out of search results (:meth:`Manifest.committed`);
 - the ``pending`` table journals every Chroma id whose fate is not settled: new chunks
   before their article commits, replaced or deleted chunks until Chroma has dropped them.
-  After a crash, :meth:`qa.kb.KnowledgeBase.recover` deletes from Chroma the pending ids
+  After a crash, :meth:`qa.index.writer.IndexWriter.recover` deletes from Chroma the pending ids
   the manifest does not hold, so neither orphans nor duplicates survive;
 - ``meta.generation`` grows with every committed change, so a reader in another process
   knows when to reload its view of the embedded Chroma store.
@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from qa.documents import Article
 from qa.index.lexical import LexicalIndex, LexicalRow
 
 _SCHEMA = """
@@ -67,6 +68,33 @@ class ArticleRecord:
     path: str = ""
     chunk_ids: list[str] = field(default_factory=list)
     ingested_at: str = ""
+
+    @classmethod
+    def from_article(cls, article: Article, chunk_ids: Sequence[str] = ()) -> ArticleRecord:
+        """The manifest row of ``article`` (not yet stored: ``ingested_at`` is set when it is)."""
+        return cls(
+            article.id,
+            article.content_hash,
+            article.text,
+            article.title,
+            article.date,
+            article.url,
+            article.source,
+            article.path,
+            list(chunk_ids),
+        )
+
+    def to_article(self) -> Article:
+        """The article as it was indexed, from the stored text and metadata (to re-index it)."""
+        return Article(
+            id=self.doc_id,
+            text=self.text,
+            title=self.title,
+            date=self.date,
+            url=self.url,
+            source=self.source,
+            path=self.path,
+        )
 
 
 def _now() -> str:
@@ -261,6 +289,44 @@ class Manifest:
             record = self.get(doc_id)
             if record is not None:
                 yield record
+
+    # -- integrity (qa check / --repair) -----------------------------------------------
+    def lexical_rows(self) -> dict[str, str]:
+        """``chunk_id → doc_id`` for every chunk row of the lexical index."""
+        with self._lock:
+            return self.lexical.rows()
+
+    def unindexed_lexical_rows(self) -> list[str]:
+        """Chunk ids whose lexical chunk row has no FTS row (BM25 cannot find them)."""
+        with self._lock:
+            return self.lexical.unindexed_chunks()
+
+    def sqlite_problems(self, sample: int = 5) -> list[str]:
+        """What SQLite itself reports: the FTS5 integrity-check, ``quick_check`` (its first ``sample``
+        lines), FTS rows without a chunk row. Empty when the database is sound."""
+        problems: list[str] = []
+        with self._lock:
+            fts_error = self.lexical.integrity_error()
+            quick = [r[0] for r in self._db.execute("PRAGMA quick_check").fetchall()]
+            fts_orphans = self.lexical.fts_orphan_count()
+        if fts_error:
+            problems.append(f"FTS5 integrity-check: {fts_error}")
+        if quick != ["ok"]:
+            problems.extend(f"quick_check: {q}" for q in quick[:sample])
+        if fts_orphans:
+            problems.append(f"{fts_orphans} FTS rows without a chunk row")
+        return problems
+
+    def rebuild_lexical_index(self) -> None:
+        """Rebuild the FTS5 index from its stored rows (what repairs an FTS5 integrity problem)."""
+        with self._transaction():
+            self.lexical.rebuild()
+
+    def drop_lexical_rows(self, chunk_ids: Sequence[str]) -> None:
+        """Delete these chunks' lexical rows, in one transaction (rows no committed article lists)."""
+        if chunk_ids:
+            with self._transaction():
+                self.lexical.delete_chunks(chunk_ids)
 
     def lexical_search(self, query: str, k: int, **filters: Any) -> list[tuple[str, float]]:
         """BM25 hits ``(chunk_id, score)``; filters as :meth:`LexicalIndex.search`."""

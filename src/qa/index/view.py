@@ -30,13 +30,17 @@ class CommittedView:
         self._generation = manifest.generation()
         self._lock = threading.Lock()
 
-    def sync(self) -> None:
-        """Reload the embedded store if another process changed the index since this one last looked."""
+    def sync(self, *, writing: bool = False) -> None:
+        """Reload the embedded store if another process changed the index since this one last looked.
+
+        While a thread of this process writes, readers leave the store alone (its client is the
+        current one); the writer itself, once it holds the writer lock (``writing``), catches up
+        with what other processes wrote before it."""
         generation = self.manifest.generation()
         with self._lock:
             if generation == self._generation:
                 return
-            if not self.writer_lock.held:  # while this process writes, its own client is the current one
+            if writing or not self.writer_lock.held:
                 self.store.refresh()
             self._generation = generation
 
