@@ -41,7 +41,7 @@ class TestStandardRetriever(RetrieversIntegrationTests):
 
     @property
     def retriever_constructor_params(self) -> dict:
-        return {"search": _kb()._search_checked}
+        return {"search": _kb().retriever.search}
 
     @property
     def retriever_query_example(self) -> str:

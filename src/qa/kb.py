@@ -9,25 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from qa.answering.base import Answerer, ConversationalAnswerer
-from qa.answering.chain import ChainState, build_chain, make_answerer, sentence_scores, stream_answer
+from qa.answering.chain import Answerers, ChainState, build_chain, sentence_scores, stream_answer
 from qa.config import Settings, load_settings
 from qa.documents import Article
 from qa.embeddings import Embedder, Progress, make_embedder
 from qa.errors import DocumentError, NotFoundError, QueryError
+from qa.index import Index
 from qa.index.integrity import CheckReport, check_index
-from qa.index.locking import CommitLock, WriterLock
-from qa.index.manifest import ArticleRecord, Manifest
-from qa.index.store import ChunkStore, make_client, reopen_client
-from qa.index.view import CommittedView
+from qa.index.manifest import ArticleRecord
 from qa.index.writer import IndexWriter, IngestProgress  # IngestProgress: re-exported (qa.ui.uploads)
-from qa.retrieval.filters import Filters
+from qa.retrieval.filters import MAX_K, Filters, check_k, check_question
 from qa.retrieval.langchain import QARetriever
 from qa.retrieval.retriever import Retriever
 from qa.schema import Answer, IngestReport, Passage, Skipped
 
 logger = logging.getLogger(__name__)
-
-MAX_K = 1000
 
 
 class KnowledgeBase:
@@ -55,18 +51,9 @@ class KnowledgeBase:
             slice_size=embed_slice,
             backend=settings.embedding_backend,
         )
-        self.manifest = Manifest(Path(settings.index_dir) / "manifest.sqlite3")
-        # an embedded store we opened ourselves can be reopened when another process changes it
-        reopen = None if client is not None or settings.chroma_url else (lambda: reopen_client(settings.index_dir))
-        self.store = ChunkStore(
-            client or make_client(settings.index_dir, settings.chroma_url),
-            settings.collection,
-            visible=self.manifest.committed,
-            reopen=reopen,
-        )
-        self.writer_lock = WriterLock(Path(settings.index_dir))
-        self.commit_lock = CommitLock(Path(settings.index_dir))
-        self.view = CommittedView(self.manifest, self.store, self.writer_lock, self.commit_lock)
+        self.index = Index.open(Path(settings.index_dir), settings.collection, chroma_url=settings.chroma_url, client=client)
+        self.manifest, self.store, self.view = self.index.manifest, self.index.store, self.index.view
+        self.writer_lock, self.commit_lock = self.index.writer_lock, self.index.commit_lock
         self.retriever = Retriever(
             embedder=self.embedder,
             store=self.store,
@@ -88,7 +75,7 @@ class KnowledgeBase:
         )
         # fail at open, before any model is loaded, if the index was built with another model
         self.store.check_compatible(self.embedder.model_id)
-        self._answerers: dict[str, Answerer | ConversationalAnswerer] = {}
+        self._answerers = Answerers(settings.answerer, base_url=settings.llm_base_url, api_key=settings.llm_api_key)
         self._warm = False
         self._warm_lock = threading.Lock()
 
@@ -114,7 +101,7 @@ class KnowledgeBase:
         return cls(settings, embedder=embedder, client=client, progress=progress, embed_slice=embed_slice)
 
     def close(self) -> None:
-        self.manifest.close()
+        self.index.close()
 
     def __enter__(self) -> KnowledgeBase:
         return self
@@ -192,18 +179,12 @@ class KnowledgeBase:
         A result holds one committed version of each article, even while a writer works.
         """
         filters = Filters.of(source=source, date_from=date_from, date_to=date_to, exclude=exclude)
-        return self._search(_check_question(question), _check_k(k), filters, mode)
-
-    def _search(self, question: str, k: int, filters: Filters, mode: str | None = None) -> list[Passage]:
         return self.retriever.search(question, k, filters, mode)
 
     # -- answers -------------------------------------------------------------------
     def answerer(self, spec: str | None = None) -> Answerer | ConversationalAnswerer:
         """The answerer for ``spec`` (default ``QA_ANSWERER``), built once per spec."""
-        spec = spec or self.settings.answerer
-        if spec not in self._answerers:
-            self._answerers[spec] = make_answerer(spec, base_url=self.settings.llm_base_url, api_key=self.settings.llm_api_key)
-        return self._answerers[spec]
+        return self._answerers.get(spec)
 
     def ask(
         self,
@@ -222,7 +203,7 @@ class KnowledgeBase:
         answerer object.
         """
         chosen, state = self._ask_inputs(question, history, k, answerer, filters)
-        return build_chain(self._retrieve, chosen).invoke(state)
+        return build_chain(self.retriever.search, chosen).invoke(state)
 
     def ask_stream(
         self,
@@ -236,10 +217,7 @@ class KnowledgeBase:
         """Like :meth:`ask`, but yields the reply's text chunks as an LLM streams them,
         then the final :class:`Answer` (the extractive answerer yields the Answer alone)."""
         chosen, state = self._ask_inputs(question, history, k, answerer, filters)
-        return stream_answer(self._retrieve, chosen, state)
-
-    def _retrieve(self, question: str, k: int, filters: Filters) -> list[Passage]:
-        return self._search(_check_question(question), k, filters)
+        return stream_answer(self.retriever.search, chosen, state)
 
     def _ask_inputs(
         self,
@@ -249,8 +227,7 @@ class KnowledgeBase:
         answerer: str | Answerer | ConversationalAnswerer | None,
         filters: dict[str, Any],
     ) -> tuple[Answerer | ConversationalAnswerer, ChainState]:
-        question = _check_question(question)
-        k = _check_k(k)
+        question, k = check_question(question), check_k(k)
         checked = Filters.from_kwargs(filters)
         chosen = answerer if answerer is not None and not isinstance(answerer, str) else self.answerer(answerer)
         return chosen, ChainState(question=question, history=tuple(history or ()), filters=checked, k=k)
@@ -285,10 +262,7 @@ class KnowledgeBase:
 
     def as_retriever(self, k: int = 5, *, mode: str | None = None, **filters: Any) -> QARetriever:
         """A LangChain ``BaseRetriever`` over :meth:`search`; ``invoke(question, k=…, source=…)`` overrides per call."""
-        return QARetriever(search=self._search_checked, k=_check_k(k), filters=Filters.from_kwargs(filters), mode=mode)
-
-    def _search_checked(self, question: str, k: int, filters: Filters, mode: str | None) -> list[Passage]:
-        return self._search(_check_question(question), _check_k(k), filters, mode)
+        return QARetriever(search=self.retriever.search, k=check_k(k), filters=Filters.from_kwargs(filters), mode=mode)
 
     # -- management ----------------------------------------------------------------
     def delete(self, doc_id: str) -> None:
@@ -307,34 +281,13 @@ class KnowledgeBase:
         self.writer.rebuild()
 
     def stats(self) -> dict[str, Any]:
-        spec = self.store.spec() or {}
-        return {
-            "articles": self.manifest.count(),
-            "chunks": self.store.count(),
-            "model": spec.get("embedding_model", self.embedder.model_id),
-            "dimension": spec.get("dimension"),
-            "chunk_tokens": spec.get("chunk_tokens", self.settings.chunk_tokens),
-            "chunk_overlap": spec.get("chunk_overlap", self.settings.chunk_overlap),
-            "sources": self.manifest.sources(),
-            "last_ingest": self.manifest.meta("last_ingest"),
-            "index_dir": str(self.settings.index_dir),
-            "chroma_url": self.settings.chroma_url,
-        }
+        """``articles``, ``chunks``, ``model``, ``dimension``, chunking, ``sources``, ``last_ingest``, where the index is."""
+        settings = self.settings
+        counts = self.index.stats(self.embedder.model_id, settings.chunk_tokens, settings.chunk_overlap)
+        return {**counts, "index_dir": str(settings.index_dir), "chroma_url": settings.chroma_url}
 
     def list_documents(self, offset: int = 0, limit: int = 50) -> tuple[int, list[ArticleRecord]]:
         """``(total, page)``: the indexed articles ordered by id, without their text, for paged listings."""
         if offset < 0 or not 1 <= limit <= MAX_K:
             raise QueryError(f"offset={offset}, limit={limit}: offset must be >= 0 and limit 1 to {MAX_K}")
         return self.manifest.count(), self.manifest.page(offset, limit)
-
-
-def _check_question(question: Any) -> str:
-    if not isinstance(question, str) or not question.strip():
-        raise QueryError("the question is empty: type a question")
-    return question.strip()
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise QueryError(f"k={k!r} is out of range: ask for 1 to {MAX_K} passages")
-    return k

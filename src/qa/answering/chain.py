@@ -10,6 +10,7 @@ standalone questions first: by rules in extractive mode, by the LLM when one ans
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -166,6 +167,22 @@ def extractive_answerer() -> ExtractiveAnswerer:
 def sentence_scores(question: str, passages: list[Passage]) -> list[tuple[int, float]]:
     """The extractive answerer's sentence scores ``(passage index, score)``, best first (rerank mode)."""
     return [(s.passage_index, s.score) for s in extractive_answerer().score_sentences(question, passages)]
+
+
+class Answerers:
+    """The answerers of one knowledge base, each built once per spec (``extractive``, ``openai:…``)."""
+
+    def __init__(self, default: str, *, base_url: str | None = None, api_key: str | None = None) -> None:
+        self.default, self.base_url, self.api_key = default, base_url, api_key
+        self._built: dict[str, Answerer | ConversationalAnswerer] = {}
+        self._lock = threading.Lock()
+
+    def get(self, spec: str | None = None) -> Answerer | ConversationalAnswerer:
+        spec = spec or self.default
+        with self._lock:
+            if spec not in self._built:
+                self._built[spec] = make_answerer(spec, base_url=self.base_url, api_key=self.api_key)
+            return self._built[spec]
 
 
 def make_answerer(spec: str, *, base_url: str | None = None, api_key: str | None = None) -> Answerer | ConversationalAnswerer:

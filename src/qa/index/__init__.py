@@ -1,0 +1,62 @@
+"""The index of one folder: what is stored, how it is written, what readers may see.
+
+- :mod:`qa.index.manifest`: SQLite, one row per article (text, metadata, chunk ids), the ``pending``
+  journal and the generation; :mod:`qa.index.lexical` (BM25 over FTS5) lives in the same database;
+- :mod:`qa.index.store`: the Chroma collection of chunks and vectors (embedded or a server);
+- :mod:`qa.index.writer`: the write protocol (journal → Chroma → one transaction → cleanup);
+- :mod:`qa.index.view`: the committed state readers trust; :mod:`qa.index.locking`: the writer and
+  commit locks; :mod:`qa.index.integrity`: ``qa check`` / ``--repair``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qa.index.locking import CommitLock, WriterLock
+from qa.index.manifest import Manifest
+from qa.index.store import ChunkStore, make_client, reopen_client
+from qa.index.view import CommittedView
+
+MANIFEST_NAME = "manifest.sqlite3"
+
+
+@dataclass
+class Index:
+    """The parts of one index: the manifest (with BM25), the Chroma store, the two locks, the committed view."""
+
+    manifest: Manifest
+    store: ChunkStore
+    writer_lock: WriterLock
+    commit_lock: CommitLock
+    view: CommittedView
+
+    @classmethod
+    def open(cls, index_dir: Path, collection: str, *, chroma_url: str | None = None, client: Any = None) -> Index:
+        """The index in ``index_dir`` (created if missing); vectors in an embedded Chroma there, in the
+        server at ``chroma_url``, or in the given ``client``."""
+        index_dir = Path(index_dir)
+        manifest = Manifest(index_dir / MANIFEST_NAME)
+        # an embedded store we opened ourselves can be reopened when another process changes it
+        reopen = None if client is not None or chroma_url else (lambda: reopen_client(index_dir))
+        store = ChunkStore(client or make_client(index_dir, chroma_url), collection, visible=manifest.committed, reopen=reopen)
+        writer_lock, commit_lock = WriterLock(index_dir), CommitLock(index_dir)
+        return cls(manifest, store, writer_lock, commit_lock, CommittedView(manifest, store, writer_lock, commit_lock))
+
+    def close(self) -> None:
+        self.manifest.close()
+
+    def stats(self, model_id: str, chunk_tokens: int, chunk_overlap: int) -> dict[str, Any]:
+        """Counts and the build record (the configured model and chunking where the index has none yet)."""
+        spec = self.store.spec() or {}
+        return {
+            "articles": self.manifest.count(),
+            "chunks": self.store.count(),
+            "model": spec.get("embedding_model", model_id),
+            "dimension": spec.get("dimension"),
+            "chunk_tokens": spec.get("chunk_tokens", chunk_tokens),
+            "chunk_overlap": spec.get("chunk_overlap", chunk_overlap),
+            "sources": self.manifest.sources(),
+            "last_ingest": self.manifest.meta("last_ingest"),
+        }

@@ -40,7 +40,7 @@ from qa.errors import QueryError
 from qa.index.manifest import Manifest
 from qa.index.store import ChunkStore
 from qa.index.view import CommittedView
-from qa.retrieval.filters import NO_FILTERS, Filters
+from qa.retrieval.filters import NO_FILTERS, Filters, check_k, check_question
 from qa.retrieval.fusion import rrf_fuse, score_fuse
 from qa.schema import Passage
 
@@ -99,6 +99,7 @@ class Retriever:
 
     def search(self, question: str, k: int = 5, filters: Filters = NO_FILTERS, mode: str | None = None) -> list[Passage]:
         """The ``k`` best committed passages for ``question``, best first (one version of each article)."""
+        question, k = check_question(question), check_k(k)
         mode = mode or self.settings.retrieval
         if mode not in RETRIEVAL_MODES:
             raise QueryError(f"retrieval mode {mode!r} is unknown: use one of {', '.join(RETRIEVAL_MODES)}")
