@@ -6,10 +6,9 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qa.answering.base import Answerer, ConversationalAnswerer
-from qa.answering.chain import Answerers, ChainState, build_chain, sentence_scores, stream_answer
 from qa.config import Settings, load_settings
 from qa.documents import Article
 from qa.embeddings import Embedder, Progress, make_embedder
@@ -19,11 +18,20 @@ from qa.index.integrity import CheckReport, check_index
 from qa.index.manifest import ArticleRecord
 from qa.index.writer import IndexWriter, IngestProgress  # IngestProgress: re-exported (qa.ui.uploads)
 from qa.retrieval.filters import MAX_K, Filters, check_k, check_question
-from qa.retrieval.langchain import QARetriever
 from qa.retrieval.retriever import Retriever
 from qa.schema import Answer, IngestReport, Passage, Skipped
 
+if TYPE_CHECKING:  # LangChain loads with the first question, not with `import qa` (ingest, check, info never need it)
+    from qa.answering.chain import Answerers, ChainState
+    from qa.retrieval.langchain import QARetriever
+
 logger = logging.getLogger(__name__)
+
+
+def _sentence_scores(question: str, passages: list[Passage]) -> list[tuple[int, float]]:
+    from qa.answering.chain import sentence_scores
+
+    return sentence_scores(question, passages)
 
 
 class KnowledgeBase:
@@ -60,7 +68,7 @@ class KnowledgeBase:
             manifest=self.manifest,
             view=self.view,
             settings=settings,
-            scorer=sentence_scores,
+            scorer=_sentence_scores,
         )
         self.writer = IndexWriter(
             manifest=self.manifest,
@@ -75,7 +83,7 @@ class KnowledgeBase:
         )
         # fail at open, before any model is loaded, if the index was built with another model
         self.store.check_compatible(self.embedder.model_id)
-        self._answerers = Answerers(settings.answerer, base_url=settings.llm_base_url, api_key=settings.llm_api_key)
+        self._answerers: Answerers | None = None
         self._warm = False
         self._warm_lock = threading.Lock()
 
@@ -184,6 +192,11 @@ class KnowledgeBase:
     # -- answers -------------------------------------------------------------------
     def answerer(self, spec: str | None = None) -> Answerer | ConversationalAnswerer:
         """The answerer for ``spec`` (default ``QA_ANSWERER``), built once per spec."""
+        if self._answerers is None:
+            from qa.answering.chain import Answerers
+
+            settings = self.settings
+            self._answerers = Answerers(settings.answerer, base_url=settings.llm_base_url, api_key=settings.llm_api_key)
         return self._answerers.get(spec)
 
     def ask(
@@ -202,6 +215,8 @@ class KnowledgeBase:
         of :meth:`search`. ``answerer`` is a spec (``"extractive"``, ``"openai:…"``) or an
         answerer object.
         """
+        from qa.answering.chain import build_chain
+
         chosen, state = self._ask_inputs(question, history, k, answerer, filters)
         return build_chain(self.retriever.search, chosen).invoke(state)
 
@@ -216,6 +231,8 @@ class KnowledgeBase:
     ) -> Iterator[str | Answer]:
         """Like :meth:`ask`, but yields the reply's text chunks as an LLM streams them,
         then the final :class:`Answer` (the extractive answerer yields the Answer alone)."""
+        from qa.answering.chain import stream_answer
+
         chosen, state = self._ask_inputs(question, history, k, answerer, filters)
         return stream_answer(self.retriever.search, chosen, state)
 
@@ -227,6 +244,8 @@ class KnowledgeBase:
         answerer: str | Answerer | ConversationalAnswerer | None,
         filters: dict[str, Any],
     ) -> tuple[Answerer | ConversationalAnswerer, ChainState]:
+        from qa.answering.chain import ChainState
+
         question, k = check_question(question), check_k(k)
         checked = Filters.from_kwargs(filters)
         chosen = answerer if answerer is not None and not isinstance(answerer, str) else self.answerer(answerer)
@@ -262,6 +281,8 @@ class KnowledgeBase:
 
     def as_retriever(self, k: int = 5, *, mode: str | None = None, **filters: Any) -> QARetriever:
         """A LangChain ``BaseRetriever`` over :meth:`search`; ``invoke(question, k=…, source=…)`` overrides per call."""
+        from qa.retrieval.langchain import QARetriever
+
         return QARetriever(search=self.retriever.search, k=check_k(k), filters=Filters.from_kwargs(filters), mode=mode)
 
     # -- management ----------------------------------------------------------------

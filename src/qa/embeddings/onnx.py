@@ -56,6 +56,7 @@ class OnnxEmbedder:
         self.batch_size = batch_size
         self.progress = progress
         self._session: Any = None
+        self._counter: Any = None
         self._lock = threading.Lock()
         self._queries = QueryCache()
 
@@ -79,7 +80,6 @@ class OnnxEmbedder:
 
         try:
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-            counter = Tokenizer.from_file(str(folder / "tokenizer.json"))
             st_config = json.loads((folder / "config_sentence_transformers.json").read_text())
             bert_config = json.loads((folder / "sentence_bert_config.json").read_text())
         except Exception as exc:  # OSError, ValueError, or tokenizers' plain Exception
@@ -88,8 +88,6 @@ class OnnxEmbedder:
         pad_id = tokenizer.token_to_id("<pad>")
         tokenizer.enable_truncation(max_length)
         tokenizer.enable_padding(pad_id=1 if pad_id is None else pad_id, pad_token="<pad>")
-        counter.no_truncation()
-        counter.no_padding()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # idle workers sleep instead of spinning: on 2 shared cores spinning doubled a question's
@@ -103,7 +101,7 @@ class OnnxEmbedder:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"cannot load {path} ({exc}): delete {path.parent} to rebuild it") from None
         self._prompts = {k: str(v) for k, v in (st_config.get("prompts") or {}).items()}
-        self._tokenizer, self._counter = tokenizer, counter
+        self._tokenizer, self._folder = tokenizer, folder
         self._dimension = int(session.get_outputs()[0].shape[-1])
         self._session = session
         logger.info("loaded %s (dim %s) from %s", self.model_id, self._dimension, path)
@@ -144,8 +142,22 @@ class OnnxEmbedder:
             return cached
         return self._queries.put(text, self._encode([text], "query")[0])
 
+    def _token_counter(self) -> Any:
+        """A second tokenizer, without truncation or padding, for counting (an ingest's chunking only:
+        the XLM-R vocabulary costs ~290 MB and ~1-3 s per tokenizer, which a query process never pays)."""
+        if self._counter is None:
+            with self._lock:
+                if self._counter is None:
+                    from tokenizers import Tokenizer
+
+                    counter = Tokenizer.from_file(str(self._folder / "tokenizer.json"))
+                    counter.no_truncation()
+                    counter.no_padding()
+                    self._counter = counter
+        return self._counter
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
         self.load()
-        return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False)]
+        return [len(e.ids) for e in self._token_counter().encode_batch(list(texts), add_special_tokens=False)]

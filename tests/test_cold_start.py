@@ -1,0 +1,125 @@
+"""Start in seconds, stay small: what a cold process loads, and the ONNX file's memory-mapped weights.
+
+Times are measured by ``benchmarks/cold_start.py`` (ratios before/after in one run), never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from qa.embeddings import onnx_build
+from qa.embeddings.onnx_build import DATA_FILE, MARKER, MODEL_FILE, build_onnx_model, onnx_folder_for
+
+from helpers import MODEL_CACHE, ROOT, SEED
+
+QUESTION = "Quand le bureau de l'UE a-t-il ouvert à Almaty ?"
+HEAVY = ("torch", "transformers", "sentence_transformers", "chromadb", "langchain_core", "spacy", "fastapi", "streamlit")
+
+# run in a cold process: `qa ask`, counting the tokenizers it loads and the heavy libraries it imports
+COLD_ASK = """
+import json, sys, tokenizers
+loads = []
+from_file = tokenizers.Tokenizer.from_file
+tokenizers.Tokenizer.from_file = staticmethod(lambda path: loads.append(path) or from_file(path))
+from qa.cli import main
+code = main(["ask", sys.argv[1]])
+heavy = [m for m in ("torch", "transformers", "sentence_transformers") if m in sys.modules]
+print(json.dumps({"code": code, "imported": heavy, "tokenizers": len(loads)}))
+"""
+
+
+def _env(tmp_path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "QA_MODEL_CACHE": str(MODEL_CACHE),
+        "QA_INDEX_DIR": str(tmp_path / "index"),
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+def test_import_qa_loads_no_heavy_library(tmp_path):
+    code = f"import json, sys, qa, qa.cli, qa.kb; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    done = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == []
+
+
+def _tiny_model_folder(tmp_path):
+    """What ``_check_supported`` accepts: a mean-pooled, normalised BERT folder (no weights needed here)."""
+    folder = tmp_path / "tiny-model"
+    (folder / "1_Pooling").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "num_attention_heads": 1, "hidden_size": 4}))
+    modules = [
+        {"idx": 0, "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "mean"}))
+    (folder / "model.safetensors").write_bytes(b"weights")
+    return folder
+
+
+def _tiny_onnx(path):
+    """A graph with one 300x4 weight (over the 1 KB external-data threshold): ids -> gathered rows."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weight = np.arange(1200, dtype=np.float32).reshape(300, 4) / 7
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["weight", "input_ids"], ["out"])],
+        "tiny",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["n"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 4])],
+        [onnx.numpy_helper.from_array(weight, "weight")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return weight
+
+
+def test_a_format_1_build_is_upgraded_in_place_without_exporting_again(tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    model_folder = _tiny_model_folder(tmp_path)
+    cache = tmp_path / "cache"
+    old = onnx_folder_for(model_folder, cache, "onnx")
+    old.mkdir(parents=True)
+    weight = _tiny_onnx(old / MODEL_FILE)
+    marker = {"build_format": 1, "backend": "onnx", "stamp": onnx_build._source_stamp(model_folder)}
+    (old / MARKER).write_text(json.dumps(marker))
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the upgrade must not export the model again")
+
+    monkeypatch.setattr(onnx_build, "_export", no_export)
+    path = build_onnx_model(model_folder, cache, "onnx")
+    assert path == old / MODEL_FILE and (old / DATA_FILE).stat().st_size >= weight.nbytes
+    assert path.stat().st_size < 1024  # the graph alone; the weights are beside it
+    assert json.loads((old / MARKER).read_text())["build_format"] == onnx_build.BUILD_FORMAT
+    assert onnx_build.is_built(old, model_folder, "onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ids = np.array([0, 7, 299], dtype=np.int64)
+    assert np.array_equal(session.run(None, {"input_ids": ids})[0], weight[ids])
+    assert build_onnx_model(model_folder, cache, "onnx") == path  # built: nothing more to do
+
+
+@pytest.mark.slow
+def test_a_cold_qa_ask_answers_without_torch_nor_a_second_tokenizer(tmp_path):
+    env = _env(tmp_path)
+    subprocess.run(
+        [sys.executable, "-m", "qa.cli", "ingest", "-q", str(SEED)], env=env, check=True, capture_output=True, timeout=600
+    )
+    done = subprocess.run([sys.executable, "-c", COLD_ASK, QUESTION], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer, _, report = done.stdout.rstrip().rpartition("\n")
+    assert answer.startswith("En novembre 1994.") and "commencé ses travaux à Almaty" in answer
+    # no torch on the query path; the counting tokenizer (~290 MB) is an ingest's only
+    assert json.loads(report) == {"code": 0, "imported": [], "tokenizers": 1}
+    onnx_folder = MODEL_CACHE / "multilingual-e5-small.onnx"
+    assert (onnx_folder / DATA_FILE).is_file() and (onnx_folder / MODEL_FILE).stat().st_size < 1_000_000
