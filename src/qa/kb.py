@@ -251,13 +251,15 @@ class KnowledgeBase:
         chosen = answerer if answerer is not None and not isinstance(answerer, str) else self.answerer(answerer)
         return chosen, ChainState(question=question, history=tuple(history or ()), filters=checked, k=k)
 
-    def warm(self, progress: Callable[[str], None] | None = None) -> None:
-        """Load the embedding model and the default answerer's NLP pipeline now (servers and
-        the UI call this once at start, so the first question does not pay for it).
+    def warm(self, progress: Callable[[str], None] | None = None, *, background: bool = True) -> None:
+        """Load the embedding model and the answer path now (servers and the UI call this once at
+        start, so the first question does not pay for it).
 
-        ``progress`` is told each step as it starts: ``"model"``, ``"answerer"``, then ``"index"``
-        when the index holds chunks (one question asked end to end loads the vector index and
-        the answer path). Thread-safe and done once: later calls return at once.
+        ``progress`` is told each step as it starts: ``"model"``, then ``"index"`` when the index
+        holds chunks (one question asked end to end loads the vector index and the answer path),
+        then ``"answerer"``: the default answerer's spaCy pipeline, which only « qui » and « où »
+        questions need and which takes seconds to load, loads in a background thread (``background``;
+        a question that needs it meanwhile waits for it). Thread-safe and done once.
         """
         with self._warm_lock:
             if self._warm:
@@ -265,13 +267,21 @@ class KnowledgeBase:
             if progress:
                 progress("model")
             self.embedder.embed_query("warm up")
-            if progress:
-                progress("answerer")
-            getattr(self.answerer(), "nlp", None)  # the extractive answerer loads spaCy on first use
             if not self.manifest.is_empty():
                 if progress:
                     progress("index")
-                self.ask("Quand et où cela s'est-il passé ?", k=1, answerer="extractive")  # never an LLM call
+                self.ask("Quand cela s'est-il passé ?", k=1, answerer="extractive")  # never an LLM call, nor spaCy
+            if progress:
+                progress("answerer")
+            answerer = self.answerer()
+
+            def load_nlp() -> None:
+                getattr(answerer, "nlp", None)  # the extractive answerer loads spaCy on first use
+
+            if background:
+                threading.Thread(target=load_nlp, name="qa-warm-nlp", daemon=True).start()
+            else:
+                load_nlp()
             self._warm = True
 
     @property

@@ -16,6 +16,7 @@ from typing import Any
 
 from qa.analysis import analyze, fold, stop_words
 from qa.answering.questions import word_terms
+from qa.imports import import_spacy
 
 __all__ = [
     "SPACY_MODEL",
@@ -349,8 +350,7 @@ def load_nlp(model: str = SPACY_MODEL) -> Any:
     with _NLP_LOCK:
         if model not in _NLP_CACHE:
             try:
-                import spacy
-
+                spacy = import_spacy()  # without torch, which thinc would import for nothing
                 _NLP_CACHE[model] = spacy.load(model, exclude=list(_SPACY_UNUSED))
             except (ImportError, OSError):
                 _NLP_CACHE[model] = None

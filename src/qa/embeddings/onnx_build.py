@@ -23,6 +23,7 @@ from typing import Any
 
 from qa.errors import ModelError
 from qa.files import file_lock, staged_folder
+from qa.imports import import_torch
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,8 @@ def _export(model_folder: Path, out: Path) -> None:
     """The encoder + mean pooling + L2 normalisation as one ONNX graph (fp32)."""
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
-        import torch
+
+        torch: Any = import_torch()
         import transformers
         from transformers import AutoModel
     except ImportError as exc:

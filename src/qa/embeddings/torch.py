@@ -17,6 +17,7 @@ import numpy as np
 
 from qa.embeddings.base import Progress, QueryCache, model_id_for, resolve_model_folder
 from qa.errors import ModelError
+from qa.imports import import_torch
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -59,7 +60,7 @@ class SentenceTransformerEmbedder:
         folder = resolve_model_folder(self.name, self.cache_dir, self.progress)
         if self.progress:
             self.progress(f"loading embedding model {self.model_id}")
-        import torch
+        torch = import_torch()  # (never while spaCy's import hides it: qa.imports)
         import transformers
         from sentence_transformers import SentenceTransformer
 
