@@ -189,7 +189,8 @@ def main() -> int:
             print("| step | seconds | RSS after | peak RSS so far |\n|---|---|---|---|")
             for step, seconds, rss, peak in steps["rows"]:
                 print(f"| {step} | {seconds:.2f} | {rss} MB | {peak} MB |")
-            print(f"\nheaviest imports of `import qa.cli, qa.kb` ({name}): " + ", ".join(f"{m} {s:.2f} s" for m, s in import_times(env)))
+            heaviest = ", ".join(f"{m} {s:.2f} s" for m, s in import_times(env))
+            print(f"\nheaviest imports of `import qa.cli, qa.kb` ({name}): {heaviest}")
         if not args.no_serve:
             print("\n## `qa serve` until /ready\n\n| variant | seconds to /ready | RSS when ready |\n|---|---|---|")
             for name, (src, cache) in variants.items():
