@@ -213,7 +213,7 @@ def test_exclude_leaves_articles_out_of_both_rankings(kb, tmp_path):
 
 def test_rerank_promotes_the_passage_that_answers_what_is_asked():
     from qa import Passage
-    from qa.answering.chain import sentence_scores
+    from qa.answering.answerers import sentence_scores
     from qa.retrieval.retriever import rerank_passages
 
     generic = Passage("a", "a#0", "Le bureau de l'UE est un sujet de débat depuis longtemps à Bruxelles.", score=1.0)

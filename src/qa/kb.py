@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qa.answering.answerers import Answerers, sentence_scores
 from qa.answering.base import Answerer, ConversationalAnswerer
 from qa.config import Settings, load_settings
 from qa.documents import Article
@@ -22,16 +23,10 @@ from qa.retrieval.retriever import Retriever
 from qa.schema import Answer, IngestReport, Passage, Skipped
 
 if TYPE_CHECKING:  # LangChain loads with the first question, not with `import qa` (ingest, check, info never need it)
-    from qa.answering.chain import Answerers, ChainState
+    from qa.answering.chain import ChainState
     from qa.retrieval.langchain import QARetriever
 
 logger = logging.getLogger(__name__)
-
-
-def _sentence_scores(question: str, passages: list[Passage]) -> list[tuple[int, float]]:
-    from qa.answering.chain import sentence_scores
-
-    return sentence_scores(question, passages)
 
 
 class KnowledgeBase:
@@ -68,7 +63,7 @@ class KnowledgeBase:
             manifest=self.manifest,
             view=self.view,
             settings=settings,
-            scorer=_sentence_scores,
+            scorer=sentence_scores,
         )
         self.writer = IndexWriter(
             manifest=self.manifest,
@@ -83,7 +78,7 @@ class KnowledgeBase:
         )
         # fail at open, before any model is loaded, if the index was built with another model
         self.store.check_compatible(self.embedder.model_id)
-        self._answerers: Answerers | None = None
+        self._answerers = Answerers(settings.answerer, base_url=settings.llm_base_url, api_key=settings.llm_api_key)
         self._warm = False
         self._warm_lock = threading.Lock()
 
@@ -192,11 +187,6 @@ class KnowledgeBase:
     # -- answers -------------------------------------------------------------------
     def answerer(self, spec: str | None = None) -> Answerer | ConversationalAnswerer:
         """The answerer for ``spec`` (default ``QA_ANSWERER``), built once per spec."""
-        if self._answerers is None:
-            from qa.answering.chain import Answerers
-
-            settings = self.settings
-            self._answerers = Answerers(settings.answerer, base_url=settings.llm_base_url, api_key=settings.llm_api_key)
         return self._answerers.get(spec)
 
     def ask(

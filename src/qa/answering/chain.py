@@ -10,19 +10,14 @@ standalone questions first: by rules in extractive mode, by the LLM when one ans
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 from langchain_core.runnables import Runnable, RunnableLambda
 
 from qa.answering.base import Answerer, ConversationalAnswerer, History
 from qa.retrieval.filters import NO_FILTERS, Filters
 from qa.schema import Answer, Passage
-
-if TYPE_CHECKING:
-    from qa.answering.extractive import ExtractiveAnswerer
 
 Retrieve = Callable[[str, int, Filters], list[Passage]]
 """``(standalone question, k, filters)`` → passages, best first."""
@@ -149,51 +144,3 @@ def stream_answer(retrieve: Retrieve, answerer: Answerer | ConversationalAnswere
         if isinstance(item, Answer):
             item.question = state.standalone
         yield item
-
-
-_EXTRACTIVE: ExtractiveAnswerer | None = None
-
-
-def extractive_answerer() -> ExtractiveAnswerer:
-    """The process-wide extractive answerer (its spaCy pipeline loads once)."""
-    global _EXTRACTIVE
-    if _EXTRACTIVE is None:
-        from qa.answering.extractive import ExtractiveAnswerer
-
-        _EXTRACTIVE = ExtractiveAnswerer()
-    return _EXTRACTIVE
-
-
-def sentence_scores(question: str, passages: list[Passage]) -> list[tuple[int, float]]:
-    """The extractive answerer's sentence scores ``(passage index, score)``, best first (rerank mode)."""
-    return [(s.passage_index, s.score) for s in extractive_answerer().score_sentences(question, passages)]
-
-
-class Answerers:
-    """The answerers of one knowledge base, each built once per spec (``extractive``, ``openai:…``)."""
-
-    def __init__(self, default: str, *, base_url: str | None = None, api_key: str | None = None) -> None:
-        self.default, self.base_url, self.api_key = default, base_url, api_key
-        self._built: dict[str, Answerer | ConversationalAnswerer] = {}
-        self._lock = threading.Lock()
-
-    def get(self, spec: str | None = None) -> Answerer | ConversationalAnswerer:
-        spec = spec or self.default
-        with self._lock:
-            if spec not in self._built:
-                self._built[spec] = make_answerer(spec, base_url=self.base_url, api_key=self.api_key)
-            return self._built[spec]
-
-
-def make_answerer(spec: str, *, base_url: str | None = None, api_key: str | None = None) -> Answerer | ConversationalAnswerer:
-    """``extractive`` (default, offline) or an LLM answerer for ``openai:…``, ``ollama:…``, ``llamacpp:…``.
-
-    LLM answerers fall back on the extractive answer's citations when the model cites nothing.
-    """
-    from qa.answering.llm import make_llm_answerer, parse_answerer
-
-    provider, _ = parse_answerer(spec)
-    extractive = extractive_answerer()
-    if provider == "extractive":
-        return extractive
-    return make_llm_answerer(spec, base_url=base_url, api_key=api_key, fallback=extractive.answer)

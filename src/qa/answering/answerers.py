@@ -1,0 +1,57 @@
+"""Which answerer answers: the process-wide extractive one, LLM answerers by spec, one cache per knowledge base.
+
+Nothing here imports LangChain: the chain (:mod:`qa.answering.chain`) loads with the first question.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from qa.answering.base import Answerer, ConversationalAnswerer
+from qa.answering.extractive import ExtractiveAnswerer
+from qa.schema import Passage
+
+_EXTRACTIVE: ExtractiveAnswerer | None = None
+
+
+def extractive_answerer() -> ExtractiveAnswerer:
+    """The process-wide extractive answerer (its spaCy pipeline loads once)."""
+    global _EXTRACTIVE
+    if _EXTRACTIVE is None:
+        _EXTRACTIVE = ExtractiveAnswerer()
+    return _EXTRACTIVE
+
+
+def sentence_scores(question: str, passages: list[Passage]) -> list[tuple[int, float]]:
+    """The extractive answerer's sentence scores ``(passage index, score)``, best first (rerank mode)."""
+    return [(s.passage_index, s.score) for s in extractive_answerer().score_sentences(question, passages)]
+
+
+class Answerers:
+    """The answerers of one knowledge base, each built once per spec (``extractive``, ``openai:…``)."""
+
+    def __init__(self, default: str, *, base_url: str | None = None, api_key: str | None = None) -> None:
+        self.default, self.base_url, self.api_key = default, base_url, api_key
+        self._built: dict[str, Answerer | ConversationalAnswerer] = {}
+        self._lock = threading.Lock()
+
+    def get(self, spec: str | None = None) -> Answerer | ConversationalAnswerer:
+        spec = spec or self.default
+        with self._lock:
+            if spec not in self._built:
+                self._built[spec] = make_answerer(spec, base_url=self.base_url, api_key=self.api_key)
+            return self._built[spec]
+
+
+def make_answerer(spec: str, *, base_url: str | None = None, api_key: str | None = None) -> Answerer | ConversationalAnswerer:
+    """``extractive`` (default, offline) or an LLM answerer for ``openai:…``, ``ollama:…``, ``llamacpp:…``.
+
+    LLM answerers fall back on the extractive answer's citations when the model cites nothing.
+    """
+    from qa.answering.llm import make_llm_answerer, parse_answerer
+
+    provider, _ = parse_answerer(spec)
+    extractive = extractive_answerer()
+    if provider == "extractive":
+        return extractive
+    return make_llm_answerer(spec, base_url=base_url, api_key=api_key, fallback=extractive.answer)
