@@ -35,25 +35,15 @@ class FileLock:
 
     @contextlib.contextmanager
     def hold(
-        self,
-        *,
-        shared: bool = False,
-        wait: bool = True,
-        timeout: float | None = None,
-        on_wait: Callable[[], None] | None = None,
-        note: str | None = None,
+        self, *, shared: bool = False, wait: bool = True, timeout: float | None = None, on_wait: Callable[[], None] | None = None
     ) -> Iterator[int]:
-        """Hold the lock for the block; yields the file descriptor. ``note`` (exclusive holds only) is
-        written into the file while held, for the message of whoever waits. Raises :class:`LockTimeout`
-        if ``wait`` is false and the lock is busy, or if ``timeout`` seconds pass."""
+        """Hold the lock for the block; yields the file descriptor. Raises :class:`LockTimeout` if ``wait``
+        is false and the lock is busy, or if ``timeout`` seconds pass."""
         fd = self.acquire(shared=shared, wait=wait, timeout=timeout, on_wait=on_wait)
         try:
-            if note is not None and not shared:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, note.encode(), 0)
             yield fd
         finally:
-            self.release(fd, clear=note is not None and not shared)
+            self.release(fd)
 
     def acquire(
         self,
