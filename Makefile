@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup browser index run test test-fast lint eval-piaf bench-ingest bench-query bench-load clean-index
+.PHONY: setup browser index run test test-fast lint eval-piaf bench-ingest bench-query bench-load bench-cold bench-consistency clean-index
 
 setup: $(STAMP)
 
@@ -70,6 +70,15 @@ bench-query: setup
 # HTTP API under load: qa serve (real model) on 127.0.0.1, 1/8/32 clients × search/ask, 15 s each (~3 min)
 bench-load: setup
 	$(BIN)/python benchmarks/load_test.py --clients 1,8,32 --duration 15
+
+# cold `qa ask`, its steps, `qa serve` to /ready: this checkout against BEFORE (a git ref), interleaved
+BEFORE ?= bda02a6
+bench-cold: setup
+	$(BIN)/python benchmarks/cold_start.py --before $(BEFORE) --runs 5
+
+# the reader/writer concurrency test 20 times while an ingest of the PIAF paragraphs loads the CPU
+bench-consistency: setup
+	$(BIN)/python benchmarks/consistency.py --runs 20
 
 clean-index:
 	rm -rf .qa/index
