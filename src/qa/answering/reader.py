@@ -181,7 +181,11 @@ def _export(artifact: Path, manifest: dict[str, Any], model_folder: Path, out: P
             str(out),
             input_names=["input_ids", "attention_mask"],
             output_names=["logits"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}},
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "logits": {0: "batch"},
+            },
             opset_version=17,
             dynamo=False,
         )
@@ -204,7 +208,9 @@ def apply_weights(bert: Any, head: Any, weights: dict[str, Any]) -> None:
 class Reader:
     """Scores (question, sentence) pairs; loaded (and built, once) on first use. Thread-safe."""
 
-    def __init__(self, cache_dir: Path, *, artifact: Path | None = None, model: str = "multilingual-e5-small", progress: Any = None) -> None:
+    def __init__(
+        self, cache_dir: Path, *, artifact: Path | None = None, model: str = "multilingual-e5-small", progress: Any = None
+    ) -> None:
         self.cache_dir = Path(cache_dir)
         self.artifact = Path(artifact) if artifact else DEFAULT_ARTIFACT
         self.model = model

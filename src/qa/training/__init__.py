@@ -14,7 +14,12 @@ __all__ = ["DEFAULT_DATA", "add_arguments", "cmd_train_reader"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``qa train-reader``."""
-    p.add_argument("data", nargs="*", default=list(DEFAULT_DATA), help="SQuAD-format files (default: PIAF v1.0 + v1.1-extra in ../shared/data)")
+    p.add_argument(
+        "data",
+        nargs="*",
+        default=list(DEFAULT_DATA),
+        help="SQuAD-format files (default: PIAF v1.0 + v1.1-extra in ../shared/data)",
+    )
     p.add_argument("--out", default="models/reader", help="artifact folder (default: models/reader)")
     p.add_argument("--work-dir", default="~/.cache/qa/reader-train", help="checkpoints (default: ~/.cache/qa/reader-train)")
     p.add_argument("--cache-dir", default="~/.cache/qa/models", help="where the offline e5 folder is (rebuilt if missing)")

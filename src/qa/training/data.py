@@ -84,7 +84,9 @@ def load_examples(paths: list[Path]) -> Dataset:
                     starts = [int(a.get("answer_start", -1)) for a in qa["answers"]]
                     holds = [k for k, (s, e) in enumerate(paragraph.sentences) if quote_contains_answer([text[s:e]], answers)]
                     # the sentence at answer_start first; else any that holds the answer text
-                    positives = [k for k in holds if any(paragraph.sentences[k][0] <= st < paragraph.sentences[k][1] for st in starts)]
+                    positives = [
+                        k for k in holds if any(paragraph.sentences[k][0] <= st < paragraph.sentences[k][1] for st in starts)
+                    ]
                     positives = positives or holds
                     count += 1
                     if not positives:

@@ -27,7 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from qa.answering.reader import ARTIFACT_FORMAT, MANIFEST_FILE, MAX_TOKENS, QUERY_PREFIX, WEIGHTS_FILE, load_tokenizer, sha256_file
+from qa.answering.reader import (
+    ARTIFACT_FORMAT,
+    MANIFEST_FILE,
+    MAX_TOKENS,
+    QUERY_PREFIX,
+    WEIGHTS_FILE,
+    load_tokenizer,
+    sha256_file,
+)
 from qa.errors import ModelError
 from qa.evaluation import quote_contains_answer
 from qa.training.data import Dataset, Example, Paragraph, load_examples, other_paragraphs, split_examples, training_list
@@ -37,7 +45,20 @@ CHECKPOINT = "checkpoint.pt"
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed."""
-    keys = ("layers", "epochs", "lr", "head_lr", "questions_per_step", "neg_same", "neg_other", "bce_weight", "dev_share", "seed", "limit", "max_steps")
+    keys = (
+        "layers",
+        "epochs",
+        "lr",
+        "head_lr",
+        "questions_per_step",
+        "neg_same",
+        "neg_other",
+        "bce_weight",
+        "dev_share",
+        "seed",
+        "limit",
+        "max_steps",
+    )
     return {k: getattr(args, k) for k in keys}
 
 
@@ -79,7 +100,9 @@ def _encode(tokenizer: Any, pairs: list[tuple[str, str]]) -> tuple[Any, Any]:
     return ids, mask
 
 
-def score_lists(bert: Any, head: Any, tokenizer: Any, items: list[tuple[str, list[str]]], batch_pairs: int = 48) -> list[np.ndarray]:
+def score_lists(
+    bert: Any, head: Any, tokenizer: Any, items: list[tuple[str, list[str]]], batch_pairs: int = 48
+) -> list[np.ndarray]:
     """Logits for each (question, sentences) item, with the model in eval mode."""
     import torch
 
@@ -104,13 +127,19 @@ def score_lists(bert: Any, head: Any, tokenizer: Any, items: list[tuple[str, lis
 def removed_paragraph(example: Example, others: dict[str, list[Paragraph]], seed: int) -> Paragraph | None:
     """The no-answer case for a dev question: another paragraph of its article (what retrieval finds when its own
     paragraph is not in the index), fixed by the seed, or None when the article has one paragraph."""
-    candidates = [p for p in others.get(example.paragraph.key, []) if not any(quote_contains_answer([t], example.answers) for t in p.sentence_texts())]
+    candidates = [
+        p
+        for p in others.get(example.paragraph.key, [])
+        if not any(quote_contains_answer([t], example.answers) for t in p.sentence_texts())
+    ]
     if not candidates:
         return None
     return random.Random(f"{seed}:{example.id}").choice(candidates)
 
 
-def evaluate(score: Any, dev: list[Example], others: dict[str, list[Paragraph]], seed: int, false_abstention: float = 0.08) -> dict[str, Any]:
+def evaluate(
+    score: Any, dev: list[Example], others: dict[str, list[Paragraph]], seed: int, false_abstention: float = 0.08
+) -> dict[str, Any]:
     """Top-1 sentence accuracy on the gold paragraph (candidates = the project's sentences) and, as a no-answer
     signal, the share of questions abstained on when their paragraph is replaced by another of the same article,
     at the threshold on the best sentence's logit that abstains on ``false_abstention`` of the answerable ones.
@@ -121,7 +150,9 @@ def evaluate(score: Any, dev: list[Example], others: dict[str, list[Paragraph]],
     removed_items = [(e.question, p.sentence_texts()) for e, p in removed if p is not None]
     scores = score(items + removed_items)
     gold, absent = scores[: len(items)], scores[len(items) :]
-    hits = [quote_contains_answer([texts[int(np.argmax(s))]], e.answers) for e, (_, texts), s in zip(dev, items, gold, strict=True)]
+    hits = [
+        quote_contains_answer([texts[int(np.argmax(s))]], e.answers) for e, (_, texts), s in zip(dev, items, gold, strict=True)
+    ]
     best_gold = np.array([float(s.max()) for s in gold])
     best_absent = np.array([float(s.max()) for s in absent])
     threshold = float(np.quantile(best_gold, false_abstention)) if len(best_gold) else 0.0
@@ -178,6 +209,7 @@ def train_reader(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.data]
     dataset: Dataset = load_examples(paths)
     train, dev = split_examples(dataset, args.dev_share, args.seed)
+    split_sizes = (len(train), len(dev))
     if args.limit:
         train = train[: args.limit]
     if args.dev_limit:
@@ -207,8 +239,12 @@ def train_reader(args: argparse.Namespace) -> int:
     warmup = max(1, int(0.1 * total))
     layer_params = [p for n, p in params.items() if n.startswith("bert.")]
     head_params = [p for n, p in params.items() if n.startswith("head.")]
-    optim = torch.optim.AdamW([{"params": layer_params, "lr": args.lr}, {"params": head_params, "lr": args.head_lr}], weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+    optim = torch.optim.AdamW(
+        [{"params": layer_params, "lr": args.lr}, {"params": head_params, "lr": args.head_lr}], weight_decay=0.01
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
+    )
 
     work = Path(args.work_dir).expanduser()
     work.mkdir(parents=True, exist_ok=True)
@@ -216,7 +252,8 @@ def train_reader(args: argparse.Namespace) -> int:
     step, elapsed, losses = 0, 0.0, []
     if args.resume and ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
-        if state["config"] != _config(args):
+        fixed = {k: v for k, v in _config(args).items() if k != "max_steps"}  # the schedule may be shortened or lengthened
+        if {k: v for k, v in state["config"].items() if k != "max_steps"} != fixed:
             raise ModelError(f"{ckpt} was written with other parameters ({state['config']}): drop --resume or use them")
         with torch.no_grad():
             for n, p in params.items():
@@ -254,7 +291,10 @@ def train_reader(args: argparse.Namespace) -> int:
         head.train()
         step_rng = random.Random(f"{args.seed}:{step}")
         torch.manual_seed(args.seed * 100_003 + step)  # dropout: the same after a resume
-        lists = [training_list(train[i], others.get(train[i].paragraph.key, []), step_rng, args.neg_same, args.neg_other) for i in order[step]]
+        lists = [
+            training_list(train[i], others.get(train[i].paragraph.key, []), step_rng, args.neg_same, args.neg_other)
+            for i in order[step]
+        ]
         pairs = [(train[i].question, s) for i, (sentences, _) in zip(order[step], lists, strict=True) for s in sentences]
         ids, mask = _encode(tokenizer, pairs)
         logits = _logits(bert, head, ids, mask)
@@ -271,7 +311,7 @@ def train_reader(args: argparse.Namespace) -> int:
         sched.step()
         step += 1
         elapsed += time.monotonic() - t0
-        losses.append(round(float(loss), 4))
+        losses.append(round(float(loss.detach()), 4))
         bar.update(1)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", s_step=f"{elapsed / max(1, step):.2f}", refresh=False)
@@ -306,8 +346,10 @@ def train_reader(args: argparse.Namespace) -> int:
             "by": "article title",
             "seed": args.seed,
             "dev_share": args.dev_share,
-            "train_questions": len(train),
-            "dev_questions": len(dev),
+            "train_questions": split_sizes[0],
+            "dev_questions": split_sizes[1],
+            "train_questions_used": len(train),
+            "dev_questions_evaluated": len(dev),
             "dev_articles": len({e.title for e in dev}),
             "skipped_questions": dataset.skipped,
         },
