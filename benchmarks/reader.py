@@ -48,6 +48,8 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N dev questions only")
     ap.add_argument("--cosine", action="store_true", help="also the untrained e5-small cosine")
     ap.add_argument("--no-answer", action="store_true", help="also the paragraph-removed no-answer signal")
+    ap.add_argument("--reader-limit", type=int, default=0, help="score only the first N dev questions with ONNX (parity check)")
+    ap.add_argument("--hits", default="", help="per-question hits of the trainer's own dev evaluation (--dev-hits), JSON")
     ap.add_argument("--timing-reps", type=int, default=20)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "reader.json"))
     args = ap.parse_args()
@@ -86,17 +88,24 @@ def main() -> int:
         results["e5_cosine_untrained"] = hits
         print(f"e5 cosine: {np.mean(hits):.3f} ({time.monotonic() - t0:.0f} s)", file=sys.stderr)
 
+    if args.hits:
+        torch_hits = json.loads(Path(args.hits).read_text())
+        results["reader_torch"] = [bool(torch_hits[e.id]) for e in dev]
+        print(f"reader (torch, trainer's eval): {np.mean(results['reader_torch']):.3f}", file=sys.stderr)
     reader = Reader(Path(args.cache_dir), artifact=artifact).load()
     t0 = time.monotonic()
     hits, best_gold = [], []
-    for e in dev:
+    scored = dev[: args.reader_limit] if args.reader_limit else dev
+    for e in scored:
         texts = e.paragraph.sentence_texts()
         scores = reader.score(e.question, texts)
         hits.append(quote_contains_answer([texts[int(np.argmax(scores))]], e.answers))
         best_gold.append(float(scores.max()))
     reader_seconds = time.monotonic() - t0
-    results["reader_onnx"] = hits
-    print(f"reader (ONNX): {np.mean(hits):.3f} ({reader_seconds:.0f} s)", file=sys.stderr)
+    print(f"reader (ONNX): {np.mean(hits):.3f} on {len(scored)} questions ({reader_seconds:.0f} s)", file=sys.stderr)
+    onnx_hits = hits
+    if len(scored) == len(dev):
+        results["reader_onnx"] = hits
 
     report: dict = {
         "artifact": {
@@ -107,12 +116,23 @@ def main() -> int:
         "dev_questions": len(dev),
         "top1_sentence_holds_answer": {k: round(float(np.mean(v)), 4) for k, v in results.items()},
         "manifest_dev_torch": manifest["dev"]["top1_sentence_holds_answer"],
+        "onnx_questions": len(scored),
+        "onnx_top1": round(float(np.mean(onnx_hits)), 4),
     }
-    ex, rd = results["extractive"], results["reader_onnx"]
-    report["right_alone"] = {
-        "reader": sum(r and not x for r, x in zip(rd, ex, strict=True)),
-        "extractive": sum(x and not r for r, x in zip(rd, ex, strict=True)),
-    }
+    if "reader_torch" in results:
+        report["torch_top1_same_questions"] = round(float(np.mean(results["reader_torch"][: len(scored)])), 4)
+        report["onnx_torch_same_outcome"] = round(
+            float(np.mean([a == b for a, b in zip(onnx_hits, results["reader_torch"], strict=False)])), 4
+        )
+    ex, rd = results["extractive"], results.get("reader_onnx") or results.get("reader_torch") or []
+    report["right_alone"] = (
+        {}
+        if not rd
+        else {
+            "reader": sum(r and not x for r, x in zip(rd, ex, strict=True)),
+            "extractive": sum(x and not r for r, x in zip(rd, ex, strict=True)),
+        }
+    )
     types = [question_type(e.question) for e in dev]
     report["by_type"] = {
         t: {
@@ -125,7 +145,7 @@ def main() -> int:
     if args.no_answer:
         others = other_paragraphs(dataset)
         best_absent = []
-        for e in dev:
+        for e in scored:
             p = removed_paragraph(e, others, manifest["split"]["seed"])
             if p is not None:
                 best_absent.append(float(reader.score(e.question, p.sentence_texts()).max()))
@@ -157,7 +177,7 @@ def main() -> int:
         "threads": os.environ.get("OMP_NUM_THREADS", "default"),
         "load_average": round(os.getloadavg()[0], 2),
     }
-    report["ms_per_question_dev_mean"] = round(1000 * reader_seconds / max(1, len(dev)), 1)
+    report["ms_per_question_dev_mean"] = round(1000 * reader_seconds / max(1, len(scored)), 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(report, indent=2, ensure_ascii=False))

@@ -150,6 +150,18 @@ def test_candidates_are_the_project_sentences() -> None:
     assert all(e <= e0 for (_, e), (_, e0) in zip(spans, split_sentences(text), strict=True))
 
 
+def test_qa_reader_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qa.answering.reader import enabled
+
+    monkeypatch.delenv("QA_READER", raising=False)
+    assert enabled()
+    for value in ("off", "OFF", "0", "false", "no"):
+        monkeypatch.setenv("QA_READER", value)
+        assert not enabled()
+    monkeypatch.setenv("QA_READER", "on")
+    assert enabled()
+
+
 def test_cli_has_train_reader() -> None:
     from qa.cli import build_parser
 

@@ -43,6 +43,11 @@ DEFAULT_ARTIFACT = Path(__file__).resolve().parents[3] / "models" / "reader"
 """``models/reader`` of a source checkout."""
 
 
+def enabled() -> bool:
+    """``QA_READER=off`` (or ``0``, ``false``, ``no``) keeps today's lexical answerer."""
+    return os.environ.get("QA_READER", "on").strip().lower() not in ("off", "0", "false", "no")
+
+
 def candidate_sentences(text: str) -> list[tuple[int, int]]:
     """The sentences the reader chooses among: the project's own sentence splitter, with a trailing run of
     hashtags, mentions and links cut off, exactly as :class:`~qa.answering.extractive.ExtractiveAnswerer` does."""
