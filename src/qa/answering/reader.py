@@ -32,6 +32,7 @@ from qa.files import file_lock, staged_folder
 logger = logging.getLogger(__name__)
 
 QUERY_PREFIX = "query: "
+PASSAGE_PREFIX = "passage: "
 MAX_TOKENS = 96
 ARTIFACT_FORMAT = 1
 WEIGHTS_FILE = "reader.safetensors"
@@ -161,11 +162,14 @@ def _export(artifact: Path, manifest: dict[str, Any], model_folder: Path, out: P
         raise ModelError(f"building the reader model needs {exc.name}: pip install torch onnx, or set QA_READER=off") from None
     import warnings
 
+    bi = manifest.get("kind") == "bi"
     bert = AutoModel.from_pretrained(str(model_folder), dtype=torch.float32, attn_implementation="eager")
-    head = torch.nn.Linear(bert.config.hidden_size, 1)
+    head = torch.nn.Linear(1 if bi else bert.config.hidden_size, 1)
     apply_weights(bert, head, load_file(str(artifact / manifest.get("weights", WEIGHTS_FILE))))
 
     class Reader(torch.nn.Module):
+        """Cross-encoder: one logit per pair. Bi-encoder: the normalised embedding (the head runs in numpy)."""
+
         def __init__(self) -> None:
             super().__init__()
             self.bert, self.head = bert, head
@@ -174,6 +178,8 @@ def _export(artifact: Path, manifest: dict[str, Any], model_folder: Path, out: P
             hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            if bi:
+                return torch.nn.functional.normalize(mean, p=2, dim=1)
             return self.head(mean).squeeze(-1)
 
     ids = torch.tensor([[0, 100, 200, 300, 2], [0, 5, 6, 2, 1]])
@@ -185,11 +191,11 @@ def _export(artifact: Path, manifest: dict[str, Any], model_folder: Path, out: P
             (ids, mask),
             str(out),
             input_names=["input_ids", "attention_mask"],
-            output_names=["logits"],
+            output_names=["sentence_embedding" if bi else "logits"],
             dynamic_axes={
                 "input_ids": {0: "batch", 1: "sequence"},
                 "attention_mask": {0: "batch", 1: "sequence"},
-                "logits": {0: "batch"},
+                "sentence_embedding" if bi else "logits": {0: "batch"},
             },
             opset_version=17,
             dynamo=False,
@@ -250,11 +256,20 @@ class Reader:
             raise ModelError(f"cannot load {path} ({exc}): delete {path.parent} to rebuild it") from None
         self.manifest = load_manifest(self.artifact)
         self._tokenizer = load_tokenizer(folder)
+        self._bi = self.manifest.get("kind") == "bi"
+        if self._bi:  # logit = w * cosine + b
+            from safetensors.numpy import load_file
+
+            tensors = load_file(str(self.artifact / self.manifest.get("weights", WEIGHTS_FILE)))
+            self._w = float(tensors["head.weight"].reshape(-1)[0])
+            self._b = float(tensors["head.bias"].reshape(-1)[0])
         self._session = session
 
     def score(self, question: str, sentences: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """One logit per sentence (float32), in the given order."""
         self.load()
+        if self._bi:
+            return self._score_bi(question, sentences, batch_size)
         out = np.zeros(len(sentences), dtype=np.float32)
         order = np.argsort([-len(s) for s in sentences], kind="stable")
         for i in range(0, len(sentences), batch_size):
@@ -262,6 +277,21 @@ class Reader:
             ids, mask = encode_pairs(self._tokenizer, question, [sentences[j] for j in idx])
             out[idx] = self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0].reshape(-1)
         return out
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        encoded = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+        return np.asarray(self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0], dtype=np.float32)
+
+    def _score_bi(self, question: str, sentences: Sequence[str], batch_size: int) -> np.ndarray:
+        query = self._embed([QUERY_PREFIX + question])[0]
+        out = np.zeros(len(sentences), dtype=np.float32)
+        order = np.argsort([-len(s) for s in sentences], kind="stable")
+        for i in range(0, len(sentences), batch_size):
+            idx = order[i : i + batch_size]
+            out[idx] = self._embed([PASSAGE_PREFIX + sentences[j] for j in idx]) @ query
+        return (self._w * out + self._b).astype(np.float32)
 
     def rank(self, question: str, texts: Sequence[str]) -> list[tuple[int, int, int, float]]:
         """Every candidate sentence of ``texts`` (passages) as ``(text_index, start, end, logit)``, best first."""

