@@ -182,6 +182,17 @@ def main() -> int:
             p = removed_paragraph(e, others, manifest["split"]["seed"])
             if p is not None:
                 best_absent.append(float(reader.score(e.question, p.sentence_texts()).max()))
+        # today's answerer at its own threshold, on the same questions
+        gold_abstained = [answerer.answer(e.question, [Passage("dev", "dev:0", e.paragraph.text)]).abstained for e in scored]
+        absent_abstained = []
+        for e in scored:
+            p = removed_paragraph(e, others, manifest["split"]["seed"])
+            if p is not None:
+                absent_abstained.append(answerer.answer(e.question, [Passage("dev", "dev:0", p.text)]).abstained)
+        report["no_answer_extractive"] = {
+            "false_abstention": round(float(np.mean(gold_abstained)), 4),
+            "abstention_paragraph_removed": round(float(np.mean(absent_abstained)), 4),
+        }
         threshold = float(np.quantile(best_gold, 0.08))
         report["no_answer"] = {
             "questions": len(best_absent),

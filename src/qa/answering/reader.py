@@ -265,8 +265,8 @@ class Reader:
             self._b = float(tensors["head.bias"].reshape(-1)[0])
         self._session = session
 
-    def score(self, question: str, sentences: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """One logit per sentence (float32), in the given order."""
+    def score(self, question: str, sentences: Sequence[str], batch_size: int = 8) -> np.ndarray:
+        """One logit per sentence (float32), in the given order (longest first in small batches: less padding)."""
         self.load()
         if self._bi:
             return self._score_bi(question, sentences, batch_size)
