@@ -1,14 +1,15 @@
-"""The trained reader: a cross-encoder that scores (question, sentence) pairs, run by ONNX Runtime.
+"""The trained reader: scores (question, sentence) pairs (which sentence answers), run by ONNX Runtime.
 
-The model is multilingual-e5-small with its top layers fine-tuned and a linear head on the mean-pooled
-output (see ``qa train-reader`` and ``models/reader/README.md``). The repository ships only what differs
-from e5-small (``models/reader/reader.safetensors``, fp16) and a ``manifest.json`` that records its
-sha256, the training data, parameters and dev-split scores. On first use the weights are put on top of
-the rebuilt e5 folder and exported once to ONNX in the model cache (this build needs torch, like the
-embedder's ONNX build); scoring needs only ``onnxruntime``, ``tokenizers`` and numpy (no torch import).
+The model is multilingual-e5-small with its top layers fine-tuned (see ``qa train-reader`` and
+``models/reader/README.md``). Two kinds, named by the manifest: ``bi`` (the shipped one) embeds « query: question »
+and « passage: sentence » apart, like e5, and scores ``w * cosine + b``; ``cross`` reads the pair together and a
+linear head on the mean-pooled output gives the logit. The repository ships only what differs from e5-small
+(``models/reader/reader.safetensors``, fp16) and a ``manifest.json`` that records its sha256, the training data,
+parameters and dev-split scores. On first use the weights are put on top of the rebuilt e5 folder and exported
+once to ONNX in the model cache (this build needs torch, like the embedder's ONNX build); scoring needs only
+``onnxruntime``, ``tokenizers``, ``safetensors`` and numpy (no torch import).
 
-The reader's input is « query: <question> » and one sentence as a token pair, at most
-:data:`MAX_TOKENS` tokens; its output is one logit per pair (higher = more likely to hold the answer;
+At most :data:`MAX_TOKENS` tokens per sequence; one logit per sentence (higher = more likely to hold the answer;
 ``sigmoid(logit)`` is trained as a probability, the no-answer signal).
 """
 

@@ -25,12 +25,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default="~/.cache/qa/models", help="where the offline e5 folder is (rebuilt if missing)")
     p.add_argument("--model", default="multilingual-e5-small", help="base model (the offline e5-small)")
     p.add_argument(
-        "--kind", choices=("cross", "bi"), default="cross", help="cross-encoder (pairs) or bi-encoder (e5 cosine, tuned)"
+        "--kind",
+        choices=("bi", "cross"),
+        default="bi",
+        help="bi-encoder (e5 cosine, tuned; the shipped one) or cross-encoder (pairs); default bi",
     )
-    p.add_argument("--layers", type=int, default=4, help="how many top layers to train (the rest stays e5's; default 4)")
+    p.add_argument("--layers", type=int, default=6, help="how many top layers to train (the rest stays e5's; default 6)")
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--max-steps", type=int, default=0, help="stop the schedule after this many steps (0: all epochs)")
-    p.add_argument("--lr", type=float, default=5e-5, help="learning rate of the layers (default 5e-5)")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=700,
+        help="length of the schedule in steps (default 700 = 2,800 questions; 0: all epochs)",
+    )
+    p.add_argument("--lr", type=float, default=3e-5, help="learning rate of the layers (default 3e-5)")
     p.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head (default 1e-3)")
     p.add_argument("--questions-per-step", type=int, default=4)
     p.add_argument("--neg-same", type=int, default=5, help="negatives from the question's paragraph (default 5)")

@@ -1,11 +1,13 @@
-"""``qa train-reader``: fine-tune the top layers of the offline e5-small as a (question, sentence) cross-encoder.
+"""``qa train-reader``: fine-tune the top layers of the offline e5-small to choose the sentence that answers.
 
-Recipe: « query: question » and one sentence as a token pair (at most 96 tokens), mean pooling, a linear head;
-the embeddings and the lower layers stay frozen (no backward through them), the top ``--layers`` layers and the
-head are trained with AdamW (10 % warmup, linear decay). Each question is one list: its answer sentence, other
-sentences of its paragraph and sentences of other paragraphs of the same article; the loss is the listwise
-softmax cross-entropy plus a pointwise binary cross-entropy on the same logits (so that ``sigmoid(logit)`` is an
-absolute score: the no-answer signal). A fixed seed fixes the split, the order and the negatives; checkpoints let
+Two kinds. ``bi`` (the default, the shipped model): e5 itself, « query: question » and « passage: sentence »
+embedded apart and compared by cosine, ``logit = w * cosine + b``, starting from e5's own cosine. ``cross``: the
+question and the sentence read together as one token pair, mean pooling, a linear head. Both: at most 96 tokens,
+the embeddings and the lower layers frozen (no backward through them), the top ``--layers`` layers and the head
+trained with AdamW (10 % warmup, linear decay). Each question is one list: its answer sentence, other sentences
+of its paragraph and sentences of other paragraphs of the same article; the loss is the listwise softmax
+cross-entropy plus a pointwise binary cross-entropy on the same logits (so that ``sigmoid(logit)`` is an absolute
+score: the no-answer signal). A fixed seed fixes the split, the order and the negatives; checkpoints let
 ``--resume`` continue where a run stopped; ``--budget-min`` stops training when the clock says so. At the end the
 held-out articles (never seen in training) are scored and the artifact (the trained tensors in fp16 and a
 manifest) is written.
