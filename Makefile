@@ -82,3 +82,12 @@ bench-consistency: setup
 
 clean-index:
 	rm -rf .qa/index
+
+# the reader model (issue 13): trains from the offline e5 weights on PIAF v1.0 + v1.1-extra (split by article),
+# one core at low priority, then writes models/reader (weights that differ from e5-small + manifest.json).
+# CI never runs this: the tests load the committed artifact. READER_ARGS=--resume continues a stopped run.
+READER_DATA ?= ../shared/data/piaf-v1.0.json ../shared/data/piaf-v1.1-extra.json
+READER_ARGS ?=
+.PHONY: train-reader
+train-reader: setup
+	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-reader $(READER_DATA) $(READER_ARGS)

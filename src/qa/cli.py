@@ -320,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", parents=[common], help="what the index holds and how it was built")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    from qa.training import add_arguments, cmd_train_reader
+
+    p = sub.add_parser("train-reader", help="train the reader model from the offline e5 weights (needs torch; see models/reader)")
+    add_arguments(p)
+    p.set_defaults(func=cmd_train_reader)
     return parser
 
 

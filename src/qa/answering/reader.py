@@ -1,0 +1,306 @@
+"""The trained reader: scores (question, sentence) pairs (which sentence answers), run by ONNX Runtime.
+
+The model is multilingual-e5-small with its top layers fine-tuned (see ``qa train-reader`` and
+``models/reader/README.md``). Two kinds, named by the manifest: ``bi`` (the shipped one) embeds « query: question »
+and « passage: sentence » apart, like e5, and scores ``w * cosine + b``; ``cross`` reads the pair together and a
+linear head on the mean-pooled output gives the logit. The repository ships only what differs from e5-small
+(``models/reader/reader.safetensors``, fp16) and a ``manifest.json`` that records its sha256, the training data,
+parameters and dev-split scores. On first use the weights are put on top of the rebuilt e5 folder and exported
+once to ONNX in the model cache (this build needs torch, like the embedder's ONNX build); scoring needs only
+``onnxruntime``, ``tokenizers``, ``safetensors`` and numpy (no torch import).
+
+At most :data:`MAX_TOKENS` tokens per sequence; one logit per sentence (higher = more likely to hold the answer;
+``sigmoid(logit)`` is trained as a probability, the no-answer signal).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa.chunking import split_sentences
+from qa.errors import ModelError
+from qa.files import file_lock, staged_folder
+
+logger = logging.getLogger(__name__)
+
+QUERY_PREFIX = "query: "
+PASSAGE_PREFIX = "passage: "
+MAX_TOKENS = 96
+ARTIFACT_FORMAT = 1
+WEIGHTS_FILE = "reader.safetensors"
+MANIFEST_FILE = "manifest.json"
+BUILD_FORMAT = 1  # bump whenever the export changes
+MARKER = "qa_reader.json"
+MODEL_FILE = "model.onnx"
+DEFAULT_ARTIFACT = Path(__file__).resolve().parents[3] / "models" / "reader"
+"""``models/reader`` of a source checkout."""
+
+
+def enabled() -> bool:
+    """``QA_READER=off`` (or ``0``, ``false``, ``no``) keeps today's lexical answerer."""
+    return os.environ.get("QA_READER", "on").strip().lower() not in ("off", "0", "false", "no")
+
+
+def candidate_sentences(text: str) -> list[tuple[int, int]]:
+    """The sentences the reader chooses among: the project's own sentence splitter, with a trailing run of
+    hashtags, mentions and links cut off, exactly as :class:`~qa.answering.extractive.ExtractiveAnswerer` does."""
+    from qa.answering.extractive import _trim_tail
+
+    return [(s, _trim_tail(text, s, e)) for s, e in split_sentences(text)]
+
+
+def load_tokenizer(model_folder: Path) -> Any:
+    """The e5 tokenizer set up for (question, sentence) pairs: truncation to :data:`MAX_TOKENS`, padding."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(Path(model_folder) / "tokenizer.json"))
+    except Exception as exc:  # OSError, ValueError, or tokenizers' plain Exception
+        raise ModelError(f"cannot load the tokenizer of {model_folder} ({exc}): delete the folder to rebuild it") from None
+    pad_id = tokenizer.token_to_id("<pad>")
+    tokenizer.enable_truncation(MAX_TOKENS)
+    tokenizer.enable_padding(pad_id=1 if pad_id is None else pad_id, pad_token="<pad>")
+    return tokenizer
+
+
+def encode_pairs(tokenizer: Any, question: str, sentences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``input_ids`` and ``attention_mask`` (int64, padded to the longest pair) for one question and its sentences."""
+    encoded = tokenizer.encode_batch([(QUERY_PREFIX + question, s) for s in sentences])
+    ids = np.array([e.ids for e in encoded], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+    return ids, mask
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(artifact: Path = DEFAULT_ARTIFACT) -> dict[str, Any]:
+    """The artifact's manifest, after checking that its weights file is the one it describes."""
+    artifact = Path(artifact)
+    try:
+        manifest = json.loads((artifact / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"no reader artifact in {artifact} ({exc}): run `qa train-reader` or set QA_READER=off") from None
+    if manifest.get("format") != ARTIFACT_FORMAT:
+        raise ModelError(f"{artifact / MANIFEST_FILE} has format {manifest.get('format')!r}, this qa reads {ARTIFACT_FORMAT}")
+    weights = artifact / manifest.get("weights", WEIGHTS_FILE)
+    if not weights.is_file():
+        raise ModelError(f"the reader weights {weights} are missing: run `qa train-reader` or set QA_READER=off")
+    actual = sha256_file(weights)
+    if actual != manifest.get("weights_sha256"):
+        raise ModelError(f"{weights} does not match its manifest (sha256 {actual[:12]}…): retrain or restore it")
+    return manifest
+
+
+# -- the ONNX build (torch, once) ------------------------------------------------------------------------------------
+def reader_folder_for(manifest: dict[str, Any], cache_dir: Path) -> Path:
+    return Path(cache_dir).expanduser().resolve() / f"reader-{manifest['weights_sha256'][:12]}.onnx"
+
+
+def _stamp(manifest: dict[str, Any], model_folder: Path) -> dict[str, Any]:
+    base = Path(model_folder) / "model.safetensors"
+    st = base.stat() if base.is_file() else None
+    return {
+        "weights_sha256": manifest["weights_sha256"],
+        "base": str(Path(model_folder).resolve()),
+        "base_file": [st.st_size, int(st.st_mtime)] if st else None,
+        "build_format": BUILD_FORMAT,
+    }
+
+
+def build_reader_model(artifact: Path, model_folder: Path, cache_dir: Path, progress: Any = None) -> Path:
+    """The reader's ONNX file: the e5 folder with the artifact's weights on top, exported once (atomic)."""
+    manifest = load_manifest(artifact)
+    folder = reader_folder_for(manifest, cache_dir)
+    stamp = _stamp(manifest, model_folder)
+
+    def built() -> bool:
+        try:
+            return (folder / MODEL_FILE).is_file() and json.loads((folder / MARKER).read_text()) == stamp
+        except (OSError, ValueError):
+            return False
+
+    if built():
+        return folder / MODEL_FILE
+    report = progress or (lambda msg: logger.info("%s", msg))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder.parent / f".{folder.name}.lock"):
+        if built():
+            return folder / MODEL_FILE
+        with staged_folder(folder) as tmp:
+            report(f"building the reader model from {model_folder} and {artifact}: exporting")
+            _export(Path(artifact), manifest, Path(model_folder), tmp / "exported.onnx")
+            from qa.embeddings.onnx_build import _optimise
+
+            config = json.loads((Path(model_folder) / "config.json").read_text())
+            _optimise(tmp / "exported.onnx", tmp / MODEL_FILE, config)
+            (tmp / "exported.onnx").unlink()
+            (tmp / MARKER).write_text(json.dumps(stamp, indent=2))
+    return folder / MODEL_FILE
+
+
+def _export(artifact: Path, manifest: dict[str, Any], model_folder: Path, out: Path) -> None:
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+        import torch
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+    except ImportError as exc:
+        raise ModelError(f"building the reader model needs {exc.name}: pip install torch onnx, or set QA_READER=off") from None
+    import warnings
+
+    bi = manifest.get("kind") == "bi"
+    bert = AutoModel.from_pretrained(str(model_folder), dtype=torch.float32, attn_implementation="eager")
+    head = torch.nn.Linear(1 if bi else bert.config.hidden_size, 1)
+    apply_weights(bert, head, load_file(str(artifact / manifest.get("weights", WEIGHTS_FILE))))
+
+    class Reader(torch.nn.Module):
+        """Cross-encoder: one logit per pair. Bi-encoder: the normalised embedding (the head runs in numpy)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert, self.head = bert, head
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            if bi:
+                return torch.nn.functional.normalize(mean, p=2, dim=1)
+            return self.head(mean).squeeze(-1)
+
+    ids = torch.tensor([[0, 100, 200, 300, 2], [0, 5, 6, 2, 1]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Reader().eval(),
+            (ids, mask),
+            str(out),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["sentence_embedding" if bi else "logits"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "sentence_embedding" if bi else "logits": {0: "batch"},
+            },
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def apply_weights(bert: Any, head: Any, weights: dict[str, Any]) -> None:
+    """Put the artifact's tensors (``bert.<name>`` and ``head.<name>``) on the model, in its dtype."""
+    params = {f"bert.{k}": v for k, v in bert.state_dict().items()} | {f"head.{k}": v for k, v in head.state_dict().items()}
+    unknown = sorted(set(weights) - set(params))
+    if unknown:
+        raise ModelError(f"the reader weights hold tensors the e5 model lacks: {unknown[:3]}")
+    for name, tensor in weights.items():
+        target = params[name]
+        if tuple(target.shape) != tuple(tensor.shape):
+            raise ModelError(f"the reader tensor {name} has shape {tuple(tensor.shape)}, the model {tuple(target.shape)}")
+        target.copy_(tensor.to(target.dtype))
+
+
+# -- scoring (ONNX Runtime) ------------------------------------------------------------------------------------------
+class Reader:
+    """Scores (question, sentence) pairs; loaded (and built, once) on first use. Thread-safe."""
+
+    def __init__(
+        self, cache_dir: Path, *, artifact: Path | None = None, model: str = "multilingual-e5-small", progress: Any = None
+    ) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.artifact = Path(artifact) if artifact else DEFAULT_ARTIFACT
+        self.model = model
+        self.progress = progress
+        self.manifest: dict[str, Any] = {}
+        self._session: Any = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Reader:
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._load()
+        return self
+
+    def _load(self) -> None:
+        from qa.embeddings import resolve_model_folder
+
+        folder = resolve_model_folder(self.model, self.cache_dir, self.progress)
+        path = build_reader_model(self.artifact, folder, self.cache_dir, self.progress)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit():
+            options.intra_op_num_threads = int(threads)
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"cannot load {path} ({exc}): delete {path.parent} to rebuild it") from None
+        self.manifest = load_manifest(self.artifact)
+        self._tokenizer = load_tokenizer(folder)
+        self._bi = self.manifest.get("kind") == "bi"
+        if self._bi:  # logit = w * cosine + b
+            from safetensors.numpy import load_file
+
+            tensors = load_file(str(self.artifact / self.manifest.get("weights", WEIGHTS_FILE)))
+            self._w = float(tensors["head.weight"].reshape(-1)[0])
+            self._b = float(tensors["head.bias"].reshape(-1)[0])
+        self._session = session
+
+    def score(self, question: str, sentences: Sequence[str], batch_size: int = 8) -> np.ndarray:
+        """One logit per sentence (float32), in the given order (longest first in small batches: less padding)."""
+        self.load()
+        if self._bi:
+            return self._score_bi(question, sentences, batch_size)
+        out = np.zeros(len(sentences), dtype=np.float32)
+        order = np.argsort([-len(s) for s in sentences], kind="stable")
+        for i in range(0, len(sentences), batch_size):
+            idx = order[i : i + batch_size]
+            ids, mask = encode_pairs(self._tokenizer, question, [sentences[j] for j in idx])
+            out[idx] = self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0].reshape(-1)
+        return out
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        encoded = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+        return np.asarray(self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0], dtype=np.float32)
+
+    def _score_bi(self, question: str, sentences: Sequence[str], batch_size: int) -> np.ndarray:
+        query = self._embed([QUERY_PREFIX + question])[0]
+        out = np.zeros(len(sentences), dtype=np.float32)
+        order = np.argsort([-len(s) for s in sentences], kind="stable")
+        for i in range(0, len(sentences), batch_size):
+            idx = order[i : i + batch_size]
+            out[idx] = self._embed([PASSAGE_PREFIX + sentences[j] for j in idx]) @ query
+        return (self._w * out + self._b).astype(np.float32)
+
+    def rank(self, question: str, texts: Sequence[str]) -> list[tuple[int, int, int, float]]:
+        """Every candidate sentence of ``texts`` (passages) as ``(text_index, start, end, logit)``, best first."""
+        spans = [(ti, s, e) for ti, text in enumerate(texts) for s, e in candidate_sentences(text)]
+        scores = self.score(question, [texts[ti][s:e] for ti, s, e in spans])
+        ranked = [(ti, s, e, float(x)) for (ti, s, e), x in zip(spans, scores, strict=True)]
+        return sorted(ranked, key=lambda r: -r[3])
+
+
+def sigmoid(x: np.ndarray | float) -> Any:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))

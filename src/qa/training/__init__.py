@@ -1,0 +1,68 @@
+"""Training the reader (``qa train-reader``): data preparation (:mod:`qa.training.data`) and the trainer
+(:mod:`qa.training.trainer`). Needs torch and transformers; nothing here is imported on the query path."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_DATA = ("../shared/data/piaf-v1.0.json", "../shared/data/piaf-v1.1-extra.json")
+
+__all__ = ["DEFAULT_DATA", "add_arguments", "cmd_train_reader"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``qa train-reader``."""
+    p.add_argument(
+        "data",
+        nargs="*",
+        default=list(DEFAULT_DATA),
+        help="SQuAD-format files (default: PIAF v1.0 + v1.1-extra in ../shared/data)",
+    )
+    p.add_argument("--out", default="models/reader", help="artifact folder (default: models/reader)")
+    p.add_argument("--work-dir", default="~/.cache/qa/reader-train", help="checkpoints (default: ~/.cache/qa/reader-train)")
+    p.add_argument("--cache-dir", default="~/.cache/qa/models", help="where the offline e5 folder is (rebuilt if missing)")
+    p.add_argument("--model", default="multilingual-e5-small", help="base model (the offline e5-small)")
+    p.add_argument(
+        "--kind",
+        choices=("bi", "cross"),
+        default="bi",
+        help="bi-encoder (e5 cosine, tuned; the shipped one) or cross-encoder (pairs); default bi",
+    )
+    p.add_argument("--layers", type=int, default=6, help="how many top layers to train (the rest stays e5's; default 6)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=700,
+        help="length of the schedule in steps (default 700 = 2,800 questions; 0: all epochs)",
+    )
+    p.add_argument("--lr", type=float, default=3e-5, help="learning rate of the layers (default 3e-5)")
+    p.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head (default 1e-3)")
+    p.add_argument("--questions-per-step", type=int, default=4)
+    p.add_argument("--neg-same", type=int, default=5, help="negatives from the question's paragraph (default 5)")
+    p.add_argument("--neg-other", type=int, default=2, help="negatives from other paragraphs of its article (default 2)")
+    p.add_argument("--bce-weight", type=float, default=0.5, help="weight of the pointwise loss (the no-answer signal)")
+    p.add_argument("--dev-share", type=float, default=0.15, help="share of articles held out for dev (default 0.15)")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--budget-min", type=float, default=0, help="stop training after this many minutes (0: no limit)")
+    p.add_argument("--checkpoint-min", type=float, default=5, help="write a checkpoint this often (minutes)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work-dir")
+    p.add_argument("--limit", type=int, default=0, help="train on the first N training questions only (smoke tests)")
+    p.add_argument("--dev-limit", type=int, default=0, help="evaluate on the first N dev questions only")
+    p.add_argument("--dev-hits", default="", help="write per-question dev hits (JSON) here")
+    p.add_argument("--no-artifact", action="store_true", help="evaluate only, do not write --out")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+
+def cmd_train_reader(args: argparse.Namespace) -> int:
+    from qa.training.trainer import train_reader
+
+    argv = sys.argv[sys.argv.index("train-reader") + 1 :] if "train-reader" in sys.argv else None
+    args.argv = argv
+    missing = [d for d in args.data if not Path(d).is_file()]
+    if missing:
+        print(f"qa: error: no such data file: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return train_reader(args)
