@@ -30,7 +30,7 @@ from qa.errors import ModelError
 from qa.evaluation import quote_contains_answer
 from qa.training.data import load_examples, other_paragraphs, split_examples, split_titles, training_list
 
-from conftest import MODEL_CACHE, ROOT, SEED
+from helpers import MODEL_CACHE, ROOT, SEED
 
 DATA = ROOT.parent / "shared" / "data"
 ALMATY_QUESTION = "Quand le bureau de l'UE a-t-il ouvert à Almaty ?"

@@ -53,9 +53,9 @@ def enabled() -> bool:
 def candidate_sentences(text: str) -> list[tuple[int, int]]:
     """The sentences the reader chooses among: the project's own sentence splitter, with a trailing run of
     hashtags, mentions and links cut off, exactly as :class:`~qa.answering.extractive.ExtractiveAnswerer` does."""
-    from qa.answering.extractive import _trim_tail
+    from qa.answering.text import trim_social_tail
 
-    return [(s, _trim_tail(text, s, e)) for s, e in split_sentences(text)]
+    return [(s, trim_social_tail(text, s, e)) for s, e in split_sentences(text)]
 
 
 def load_tokenizer(model_folder: Path) -> Any:
@@ -144,10 +144,10 @@ def build_reader_model(artifact: Path, model_folder: Path, cache_dir: Path, prog
         with staged_folder(folder) as tmp:
             report(f"building the reader model from {model_folder} and {artifact}: exporting")
             _export(Path(artifact), manifest, Path(model_folder), tmp / "exported.onnx")
-            from qa.embeddings.onnx_build import _optimise
+            from qa.embeddings.onnx_build import optimise_bert
 
             config = json.loads((Path(model_folder) / "config.json").read_text())
-            _optimise(tmp / "exported.onnx", tmp / MODEL_FILE, config)
+            optimise_bert(tmp / "exported.onnx", tmp / MODEL_FILE, config)
             (tmp / "exported.onnx").unlink()
             (tmp / MARKER).write_text(json.dumps(stamp, indent=2))
     return folder / MODEL_FILE

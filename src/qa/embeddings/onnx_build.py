@@ -140,7 +140,7 @@ def _export(model_folder: Path, out: Path) -> None:
         )
 
 
-def _optimise(src: Path, out: Path, config: dict[str, Any]) -> None:
+def optimise_bert(src: Path, out: Path, config: dict[str, Any]) -> None:
     from onnxruntime.transformers.optimizer import optimize_model
 
     ort_logger = logging.getLogger("onnxruntime.transformers")  # it logs every fusion at INFO
@@ -228,7 +228,7 @@ def build_onnx_model(model_folder: Path, cache_dir: Path, backend: str, progress
             _export(model_folder, tmp / "exported.onnx")
             report(f"building ONNX model ({backend}): fusing attention and layer norms")
             fused = tmp / "fused.onnx"
-            _optimise(tmp / "exported.onnx", fused, config)
+            optimise_bert(tmp / "exported.onnx", fused, config)
             (tmp / "exported.onnx").unlink()
             if backend == "onnx-int8":
                 report("building ONNX model (onnx-int8): quantising weights to int8")
