@@ -243,18 +243,9 @@ class Reader:
 
         folder = resolve_model_folder(self.model, self.cache_dir, self.progress)
         path = build_reader_model(self.artifact, folder, self.cache_dir, self.progress)
-        import onnxruntime as ort
+        from qa.embeddings.onnx import open_session
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        threads = os.environ.get("OMP_NUM_THREADS", "")
-        if threads.isdigit():
-            options.intra_op_num_threads = int(threads)
-        try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"cannot load {path} ({exc}): delete {path.parent} to rebuild it") from None
+        session = open_session(path)
         self.manifest = load_manifest(self.artifact)
         self._tokenizer = load_tokenizer(folder)
         self._bi = self.manifest.get("kind") == "bi"

@@ -36,7 +36,26 @@ from qa.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MODEL_FILE", "ONNX_BACKENDS", "OnnxEmbedder", "build_onnx_model", "onnx_folder_for", "onnx_model_id"]
+__all__ = ["MODEL_FILE", "ONNX_BACKENDS", "OnnxEmbedder", "build_onnx_model", "onnx_folder_for", "onnx_model_id", "open_session"]
+
+
+def open_session(path: Path) -> Any:
+    """An ONNX Runtime CPU session on ``path``, full graph optimisations, ``OMP_NUM_THREADS`` threads that
+    sleep when idle; a :class:`~qa.errors.ModelError` naming the folder to delete if the file is broken."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # idle workers sleep instead of spinning: on 2 shared cores spinning doubled a question's
+    # latency (48 vs 25 ms) and steals CPU from BM25 and Chroma running beside it
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit():
+        options.intra_op_num_threads = int(threads)
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelError(f"cannot load {path} ({exc}): delete {path.parent} to rebuild it") from None
 
 
 class OnnxEmbedder:
@@ -75,7 +94,6 @@ class OnnxEmbedder:
         path = build_onnx_model(folder, self.cache_dir, self.backend, self.progress)
         if self.progress:
             self.progress(f"loading embedding model {self.model_id}")
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         try:
@@ -88,18 +106,7 @@ class OnnxEmbedder:
         pad_id = tokenizer.token_to_id("<pad>")
         tokenizer.enable_truncation(max_length)
         tokenizer.enable_padding(pad_id=1 if pad_id is None else pad_id, pad_token="<pad>")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # idle workers sleep instead of spinning: on 2 shared cores spinning doubled a question's
-        # latency (48 vs 25 ms) and steals CPU from BM25 and Chroma running beside it
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        threads = os.environ.get("OMP_NUM_THREADS", "")
-        if threads.isdigit():
-            options.intra_op_num_threads = int(threads)
-        try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"cannot load {path} ({exc}): delete {path.parent} to rebuild it") from None
+        session = open_session(path)
         self._prompts = {k: str(v) for k, v in (st_config.get("prompts") or {}).items()}
         self._tokenizer, self._folder = tokenizer, folder
         self._dimension = int(session.get_outputs()[0].shape[-1])
