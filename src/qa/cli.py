@@ -160,10 +160,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from qa.config import load_settings
-    from qa.evaluation import evaluate_squad, format_report, load_squad, plot_recall_curves
+    from qa.evaluation import evaluate_squad, format_report, load_squads, plot_recall_curves, split_questions
     from qa.kb import KnowledgeBase
 
-    articles, questions = load_squad(args.file)
+    articles, questions = load_squads(args.file)
+    if args.split != "all":
+        from qa.answering.reader import load_manifest
+
+        split = load_manifest()["split"]  # the reader's own split: its dev articles were never trained on
+        questions = split_questions(articles, questions, args.split, split["dev_share"], split["seed"])
     questions = questions[: args.limit] if args.limit else questions
     # never the user's own index: a fresh one unless --index names one
     index = args.index or tempfile.mkdtemp(prefix="qa-eval-")
@@ -173,16 +178,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     modes = [settings.retrieval]
     if args.compare:
         modes += [m for m in ("hybrid", "rerank", "dense", "lexical") if m not in modes]
+    stages = ["extractive:lexical", "extractive:reader", "extractive:combined"] if args.stages else [args.answerer]
     result = evaluate_squad(
-        kb, questions, k=args.k, modes=modes, answers=not args.no_answers, unanswerable=args.unanswerable, answerer=args.answerer
+        kb, questions, k=args.k, modes=modes, answers=not args.no_answers, unanswerable=args.unanswerable, answerer=stages[0]
     )
+    if args.stages and not args.no_answers:
+        result["stages"] = {stages[0]: _stage_result(result)}
+        for stage in stages[1:]:
+            staged = evaluate_squad(kb, questions, k=args.k, modes=(), unanswerable=args.unanswerable, answerer=stage)
+            result["stages"][stage] = _stage_result(staged)
+            result.update({key: staged[key] for key in ("answers", "unanswerable", "thresholds", "by_type") if key in staged})
     result.update(
-        file=str(args.file),
+        file=", ".join(str(f) for f in args.file),
+        split=args.split,
         index=str(index),
         articles=len(articles),
         chunks=kb.stats()["chunks"],
         model=kb.embedder.model_id,
-        answerer=args.answerer or settings.answerer,
+        answerer=stages[-1] or settings.answerer,
         ingest_seconds=round(report.seconds, 1),
         ingest_chunks_per_second=round(report.chunks_written / report.seconds, 1) if report.chunks_written else None,
     )
@@ -194,6 +207,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         report_path.write_text(markdown, encoding="utf-8")
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else markdown)
     return 0
+
+
+def _stage_result(result: dict[str, Any]) -> dict[str, Any]:
+    """One answerer's figures for the stage-by-stage table."""
+    out = dict(result.get("answers", {}))
+    if "unanswerable" in result:
+        out["unanswerable_abstention_rate"] = result["unanswerable"]["abstention_rate"]
+    return out
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -291,13 +312,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", parents=[common], help="measure retrieval and answers on a SQuAD-format file")
     p.add_argument("format", choices=["squad"], help="the file format (SQuAD v1/v2 JSON: PIAF, FQuAD, SQuAD)")
-    p.add_argument("file", help="the SQuAD-format JSON file")
+    p.add_argument("file", nargs="+", help="the SQuAD-format JSON file(s)")
     p.add_argument("-k", "--k", type=int, default=5, help="passages read per question (default 5)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N questions (all paragraphs are indexed)")
     p.add_argument("--compare", action="store_true", help="also measure each stage: dense, lexical, hybrid, rerank")
     p.add_argument("--unanswerable", action="store_true", help="also ask each question with its paragraph left out")
     p.add_argument("--no-answers", action="store_true", help="retrieval metrics only")
     p.add_argument("--answerer", metavar="SPEC", help="extractive (default) or provider:model")
+    p.add_argument(
+        "--split",
+        choices=["all", "dev", "train"],
+        default="all",
+        help="ask only the questions of the reader's dev (or train) articles; every paragraph is indexed (default all)",
+    )
+    p.add_argument(
+        "--stages", action="store_true", help="answers stage by stage: lexical only, reader only, combined (extractive:…)"
+    )
     p.add_argument("--report", metavar="FILE.md", help="also write a Markdown report, and its recall@k plot as FILE-recall.png")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_eval)
@@ -321,11 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    from qa.training import add_arguments, cmd_train_reader
+    from qa.training import add_arguments, add_combiner_arguments, cmd_fit_combiner, cmd_train_reader
 
     p = sub.add_parser("train-reader", help="train the reader model from the offline e5 weights (needs torch; see models/reader)")
     add_arguments(p)
     p.set_defaults(func=cmd_train_reader)
+
+    p = sub.add_parser("fit-combiner", help="fit the reader's combiner on the training split, its threshold on dev")
+    add_combiner_arguments(p)
+    p.set_defaults(func=cmd_fit_combiner)
     return parser
 
 

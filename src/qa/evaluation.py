@@ -27,8 +27,8 @@ class Question:
     answers: list[str] = field(default_factory=list)
 
 
-def load_squad(path: str | Path) -> tuple[list[Article], list[Question]]:
-    """Paragraphs as articles (id ``<article>-<paragraph>``, title = the page title) and their questions."""
+def load_squad(path: str | Path, prefix: str = "") -> tuple[list[Article], list[Question]]:
+    """Paragraphs as articles (id ``<prefix><article>-<paragraph>``, title = the page title) and their questions."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         entries = data["data"]
@@ -38,13 +38,49 @@ def load_squad(path: str | Path) -> tuple[list[Article], list[Question]]:
     questions: list[Question] = []
     for i, entry in enumerate(entries):
         for j, paragraph in enumerate(entry.get("paragraphs", [])):
-            doc_id = f"{i}-{j}"
+            doc_id = f"{prefix}{i}-{j}"
             articles.append(Article(id=doc_id, text=paragraph["context"], title=entry.get("title", ""), source="squad"))
             for qa in paragraph.get("qas", []):
                 if qa.get("is_impossible"):
                     continue
                 questions.append(Question(str(qa["id"]), qa["question"], doc_id, [a["text"] for a in qa.get("answers", [])]))
     return articles, questions
+
+
+def load_squads(paths: Sequence[str | Path]) -> tuple[list[Article], list[Question]]:
+    """Several files together: ids ``<file index>-<article>-<paragraph>`` (one file: :func:`load_squad`'s ids)."""
+    if len(paths) == 1:
+        return load_squad(paths[0])
+    articles: list[Article] = []
+    questions: list[Question] = []
+    for fi, path in enumerate(paths):
+        a, q = load_squad(path, prefix=f"{fi}-")
+        articles += a
+        questions += q
+    return articles, questions
+
+
+def split_titles(titles: Sequence[str], dev_share: float, seed: int) -> tuple[set[str], set[str]]:
+    """``(train, dev)`` article titles: a fixed-seed shuffle of the sorted distinct titles, the first share is dev
+    (the reader's split: ``qa train-reader`` holds these dev articles out of training)."""
+    import random
+
+    distinct = sorted(set(titles))
+    random.Random(seed).shuffle(distinct)
+    n_dev = max(1, round(len(distinct) * dev_share)) if distinct else 0
+    return set(distinct[n_dev:]), set(distinct[:n_dev])
+
+
+def split_questions(
+    articles: Sequence[Article], questions: Sequence[Question], split: str, dev_share: float, seed: int
+) -> list[Question]:
+    """The questions of the ``train`` or ``dev`` articles (by title), or all of them (``all``)."""
+    if split == "all":
+        return list(questions)
+    train, dev = split_titles([a.title or "" for a in articles], dev_share, seed)
+    keep = dev if split == "dev" else train
+    title_of = {a.id: a.title or "" for a in articles}
+    return [q for q in questions if title_of.get(q.doc_id) in keep]
 
 
 def first_relevant_rank(retrieved_doc_ids: Sequence[str], gold: str) -> int | None:
@@ -200,7 +236,7 @@ def evaluate_squad(
             "ask_ms_p95": _percentile(latencies, 0.95),
         }
         for qtype, rows in per_type.items():
-            result["by_type"].setdefault(qtype, {})
+            result.setdefault("by_type", {}).setdefault(qtype, {})
             result["by_type"][qtype]["quote_contains_answer"] = round(sum(h for h, _ in rows) / len(rows), 4)
             result["by_type"][qtype]["f1"] = round(sum(f for _, f in rows) / len(rows), 4)
 
@@ -281,7 +317,10 @@ def plot_recall_curves(result: dict[str, Any], path: str | Path) -> Path:
 
 def format_report(result: dict[str, Any], plot: str | None = None) -> str:
     """The evaluation as Markdown tables (``plot``: the recall@k PNG to link, relative to the report)."""
-    lines = [f"# qa eval — {result.get('file', '')}", ""]
+    lines = [
+        f"# qa eval — {result.get('file', '')}" + (f" ({result['split']} split)" if result.get("split", "all") != "all" else ""),
+        "",
+    ]
     lines += [f"{result['questions']} questions, {result.get('articles', '?')} articles ({result.get('chunks', '?')} chunks), "
               f"k={result['k']}, model `{result.get('model', '?')}`, answerer `{result.get('answerer', '?')}`", ""]  # fmt: skip
     if result.get("ingest_chunks_per_second"):
@@ -317,6 +356,17 @@ def format_report(result: dict[str, Any], plot: str | None = None) -> str:
                 a["ask_ms_p95"],
             )
         )
+    if result.get("stages"):
+        lines += [
+            "",
+            "## Stage by stage",
+            "",
+            "| answerer | quote contains answer | EM | F1 | false abstentions | abstains when unanswerable | ask p50 ms |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for stage, r in result["stages"].items():
+            cells = ("quote_contains_answer", "exact_match", "f1", "false_abstention_rate", "unanswerable_abstention_rate")
+            lines.append(_row(f"`{stage}`", *(r.get(c, "") for c in cells), r.get("ask_ms_p50", "")))
     if "unanswerable" in result:
         lines += [
             "",

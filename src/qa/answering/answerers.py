@@ -6,6 +6,7 @@ Nothing here imports LangChain: the chain (:mod:`qa.answering.chain`) loads with
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from qa.answering.base import Answerer, ConversationalAnswerer
 from qa.answering.extractive import ExtractiveAnswerer
@@ -30,8 +31,10 @@ def sentence_scores(question: str, passages: list[Passage]) -> list[tuple[int, f
 class Answerers:
     """The answerers of one knowledge base, each built once per spec (``extractive``, ``openai:…``)."""
 
-    def __init__(self, default: str, *, base_url: str | None = None, api_key: str | None = None) -> None:
-        self.default, self.base_url, self.api_key = default, base_url, api_key
+    def __init__(
+        self, default: str, *, base_url: str | None = None, api_key: str | None = None, model_cache: Path | None = None
+    ) -> None:
+        self.default, self.base_url, self.api_key, self.model_cache = default, base_url, api_key, model_cache
         self._built: dict[str, Answerer | ConversationalAnswerer] = {}
         self._lock = threading.Lock()
 
@@ -39,19 +42,33 @@ class Answerers:
         spec = spec or self.default
         with self._lock:
             if spec not in self._built:
-                self._built[spec] = make_answerer(spec, base_url=self.base_url, api_key=self.api_key)
+                self._built[spec] = make_answerer(
+                    spec, base_url=self.base_url, api_key=self.api_key, model_cache=self.model_cache
+                )
             return self._built[spec]
 
 
-def make_answerer(spec: str, *, base_url: str | None = None, api_key: str | None = None) -> Answerer | ConversationalAnswerer:
+def make_answerer(
+    spec: str, *, base_url: str | None = None, api_key: str | None = None, model_cache: Path | None = None
+) -> Answerer | ConversationalAnswerer:
     """``extractive`` (default, offline) or an LLM answerer for ``openai:…``, ``ollama:…``, ``llamacpp:…``.
 
-    LLM answerers fall back on the extractive answer's citations when the model cites nothing.
+    ``extractive`` is the reading answerer (:class:`qa.answering.reading.ReadingAnswerer`: the trained reader and
+    the combiner over the lexical answerer's candidates) unless ``QA_READER=off``, which keeps the lexical
+    :class:`~qa.answering.extractive.ExtractiveAnswerer`; ``extractive:lexical``, ``extractive:reader`` and
+    ``extractive:combined`` name one stage (``qa eval`` compares them). LLM answerers fall back on the extractive
+    answer's citations when the model cites nothing.
     """
     from qa.answering.llm import make_llm_answerer, parse_answerer
+    from qa.answering.reader import enabled
 
-    provider, _ = parse_answerer(spec)
+    provider, stage = parse_answerer(spec)
     extractive = extractive_answerer()
     if provider == "extractive":
-        return extractive
+        if stage == "lexical" or (not stage and not enabled()):
+            return extractive
+        from qa.answering.reading import ReadingAnswerer
+
+        cache = model_cache or Path("~/.cache/qa/models")
+        return ReadingAnswerer(extractive, cache, stage=stage or "combined")
     return make_llm_answerer(spec, base_url=base_url, api_key=api_key, fallback=extractive.answer)

@@ -68,6 +68,7 @@ __all__ = [
 ]
 
 PROVIDERS = ("openai", "ollama", "llamacpp")
+EXTRACTIVE_STAGES = ("extractive:lexical", "extractive:reader", "extractive:combined")
 _ACCEPTED = (
     "'extractive', 'openai:<model>' (OpenAI, or an OpenAI-compatible server at QA_LLM_BASE_URL), "
     "'ollama:<model>' or 'llamacpp:<path/to/model.gguf>'"
@@ -92,6 +93,8 @@ def parse_answerer(spec: str) -> tuple[str, str]:
     text = (spec or "").strip()
     if text.lower() == "extractive":
         return "extractive", ""
+    if text.lower() in EXTRACTIVE_STAGES:  # one stage of the reading answerer alone (``qa eval``)
+        return "extractive", text.lower().partition(":")[2]
     provider, sep, model = text.partition(":")
     provider = provider.strip().lower().replace(".", "").replace("-", "").replace("_", "")  # llama.cpp, llama-cpp
     model = model.strip()

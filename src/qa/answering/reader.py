@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,11 @@ MAX_TOKENS = 96
 ARTIFACT_FORMAT = 1
 WEIGHTS_FILE = "reader.safetensors"
 MANIFEST_FILE = "manifest.json"
-BUILD_FORMAT = 1  # bump whenever the export changes
+BUILD_FORMAT = 2  # bump whenever the export changes (2: weights as external data, memory-mapped)
 MARKER = "qa_reader.json"
 MODEL_FILE = "model.onnx"
+SENTENCE_CACHE = 8192
+"""Sentence vectors kept (bi-encoder; 1.5 KB each)."""
 DEFAULT_ARTIFACT = Path(__file__).resolve().parents[3] / "models" / "reader"
 """``models/reader`` of a source checkout."""
 
@@ -144,11 +147,15 @@ def build_reader_model(artifact: Path, model_folder: Path, cache_dir: Path, prog
         with staged_folder(folder) as tmp:
             report(f"building the reader model from {model_folder} and {artifact}: exporting")
             _export(Path(artifact), manifest, Path(model_folder), tmp / "exported.onnx")
-            from qa.embeddings.onnx_build import optimise_bert
+            from qa.embeddings.onnx_build import externalise, optimise_bert
 
             config = json.loads((Path(model_folder) / "config.json").read_text())
-            optimise_bert(tmp / "exported.onnx", tmp / MODEL_FILE, config)
+            optimise_bert(tmp / "exported.onnx", tmp / "fused.onnx", config)
             (tmp / "exported.onnx").unlink()
+            # the weights beside the graph, memory-mapped by ONNX Runtime: the 250k-token embedding matrix stays on
+            # disk but for the rows questions use (as for the embedder)
+            externalise(tmp / "fused.onnx", tmp / MODEL_FILE)
+            (tmp / "fused.onnx").unlink()
             (tmp / MARKER).write_text(json.dumps(stamp, indent=2))
     return folder / MODEL_FILE
 
@@ -230,6 +237,7 @@ class Reader:
         self.manifest: dict[str, Any] = {}
         self._session: Any = None
         self._lock = threading.Lock()
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def load(self) -> Reader:
         if self._session is None:
@@ -277,13 +285,32 @@ class Reader:
         return np.asarray(self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0], dtype=np.float32)
 
     def _score_bi(self, question: str, sentences: Sequence[str], batch_size: int) -> np.ndarray:
+        """``w * cosine + b``; a sentence's vector does not depend on the question, so the last
+        :data:`SENTENCE_CACHE` are kept (the passages of a follow-up, of a popular article, read again)."""
         query = self._embed([QUERY_PREFIX + question])[0]
-        out = np.zeros(len(sentences), dtype=np.float32)
-        order = np.argsort([-len(s) for s in sentences], kind="stable")
-        for i in range(0, len(sentences), batch_size):
-            idx = order[i : i + batch_size]
-            out[idx] = self._embed([PASSAGE_PREFIX + sentences[j] for j in idx]) @ query
-        return (self._w * out + self._b).astype(np.float32)
+        vectors: list[np.ndarray | None] = []
+        with self._lock:
+            for text in sentences:
+                vector = self._vectors.get(text)
+                if vector is not None:
+                    self._vectors.move_to_end(text)
+                vectors.append(vector)
+        missing = sorted({s for s, v in zip(sentences, vectors, strict=True) if v is None}, key=lambda s: -len(s))
+        fresh: dict[str, np.ndarray] = {}
+        for i in range(0, len(missing), batch_size):
+            batch = missing[i : i + batch_size]
+            fresh.update(zip(batch, self._embed([PASSAGE_PREFIX + s for s in batch]), strict=True))
+        if fresh:
+            with self._lock:
+                self._vectors.update(fresh)
+                while len(self._vectors) > SENTENCE_CACHE:
+                    self._vectors.popitem(last=False)
+        matrix = (
+            np.stack([v if v is not None else fresh[s] for s, v in zip(sentences, vectors, strict=True)])
+            if sentences
+            else np.zeros((0, len(query)))
+        )
+        return (self._w * (matrix @ query) + self._b).astype(np.float32)
 
     def rank(self, question: str, texts: Sequence[str]) -> list[tuple[int, int, int, float]]:
         """Every candidate sentence of ``texts`` (passages) as ``(text_index, start, end, logit)``, best first."""

@@ -177,7 +177,7 @@ def _quantise(src: Path, out: Path) -> None:
     )
 
 
-def _externalise(src: Path, out: Path) -> None:
+def externalise(src: Path, out: Path) -> None:
     """``src`` saved as ``out`` (the graph) + :data:`DATA_FILE` beside it (every weight over 1 KB)."""
     import onnx
 
@@ -219,7 +219,7 @@ def build_onnx_model(model_folder: Path, cache_dir: Path, backend: str, progress
         if _upgradable(folder, model_folder, backend):  # no export (nor torch) needed: re-save the weights apart
             with staged_folder(folder) as tmp:
                 report(f"moving the ONNX model's weights into {DATA_FILE} (memory-mapped at load)")
-                _externalise(folder / MODEL_FILE, tmp / MODEL_FILE)
+                externalise(folder / MODEL_FILE, tmp / MODEL_FILE)
                 marker = {"build_format": BUILD_FORMAT, "backend": backend, "stamp": _source_stamp(model_folder)}
                 (tmp / MARKER).write_text(json.dumps(marker, indent=2))
             return folder / MODEL_FILE
@@ -235,7 +235,7 @@ def build_onnx_model(model_folder: Path, cache_dir: Path, backend: str, progress
                 _quantise(fused, tmp / "quantised.onnx")
                 fused.unlink()
                 fused = tmp / "quantised.onnx"
-            _externalise(fused, tmp / MODEL_FILE)
+            externalise(fused, tmp / MODEL_FILE)
             fused.unlink()
             marker = {"build_format": BUILD_FORMAT, "backend": backend, "stamp": _source_stamp(model_folder)}
             (tmp / MARKER).write_text(json.dumps(marker, indent=2))

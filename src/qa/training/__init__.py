@@ -9,7 +9,7 @@ from pathlib import Path
 
 DEFAULT_DATA = ("../shared/data/piaf-v1.0.json", "../shared/data/piaf-v1.1-extra.json")
 
-__all__ = ["DEFAULT_DATA", "add_arguments", "cmd_train_reader"]
+__all__ = ["DEFAULT_DATA", "add_arguments", "add_combiner_arguments", "cmd_fit_combiner", "cmd_train_reader"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,3 +66,29 @@ def cmd_train_reader(args: argparse.Namespace) -> int:
         print(f"qa: error: no such data file: {', '.join(missing)}", file=sys.stderr)
         return 1
     return train_reader(args)
+
+
+def add_combiner_arguments(p: argparse.ArgumentParser) -> None:
+    """``qa fit-combiner`` (:mod:`qa.training.combiner`)."""
+    p.add_argument("data", nargs="*", default=list(DEFAULT_DATA), help="SQuAD-format files (default: the PIAF files)")
+    p.add_argument("--artifact", default="models/reader", help="the reader artifact folder (default models/reader)")
+    p.add_argument("--work-dir", default="~/.cache/qa/combiner-fit", help="its index and feature cache")
+    p.add_argument("-k", type=int, default=5, help="passages per question, as `qa ask` (default 5)")
+    p.add_argument("--train-questions", type=int, default=1500, help="training questions sampled (default 1500)")
+    p.add_argument(
+        "--false-abstention", type=float, default=0.075, help="the dev false-abstention rate the threshold aims at (0.075)"
+    )
+    p.add_argument("--l2", type=float, default=1.0, help="L2 penalty of the logistic regression (default 1)")
+    p.add_argument("--refit", action="store_true", help="refit from the cached features")
+    p.add_argument("--no-artifact", action="store_true", help="report only, do not write combiner.json")
+
+
+def cmd_fit_combiner(args: argparse.Namespace) -> int:
+    from qa.training.combiner import fit_combiner
+
+    args.argv = sys.argv[sys.argv.index("fit-combiner") + 1 :] if "fit-combiner" in sys.argv else None
+    missing = [d for d in args.data if not Path(d).is_file()]
+    if missing:
+        print(f"qa: error: no such data file: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return fit_combiner(args)

@@ -17,7 +17,7 @@ from typing import Any
 
 from qa.answering.reader import candidate_sentences
 from qa.errors import DocumentError
-from qa.evaluation import quote_contains_answer
+from qa.evaluation import quote_contains_answer, split_titles
 
 
 @dataclass
@@ -95,14 +95,6 @@ def load_examples(paths: list[Path]) -> Dataset:
                     examples.append(Example(str(qa["id"]), qa["question"], paragraph, answers, positives))
         files.append({"file": path.name, "sha256": sha256_of(path), "questions": count})
     return Dataset(paragraphs, examples, files, skipped)
-
-
-def split_titles(titles: list[str], dev_share: float, seed: int) -> tuple[set[str], set[str]]:
-    """``(train, dev)`` article titles: a fixed-seed shuffle of the sorted distinct titles, the first share is dev."""
-    distinct = sorted(set(titles))
-    random.Random(seed).shuffle(distinct)
-    n_dev = max(1, round(len(distinct) * dev_share)) if distinct else 0
-    return set(distinct[n_dev:]), set(distinct[:n_dev])
 
 
 def split_examples(dataset: Dataset, dev_share: float, seed: int) -> tuple[list[Example], list[Example]]:

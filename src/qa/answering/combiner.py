@@ -1,0 +1,143 @@
+"""The calibrated combiner: one probability per candidate sentence from the reader's and the lexical scores.
+
+A candidate sentence is described by :data:`FEATURES` — the trained reader's logit (absolute, and relative to the
+question's best), the lexical answerer's score, coverage and answer-type check, and its passage's retrieval rank and
+score. A logistic regression over them, fitted on the training split by ``qa fit-combiner``
+(:mod:`qa.training.combiner`), gives ``P(the sentence holds the answer)``; the best sentence's probability is the
+answer's confidence, and the abstention threshold (``threshold`` in ``combiner.json``) was chosen on the dev split
+for a stated false-abstention rate. Nothing here is hand-set but the feature list.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa.answering.questions import TYPED
+from qa.errors import ModelError
+
+FORMAT = 1
+COMBINER_FILE = "combiner.json"
+FEATURES = (
+    "reader_logit",
+    "reader_margin",
+    "reader_best",
+    "lexical_score",
+    "lexical_share",
+    "lexical_best",
+    "coverage",
+    "context_coverage",
+    "type_found",
+    "type_missing",
+    "passage_share",
+    "passage_prior",
+)
+"""What the combiner reads of each candidate (see :func:`features`)."""
+
+
+@dataclass
+class Candidate:
+    """What :func:`features` needs of one candidate sentence (a view of the lexical answerer's ``ScoredSentence``)."""
+
+    passage_index: int
+    score: float
+    coverage: float
+    context_coverage: float
+    typed: bool
+    has_answer: bool
+
+
+def features(qtype: str, candidates: Sequence[Candidate], logits: Sequence[float], passage_scores: Sequence[float]) -> np.ndarray:
+    """The ``len(candidates) x len(FEATURES)`` matrix; ``candidates`` in lexical order (best first), ``logits`` the
+    reader's, aligned with them."""
+    n = len(candidates)
+    out = np.zeros((n, len(FEATURES)), dtype=np.float64)
+    if not n:
+        return out
+    logit = np.asarray(logits, dtype=np.float64)
+    best_logit = float(logit.max())
+    top_lexical = max(c.score for c in candidates)
+    top_passage = max(passage_scores) if passage_scores else 0.0
+    typed_question = qtype in TYPED
+    for i, c in enumerate(candidates):
+        pscore = passage_scores[c.passage_index] if c.passage_index < len(passage_scores) else 0.0
+        out[i] = (
+            logit[i],
+            logit[i] - best_logit,
+            float(logit[i] >= best_logit),
+            c.score,
+            c.score / top_lexical if top_lexical > 0 else 0.0,
+            float(i == 0),
+            c.coverage,
+            c.context_coverage,
+            float(c.has_answer),
+            float(typed_question and c.typed and not c.has_answer),
+            max(pscore, 0.0) / top_passage if top_passage > 0 else 0.0,
+            1.0 / (1.0 + c.passage_index),
+        )
+    return out
+
+
+class Combiner:
+    """A fitted logistic regression over :data:`FEATURES` (standardised), and the abstention threshold."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        if spec.get("format") != FORMAT or tuple(spec.get("features", ())) != FEATURES:
+            raise ModelError(
+                f"the combiner was fitted for features {spec.get('features')} (format {spec.get('format')}), "
+                f"this qa computes {list(FEATURES)}: run `qa fit-combiner`"
+            )
+        self.spec = spec
+        self.mean = np.asarray(spec["mean"], dtype=np.float64)
+        self.scale = np.asarray(spec["scale"], dtype=np.float64)
+        self.coef = np.asarray(spec["coef"], dtype=np.float64)
+        self.intercept = float(spec["intercept"])
+        self.threshold = float(spec["threshold"])
+
+    @classmethod
+    def load(cls, folder: Path) -> Combiner:
+        path = Path(folder) / COMBINER_FILE
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot read {path} ({exc}): run `qa fit-combiner` or set QA_READER=off") from None
+        return cls(spec)
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """``P(holds the answer)`` per row of a :func:`features` matrix."""
+        if not len(x):
+            return np.zeros(0)
+        z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50) -> dict[str, Any]:
+    """L2-regularised logistic regression by Newton's method on standardised features: ``mean``, ``scale``,
+    ``coef``, ``intercept`` (what :class:`Combiner` reads)."""
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+    w = np.zeros(z.shape[1])
+    penalty = np.full(z.shape[1], l2)
+    penalty[-1] = 0.0  # no penalty on the intercept
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(z @ w, -40, 40)))
+        grad = z.T @ (p - y) + penalty * w
+        hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if float(np.abs(step).max()) < 1e-8:
+            break
+    return {"mean": mean.tolist(), "scale": scale.tolist(), "coef": w[:-1].tolist(), "intercept": float(w[-1])}
+
+
+def log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if len(y) else math.nan

@@ -1,0 +1,217 @@
+"""The reading answerer: the lexical answerer's candidates, re-scored by the trained reader and the combiner.
+
+The default offline answerer when the reader is on (``QA_READER`` not ``off``). For a question and its passages:
+
+1. the lexical :class:`~qa.answering.extractive.ExtractiveAnswerer` ranks every sentence (term coverage, answer-type
+   check, passage rank) — its top :data:`CANDIDATES` are the candidates (the right sentence is among them for
+   nearly every question whose passages hold it; reading fewer keeps a question fast);
+2. the trained reader (:mod:`qa.answering.reader`) gives each candidate a logit;
+3. the combiner (:mod:`qa.answering.combiner`, fitted on the training split) turns both into ``P(holds the answer)``;
+   the best candidate is quoted, its probability is the confidence, and below the threshold chosen on the dev split
+   the answerer abstains;
+4. the span model (:mod:`qa.answering.span_reader`) cuts the short answer out of the quoted sentence; where the
+   answer-type rules found an answer of the asked kind at the same place, their phrasing is the reply
+   (« En novembre 1994. »).
+
+``stage`` selects a part alone, for ``qa eval``: ``"lexical"`` (the lexical answerer), ``"reader"`` (the reader's
+logit alone chooses and decides abstention) or ``"combined"`` (the default).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa.answering.combiner import Candidate, Combiner, features
+from qa.answering.extractive import ExtractiveAnswerer, ScoredSentence
+from qa.answering.questions import question_type
+from qa.answering.reader import DEFAULT_ARTIFACT, Reader, sigmoid
+from qa.answering.text import REFUSAL
+from qa.schema import Answer, Citation, Passage
+
+CANDIDATES = 8
+"""How many of the lexical answerer's best sentences the reader reads."""
+STAGES = ("lexical", "reader", "combined")
+SPAN_MANIFEST = "span.json"
+"""The span model's manifest in the reader artifact folder; without it the answer-type rules cut short answers."""
+
+_MODELS: dict[tuple[str, str], Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _shared(kind: str, cache_dir: Path, artifact: Path, make: Any) -> Any:
+    """One reader / span model / combiner per process (they are read-only and thread-safe)."""
+    key = (kind, f"{Path(cache_dir).expanduser()}|{artifact}")
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = make()
+        return _MODELS[key]
+
+
+class ReadingAnswerer:
+    """Quotes the candidate sentence the combiner finds most likely to hold the answer (see the module doc)."""
+
+    name = "extractive"
+
+    def __init__(
+        self,
+        lexical: ExtractiveAnswerer,
+        cache_dir: Path,
+        *,
+        stage: str = "combined",
+        artifact: Path | None = None,
+        progress: Any = None,
+        reader: Any = None,
+        combiner: Combiner | None = None,
+        spans: Any = None,
+    ) -> None:
+        """``reader``, ``combiner`` and ``spans`` replace the shipped models (tests, experiments); by default they
+        load from ``artifact`` (``models/reader``) on first use, once per process."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown reading stage {stage!r}: one of {', '.join(STAGES)}")
+        self.lexical = lexical
+        self.stage = stage
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.artifact = Path(artifact) if artifact else DEFAULT_ARTIFACT
+        self.progress = progress
+        self.name = "extractive" if stage == "combined" else f"extractive:{stage}"
+        self._given = {"reader": reader, "combiner": combiner, "spans": spans}
+
+    # -- the models, loaded on first use -------------------------------------------------------------------------
+    @property
+    def reader(self) -> Reader:
+        if self._given["reader"] is not None:
+            return self._given["reader"]
+        return _shared(
+            "reader",
+            self.cache_dir,
+            self.artifact,
+            lambda: Reader(self.cache_dir, artifact=self.artifact, progress=self.progress),
+        )
+
+    @property
+    def combiner(self) -> Combiner:
+        if self._given["combiner"] is not None:
+            return self._given["combiner"]
+        return _shared("combiner", self.cache_dir, self.artifact, lambda: Combiner.load(self.artifact))
+
+    @property
+    def spans(self) -> Any:
+        """The span model, or None when the artifact ships none (the answer-type rules cut the short answer)."""
+        if self._given["spans"] is not None:
+            return self._given["spans"]
+
+        def make() -> Any:
+            if not (self.artifact / SPAN_MANIFEST).is_file():
+                return None
+            from qa.answering.span_reader import SpanReader
+
+            return SpanReader(self.cache_dir, artifact=self.artifact, progress=self.progress)
+
+        return _shared("spans", self.cache_dir, self.artifact, make)
+
+    @property
+    def nlp(self) -> Any:
+        """The lexical answerer's spaCy pipeline (``kb.warm`` loads it through this)."""
+        return self.lexical.nlp
+
+    def load(self) -> ReadingAnswerer:
+        """Load (and build, once) every model this stage uses."""
+        if self.stage != "lexical":
+            self.reader.load()
+            if self.stage == "combined":
+                self.combiner  # noqa: B018 - loads it
+                if self.spans is not None:
+                    self.spans.load()
+        return self
+
+    # -- answering -----------------------------------------------------------------------------------------------
+    def answer(self, question: str, passages: list[Passage]) -> Answer:
+        if self.stage == "lexical":
+            return self.lexical.answer(question, passages)
+        passages = list(passages)
+        scored = self.score(question, passages)
+        if not scored:
+            return self._abstain(question, passages, 0.0)
+        best, confidence = scored[0]
+        threshold = (
+            self.combiner.threshold if self.stage == "combined" else float(self.combiner.spec.get("reader_threshold", 0.5))
+        )
+        if confidence < threshold:
+            return self._abstain(question, passages, confidence)
+        text, short = self._short_answer(question, best)
+        passage = passages[best.passage_index]
+        citation = Citation(passage=passage, quote=passage.text[best.start : best.end], start=best.start, end=best.end)
+        return Answer(
+            text=text,
+            citations=[citation],
+            passages=passages,
+            abstained=False,
+            confidence=round(float(confidence), 4),
+            short_answer=short,
+            question=question,
+        )
+
+    def score(self, question: str, passages: list[Passage]) -> list[tuple[ScoredSentence, float]]:
+        """The candidate sentences with their probability of holding the answer, best first."""
+        ranked = self.lexical.score_sentences(question, passages)[:CANDIDATES]
+        if not ranked:
+            return []
+        logits = self.reader.score(question, [s.text for s in ranked])
+        if self.stage == "reader":
+            probs = sigmoid(logits)
+        else:
+            probs = self.combiner.probabilities(self.features(question, ranked, logits, passages))
+        order = np.argsort(-probs, kind="stable")
+        return [(ranked[i], float(probs[i])) for i in order]
+
+    @staticmethod
+    def features(question: str, ranked: list[ScoredSentence], logits: Any, passages: list[Passage]) -> np.ndarray:
+        candidates = [
+            Candidate(s.passage_index, s.score, s.coverage, s.context_coverage, s.typed, s.answer is not None) for s in ranked
+        ]
+        return features(question_type(question), candidates, logits, [p.score for p in passages])
+
+    def score_sentences(self, question: str, passages: list[Passage]) -> list[ScoredSentence]:
+        """The candidates best first (what ``qa eval`` reads to tell what an abstention cost)."""
+        return (
+            [s for s, _ in self.score(question, passages)]
+            if self.stage != "lexical"
+            else self.lexical.score_sentences(question, passages)
+        )
+
+    def _short_answer(self, question: str, best: ScoredSentence) -> tuple[str, str]:
+        """``(reply, short answer)`` from the quoted sentence."""
+        rule = best.answer
+        spans = self.spans if self.stage == "combined" else None
+        found = spans.extract(question, best.text) if spans is not None else None
+        if found is None:
+            return (rule.reply, rule.core) if rule is not None else (best.text, "")
+        start, end, _ = found
+        core = best.text[start:end]
+        if rule is not None and rule.start < end and start < rule.end:
+            return rule.reply, core  # the rules' phrasing of the same answer (« En novembre 1994. »)
+        return reply_of(core), core
+
+    @staticmethod
+    def _abstain(question: str, passages: list[Passage], confidence: float) -> Answer:
+        return Answer(
+            text=REFUSAL,
+            citations=[],
+            passages=passages,
+            abstained=True,
+            confidence=round(max(0.0, min(1.0, float(confidence))), 4),
+            question=question,
+        )
+
+
+def reply_of(core: str) -> str:
+    """A short answer as a reply: capital first letter, a final full stop."""
+    core = core.strip()
+    if not core:
+        return core
+    reply = core[0].upper() + core[1:]
+    return reply if reply[-1] in ".!?…" else reply + "."

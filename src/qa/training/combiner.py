@@ -1,0 +1,216 @@
+"""``qa fit-combiner``: fit the combiner (:mod:`qa.answering.combiner`) on the training split, choose its threshold
+on the dev split.
+
+The candidates are the product's own: every PIAF paragraph of the data files is indexed (a knowledge base in
+``--work-dir``, the real embedding model), each question retrieves its ``k`` passages as ``qa ask`` does, twice —
+with its paragraph, and with its paragraph left out (``exclude``: the unanswerable case the product meets) — and the
+reading answerer's candidates get their features (the reader's logit, the lexical scores, the passage's rank) and a
+label (does the sentence hold a gold answer, compared like ``qa eval``'s quote metric). A logistic regression is
+fitted on the training-split rows; on the dev split (whole articles never seen in training, the reader's own split)
+the abstention threshold is the highest that keeps false abstentions at or under ``--false-abstention``, and the
+sentence choice of each stage (lexical, reader, combined) is measured. Features are cached in ``--work-dir``
+(``--refit`` refits from them in seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa.answering.combiner import COMBINER_FILE, FEATURES, FORMAT, fit_logistic, log_loss
+from qa.answering.reader import load_manifest
+from qa.evaluation import quote_contains_answer
+from qa.training.data import Dataset, Example, load_examples, split_examples
+
+
+def _doc_id(example: Example) -> str:
+    return example.paragraph.key.replace(":", "-")
+
+
+def _knowledge_base(dataset: Dataset, work: Path) -> Any:
+    from tqdm import tqdm
+
+    from qa.config import load_settings
+    from qa.documents import Article
+    from qa.kb import KnowledgeBase
+
+    kb = KnowledgeBase.open(settings=load_settings(index_dir=work / "index"))
+    articles = [Article(id=p.key.replace(":", "-"), text=p.text, title=p.title, source="squad") for p in dataset.paragraphs]
+    kb.add_articles(tqdm(articles, desc="index", unit=" paragraphs", file=sys.stderr, mininterval=1))
+    return kb
+
+
+def collect(kb: Any, examples: list[Example], k: int, desc: str) -> list[dict[str, Any]]:
+    """Per question and condition (``answerable`` / ``removed``): the candidates' features and labels."""
+    from tqdm import tqdm
+
+    reading = kb.answerer("extractive:combined")
+    rows = []
+    for ex in tqdm(examples, desc=desc, unit=" q", file=sys.stderr, mininterval=2):
+        for removed in (False, True):
+            passages = kb.search(ex.question, k=k, exclude=[_doc_id(ex)] if removed else None)
+            ranked = reading.lexical.score_sentences(ex.question, passages)[: reading_candidates()]
+            if not ranked:
+                rows.append({"id": ex.id, "removed": removed, "x": np.zeros((0, len(FEATURES))), "y": np.zeros(0)})
+                continue
+            logits = reading.reader.score(ex.question, [s.text for s in ranked])
+            x = reading.features(ex.question, ranked, logits, passages)
+            y = np.array([float(quote_contains_answer([s.text], ex.answers)) for s in ranked])
+            rows.append({"id": ex.id, "removed": removed, "x": x, "y": y})
+    return rows
+
+
+def reading_candidates() -> int:
+    from qa.answering.reading import CANDIDATES
+
+    return CANDIDATES
+
+
+def _save(path: Path, rows: list[dict[str, Any]]) -> None:
+    np.savez_compressed(
+        path,
+        ids=np.array([r["id"] for r in rows]),
+        removed=np.array([r["removed"] for r in rows]),
+        sizes=np.array([len(r["y"]) for r in rows]),
+        x=np.vstack([r["x"] for r in rows]) if rows else np.zeros((0, len(FEATURES))),
+        y=np.concatenate([r["y"] for r in rows]) if rows else np.zeros(0),
+    )
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    data = np.load(path)
+    rows, at = [], 0
+    for qid, removed, size in zip(data["ids"], data["removed"], data["sizes"], strict=True):
+        rows.append({"id": str(qid), "removed": bool(removed), "x": data["x"][at : at + size], "y": data["y"][at : at + size]})
+        at += size
+    return rows
+
+
+def choose_threshold(answerable_confidence: list[float], target: float) -> float:
+    """The highest threshold whose false-abstention rate (answerable questions below it) stays ``<= target``."""
+    ordered = sorted(answerable_confidence)
+    allowed = int(target * len(ordered))  # this many may fall below
+    return float(ordered[allowed]) if ordered else 0.5
+
+
+def stage_scores(rows: list[dict[str, Any]], probs: list[np.ndarray], threshold: float) -> dict[str, float]:
+    """Top-1 hit rate (end to end: an abstention is a miss), false abstentions, abstention when removed."""
+    hits, abstain_answerable, abstain_removed, n_a, n_r = 0.0, 0, 0, 0, 0
+    for row, p in zip(rows, probs, strict=True):
+        best = int(np.argmax(p)) if len(p) else -1
+        confident = best >= 0 and p[best] >= threshold
+        if row["removed"]:
+            n_r += 1
+            abstain_removed += not confident
+        else:
+            n_a += 1
+            abstain_answerable += not confident
+            hits += float(confident and row["y"][best] > 0)
+    return {
+        "quote_contains_answer": round(hits / max(n_a, 1), 4),
+        "false_abstention_rate": round(abstain_answerable / max(n_a, 1), 4),
+        "unanswerable_abstention_rate": round(abstain_removed / max(n_r, 1), 4),
+    }
+
+
+def _top1(rows: list[dict[str, Any]], probs: list[np.ndarray]) -> float:
+    answerable = [(r, p) for r, p in zip(rows, probs, strict=True) if not r["removed"]]
+    return round(sum(float(len(p) and r["y"][int(np.argmax(p))] > 0) for r, p in answerable) / max(len(answerable), 1), 4)
+
+
+def fit_combiner(args: argparse.Namespace) -> int:
+    started = time.time()
+    work = Path(args.work_dir).expanduser()
+    work.mkdir(parents=True, exist_ok=True)
+    artifact = Path(args.artifact)
+    reader_manifest = load_manifest(artifact)
+    split = reader_manifest["split"]
+    dataset = load_examples([Path(d) for d in args.data])
+    train, dev = split_examples(dataset, split["dev_share"], split["seed"])
+    random.Random(split["seed"]).shuffle(train)
+    train = train[: args.train_questions]
+    cache = work / f"features-k{args.k}-{reader_manifest['weights_sha256'][:12]}-{len(train)}.npz"
+    dev_cache = work / f"features-dev-k{args.k}-{reader_manifest['weights_sha256'][:12]}.npz"
+    if args.refit and cache.is_file() and dev_cache.is_file():
+        train_rows, dev_rows = _load(cache), _load(dev_cache)
+    else:
+        kb = _knowledge_base(dataset, work)
+        train_rows = collect(kb, train, args.k, "features (train split)")
+        _save(cache, train_rows)
+        dev_rows = collect(kb, dev, args.k, "features (dev split)")
+        _save(dev_cache, dev_rows)
+    x = np.vstack([r["x"] for r in train_rows])
+    y = np.concatenate([r["y"] for r in train_rows])
+    model = fit_logistic(x, y, l2=args.l2)
+    spec: dict[str, Any] = {"format": FORMAT, "features": list(FEATURES), **model, "threshold": 0.5}
+    from qa.answering.combiner import Combiner
+
+    combiner = Combiner(spec)
+    combined = [combiner.probabilities(r["x"]) for r in dev_rows]
+    reader_only = [1.0 / (1.0 + np.exp(-r["x"][:, FEATURES.index("reader_logit")])) for r in dev_rows]
+    lexical = [(-np.arange(len(r["y"]))).astype(float) for r in dev_rows]  # the lexical order
+    answerable = [r for r in dev_rows if not r["removed"]]
+    thr = choose_threshold(
+        [float(p.max()) if len(p) else 0.0 for r, p in zip(dev_rows, combined, strict=True) if not r["removed"]],
+        args.false_abstention,
+    )
+    reader_thr = choose_threshold(
+        [float(p.max()) if len(p) else 0.0 for r, p in zip(dev_rows, reader_only, strict=True) if not r["removed"]],
+        args.false_abstention,
+    )
+    spec["threshold"] = round(thr, 6)
+    spec["reader_threshold"] = round(reader_thr, 6)
+    dev_x = np.vstack([r["x"] for r in dev_rows])
+    dev_y = np.concatenate([r["y"] for r in dev_rows])
+    scores = {
+        "dev_questions": len(answerable),
+        "candidates_hold_answer": round(sum(float(r["y"].max(initial=0) > 0) for r in answerable) / max(len(answerable), 1), 4),
+        "top1": {
+            "lexical": _top1(dev_rows, lexical),
+            "reader": _top1(dev_rows, reader_only),
+            "combined": _top1(dev_rows, combined),
+        },
+        "reader_at_threshold": stage_scores(dev_rows, reader_only, reader_thr),
+        "combined_at_threshold": stage_scores(dev_rows, combined, thr),
+        "dev_log_loss": round(log_loss(combiner.probabilities(dev_x), dev_y), 4),
+        "train_log_loss": round(log_loss(combiner.probabilities(x), y), 4),
+    }
+    spec.update(
+        false_abstention_target=args.false_abstention,
+        scores=scores,
+        fitted_on={
+            "train_questions": len(train),
+            "train_rows": int(len(y)),
+            "positives": int(y.sum()),
+            "conditions": ["with its paragraph", "its paragraph left out"],
+            "k": args.k,
+        },
+        reader_weights_sha256=reader_manifest["weights_sha256"],
+        data=dataset.files,
+        split={"by": "article title", "seed": split["seed"], "dev_share": split["dev_share"]},
+        command="qa fit-combiner " + " ".join(getattr(args, "argv", None) or []),
+        seconds=round(time.time() - started, 1),
+        created=dt.date.today().isoformat(),
+    )
+    print(
+        json.dumps(
+            {
+                "threshold": spec["threshold"],
+                "coef": dict(zip(FEATURES, np.round(model["coef"], 3).tolist(), strict=True)),
+                **scores,
+            },
+            indent=2,
+        )
+    )
+    if not args.no_artifact:
+        (artifact / COMBINER_FILE).write_text(json.dumps(spec, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {artifact / COMBINER_FILE}", file=sys.stderr)
+    return 0

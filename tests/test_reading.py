@@ -1,0 +1,308 @@
+"""The reading answerer (the trained reader + the combiner over the lexical answerer's candidates), the combiner's
+fit, the answerer specs, and ``qa eval``'s dev split and stage table. Fast tests use stand-in models; the tests
+marked ``reader`` answer with the shipped reader, combiner and span model, as the product does by default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qa.answering.answerers import make_answerer
+from qa.answering.combiner import COMBINER_FILE, FEATURES, FORMAT, Candidate, Combiner, features, fit_logistic
+from qa.answering.extractive import ExtractiveAnswerer
+from qa.answering.llm import parse_answerer
+from qa.answering.reader import DEFAULT_ARTIFACT
+from qa.answering.reading import CANDIDATES, ReadingAnswerer, reply_of
+from qa.answering.text import REFUSAL
+from qa.errors import ModelError
+from qa.evaluation import format_report, load_squads, split_questions
+from qa.schema import Passage
+
+from helpers import SEED
+
+QUESTION = "Quand le bureau de l'UE a-t-il ouvert à Almaty ?"
+ALMATY = "En novembre 1994, la délégation de l’UE au Kazakhstan a commencé ses travaux à Almaty."
+PASSAGE = (
+    "La délégation de l’UE à Bruxelles a été créée en décembre 1993. "
+    f"{ALMATY} "
+    "Le Kazakhstan est le plus grand pays d’Asie centrale."
+)
+
+
+class FakeReader:
+    """Scores by a fixed preference: sentences holding ``prefer`` get ``high``, the others ``low``."""
+
+    def __init__(self, prefer: str, high: float = 3.0, low: float = -3.0) -> None:
+        self.prefer, self.high, self.low = prefer, high, low
+        self.calls: list[int] = []
+
+    def load(self) -> FakeReader:
+        return self
+
+    def score(self, question: str, sentences: list[str]) -> np.ndarray:
+        self.calls.append(len(sentences))
+        return np.array([self.high if self.prefer in s else self.low for s in sentences], dtype=np.float32)
+
+
+class FakeSpans:
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+
+    def load(self) -> FakeSpans:
+        return self
+
+    def extract(self, question: str, sentence: str) -> tuple[int, int, float] | None:
+        at = sentence.find(self.answer)
+        return None if at < 0 else (at, at + len(self.answer), 1.0)
+
+
+def reader_only_combiner(threshold: float = 0.5) -> Combiner:
+    """A combiner that reads the reader's logit alone (probability = sigmoid(logit))."""
+    coef = [1.0 if f == "reader_logit" else 0.0 for f in FEATURES]
+    zeros, ones = [0.0] * len(FEATURES), [1.0] * len(FEATURES)
+    return Combiner(
+        {
+            "format": FORMAT,
+            "features": list(FEATURES),
+            "mean": zeros,
+            "scale": ones,
+            "coef": coef,
+            "intercept": 0.0,
+            "threshold": threshold,
+        }
+    )
+
+
+def answerer(reader: FakeReader, spans: FakeSpans | None = None, threshold: float = 0.5) -> ReadingAnswerer:
+    return ReadingAnswerer(
+        ExtractiveAnswerer(nlp=False), Path("/nonexistent"), reader=reader, combiner=reader_only_combiner(threshold), spans=spans
+    )
+
+
+def passages() -> list[Passage]:
+    return [Passage(text=PASSAGE, doc_id="seed", chunk_id="seed:0", score=1.0, title="UE")]
+
+
+# -- the answerer, with stand-in models ---------------------------------------------------------------------------
+def test_the_reader_choice_is_quoted_verbatim() -> None:
+    answer = answerer(FakeReader("Bruxelles")).answer(QUESTION, passages())
+    assert not answer.abstained
+    citation = answer.citations[0]
+    assert "Bruxelles" in citation.quote and citation.passage.text[citation.start : citation.end] == citation.quote
+    assert answer.confidence == pytest.approx(1 / (1 + np.exp(-3.0)), abs=1e-4)
+
+
+def test_low_probability_everywhere_abstains() -> None:
+    answer = answerer(FakeReader("nowhere", low=-2.0)).answer(QUESTION, passages())
+    assert answer.abstained and answer.text == REFUSAL and not answer.citations
+    assert answer.confidence == pytest.approx(1 / (1 + np.exp(2.0)), abs=1e-4)
+
+
+def test_the_span_model_gives_the_short_answer_and_the_rules_their_phrasing() -> None:
+    answer = answerer(FakeReader("Almaty"), FakeSpans("novembre 1994")).answer(QUESTION, passages())
+    assert answer.short_answer == "novembre 1994"
+    assert answer.text == "En novembre 1994."  # the date rule found the same answer: its reply
+    untyped = answerer(FakeReader("Asie"), FakeSpans("le plus grand pays")).answer("Que dit-on du Kazakhstan ?", passages())
+    assert untyped.short_answer == "le plus grand pays" and untyped.text == "Le plus grand pays."
+
+
+def test_without_a_span_model_the_rules_cut_the_short_answer() -> None:
+    answer = answerer(FakeReader("Almaty")).answer(QUESTION, passages())
+    assert answer.text == "En novembre 1994." and answer.short_answer == "novembre 1994"
+
+
+def test_the_reader_reads_at_most_the_lexical_top_candidates() -> None:
+    reader = FakeReader("Almaty")
+    many = [
+        Passage(text=f"Phrase numéro {i} sur le bureau de l'UE. Autre phrase {i}.", doc_id=f"d{i}", chunk_id=f"d{i}:0", score=1.0)
+        for i in range(10)
+    ]
+    answerer(reader).answer(QUESTION, many)
+    assert reader.calls == [CANDIDATES]
+
+
+def test_no_passage_abstains_without_reading() -> None:
+    reader = FakeReader("x")
+    answer = answerer(reader).answer(QUESTION, [])
+    assert answer.abstained and reader.calls == []
+
+
+def test_reply_of() -> None:
+    assert reply_of(" novembre 1994 ") == "Novembre 1994."
+    assert reply_of("Quoi ?") == "Quoi ?"
+    assert reply_of("") == ""
+
+
+# -- specs ---------------------------------------------------------------------------------------------------------
+def test_stage_specs_parse() -> None:
+    assert parse_answerer("extractive:reader") == ("extractive", "reader")
+    assert parse_answerer("Extractive:Lexical") == ("extractive", "lexical")
+    assert parse_answerer("extractive") == ("extractive", "")
+
+
+def test_qa_reader_off_keeps_the_lexical_answerer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("QA_READER", "off")
+    assert isinstance(make_answerer("extractive", model_cache=tmp_path), ExtractiveAnswerer)
+    monkeypatch.setenv("QA_READER", "on")
+    reading = make_answerer("extractive", model_cache=tmp_path)
+    assert isinstance(reading, ReadingAnswerer) and reading.stage == "combined" and reading.name == "extractive"
+    assert isinstance(make_answerer("extractive:lexical", model_cache=tmp_path), ExtractiveAnswerer)
+    staged = make_answerer("extractive:reader", model_cache=tmp_path)
+    assert isinstance(staged, ReadingAnswerer) and staged.stage == "reader"
+
+
+# -- the combiner --------------------------------------------------------------------------------------------------
+def test_features_describe_each_candidate_relative_to_the_question() -> None:
+    candidates = [Candidate(0, 1.2, 0.8, 0.9, True, True), Candidate(1, 0.6, 0.4, 0.5, True, False)]
+    x = features("quand", candidates, [0.5, 2.0], [2.0, 1.0])
+    assert x.shape == (2, len(FEATURES))
+    row = dict(zip(FEATURES, x[0], strict=True))
+    assert row["reader_margin"] == pytest.approx(-1.5) and row["reader_best"] == 0.0 and row["lexical_best"] == 1.0
+    assert row["type_found"] == 1.0 and row["type_missing"] == 0.0 and row["passage_share"] == 1.0
+    second = dict(zip(FEATURES, x[1], strict=True))
+    assert second["reader_best"] == 1.0 and second["type_missing"] == 1.0 and second["passage_share"] == 0.5
+    assert second["lexical_share"] == pytest.approx(0.5) and second["passage_prior"] == 0.5
+
+
+def test_fit_logistic_is_calibrated_on_data_it_can_separate_partly() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, len(FEATURES)))
+    true_p = 1 / (1 + np.exp(-(2.0 * x[:, 0] - 1.0)))
+    y = (rng.random(4000) < true_p).astype(float)
+    model = fit_logistic(x, y, l2=1.0)
+    assert model["coef"][0] == pytest.approx(2.0, abs=0.25) and abs(model["coef"][1]) < 0.2
+    spec = {"format": FORMAT, "features": list(FEATURES), **model, "threshold": 0.5}
+    p = Combiner(spec).probabilities(x)
+    for lo, hi in ((0.0, 0.2), (0.4, 0.6), (0.8, 1.0)):  # predicted probabilities match observed rates
+        sel = (p >= lo) & (p < hi)
+        assert abs(y[sel].mean() - p[sel].mean()) < 0.06
+
+
+def test_a_combiner_fitted_for_other_features_is_refused(tmp_path: Path) -> None:
+    (tmp_path / COMBINER_FILE).write_text(json.dumps({"format": FORMAT, "features": ["reader_logit"]}))
+    with pytest.raises(ModelError, match="qa fit-combiner"):
+        Combiner.load(tmp_path)
+    with pytest.raises(ModelError, match=r"cannot read .*combiner.json"):
+        Combiner.load(tmp_path / "missing")
+
+
+def test_shipped_combiner_was_fitted_on_the_training_split_with_its_dev_scores() -> None:
+    combiner = Combiner.load(DEFAULT_ARTIFACT)
+    spec = combiner.spec
+    assert 0.0 < combiner.threshold < 1.0
+    manifest = json.loads((DEFAULT_ARTIFACT / "manifest.json").read_text())
+    assert spec["reader_weights_sha256"] == manifest["weights_sha256"]
+    assert spec["split"]["seed"] == manifest["split"]["seed"] and spec["split"]["dev_share"] == manifest["split"]["dev_share"]
+    scores = spec["scores"]
+    assert scores["combined_at_threshold"]["false_abstention_rate"] <= spec["false_abstention_target"] + 0.01
+    assert scores["top1"]["combined"] >= scores["top1"]["lexical"]
+    assert spec["command"].startswith("qa fit-combiner")
+
+
+# -- qa eval: the dev split and the stage table --------------------------------------------------------------------
+def _squad(path: Path, titles: list[str]) -> Path:
+    data = [
+        {
+            "title": t,
+            "paragraphs": [
+                {
+                    "context": f"{t} a ouvert en 1990.",
+                    "qas": [
+                        {
+                            "id": f"{t}-q",
+                            "question": f"Quand {t} a-t-il ouvert ?",
+                            "answers": [{"text": "1990", "answer_start": len(t) + 13}],
+                        }
+                    ],
+                }
+            ],
+        }
+        for t in titles
+    ]
+    path.write_text(json.dumps({"data": data}), encoding="utf-8")
+    return path
+
+
+def test_eval_split_is_the_readers_split_over_several_files(tmp_path: Path) -> None:
+    a = _squad(tmp_path / "a.json", [f"A{i}" for i in range(10)])
+    b = _squad(tmp_path / "b.json", [f"B{i}" for i in range(10)])
+    articles, questions = load_squads([a, b])
+    assert [x.id for x in articles[:2]] == ["0-0-0", "0-1-0"] and articles[10].id == "1-0-0"
+    dev = split_questions(articles, questions, "dev", 0.2, 13)
+    train = split_questions(articles, questions, "train", 0.2, 13)
+    assert len(dev) == 4 and len(train) == 16
+    title = {x.id: x.title for x in articles}
+    assert not {title[q.doc_id] for q in dev} & {title[q.doc_id] for q in train}
+    from qa.training.data import load_examples, split_examples
+
+    t_train, t_dev = split_examples(load_examples([a, b]), 0.2, 13)  # what qa train-reader holds out
+    assert {e.title for e in t_dev} == {title[q.doc_id] for q in dev}
+
+
+def test_report_has_the_stage_table() -> None:
+    stage = {
+        "quote_contains_answer": 0.5,
+        "exact_match": 0.2,
+        "f1": 0.3,
+        "false_abstention_rate": 0.05,
+        "unanswerable_abstention_rate": 0.6,
+        "ask_ms_p50": 80,
+    }
+    result = {
+        "questions": 3,
+        "k": 5,
+        "retrieval": {},
+        "split": "dev",
+        "stages": {"extractive:lexical": stage, "extractive:combined": stage},
+    }
+    report = format_report(result)
+    assert (
+        "(dev split)" in report
+        and "## Stage by stage" in report
+        and "| `extractive:combined` | 0.5 | 0.2 | 0.3 | 0.05 | 0.6 | 80 |" in report
+    )
+
+
+# -- the real models ---------------------------------------------------------------------------------------------------
+@pytest.fixture
+def real_kb(tmp_path: Path):
+    from qa import KnowledgeBase
+
+    kb = KnowledgeBase.open(tmp_path / "index")
+    kb.ingest([SEED])
+    return kb
+
+
+@pytest.mark.slow
+@pytest.mark.reader
+def test_seed_trap_with_the_real_reader(real_kb) -> None:
+    assert isinstance(real_kb.answerer(), ReadingAnswerer)
+    answer = real_kb.ask(QUESTION)
+    assert not answer.abstained and answer.text == "En novembre 1994."
+    quote = answer.citations[0]
+    assert "Almaty" in quote.quote and "novembre 1994" in quote.quote and "Bruxelles" not in quote.quote
+    assert quote.passage.text[quote.start : quote.end] == quote.quote
+    assert "1994" in answer.short_answer
+
+
+@pytest.mark.slow
+@pytest.mark.reader
+def test_gdp_question_abstains_with_the_real_reader(real_kb) -> None:
+    answer = real_kb.ask("Quel est le PIB du Kazakhstan en 2021 ?")
+    assert answer.abstained and answer.text == REFUSAL and not answer.citations
+
+
+@pytest.mark.slow
+@pytest.mark.reader
+def test_qa_ask_answers_with_the_reader_from_the_command_line(real_kb, capsys: pytest.CaptureFixture[str]) -> None:
+    from qa.cli import main
+
+    assert (
+        main(["--index", str(real_kb.settings.index_dir), "ask", "Et à Bruxelles, quand le bureau a-t-il ouvert ?", "--json"])
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert not out["abstained"] and "1993" in out["text"] and "Bruxelles" in out["citations"][0]["quote"]
