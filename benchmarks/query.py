@@ -144,6 +144,7 @@ def measure(index: Path, questions: list[dict[str, Any]], k: int, backend: str) 
         kb.ask(q["text"], k=k)
     warm_s = time.perf_counter() - t
     cache = kb.embedder._queries  # noqa: SLF001 - each measured call must embed its question
+    reader = getattr(kb.answerer(), "reader", None)  # the trained reader (QA_READER on): reads every sentence anew
     search_ms, ask_ms, hits = [], [], 0
     for q in questions:
         cache.clear()
@@ -152,11 +153,14 @@ def measure(index: Path, questions: list[dict[str, Any]], k: int, backend: str) 
         search_ms.append((time.perf_counter() - t) * 1000)
         hits += q["doc_id"] in [p.doc_id for p in found]
         cache.clear()
+        if reader is not None:
+            reader.clear_cache()
         t = time.perf_counter()
         kb.ask(q["text"], k=k)
         ask_ms.append((time.perf_counter() - t) * 1000)
     stats = kb.stats()
     return {
+        "answerer": getattr(kb.answerer(), "name", "?") + (" + reader" if reader is not None else ""),
         "chunks": stats["chunks"],
         "articles": stats["articles"],
         "questions": len(questions),

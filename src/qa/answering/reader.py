@@ -312,6 +312,11 @@ class Reader:
         )
         return (self._w * (matrix @ query) + self._b).astype(np.float32)
 
+    def clear_cache(self) -> None:
+        """Forget the cached sentence vectors (benchmarks time every sentence's encoding)."""
+        with self._lock:
+            self._vectors.clear()
+
     def rank(self, question: str, texts: Sequence[str]) -> list[tuple[int, int, int, float]]:
         """Every candidate sentence of ``texts`` (passages) as ``(text_index, start, end, logit)``, best first."""
         spans = [(ti, s, e) for ti, text in enumerate(texts) for s, e in candidate_sentences(text)]
