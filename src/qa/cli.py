@@ -326,6 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-reader", help="train the reader model from the offline e5 weights (needs torch; see models/reader)")
     add_arguments(p)
     p.set_defaults(func=cmd_train_reader)
+
+    from qa.training.span import add_span_arguments, cmd_train_span
+
+    p = sub.add_parser(
+        "train-span", help="train the short-answer span model from the offline e5 weights (needs torch; see models/reader)"
+    )
+    add_span_arguments(p)
+    p.set_defaults(func=cmd_train_span)
     return parser
 
 
