@@ -98,3 +98,10 @@ SPAN_ARGS ?=
 .PHONY: train-span
 train-span: setup
 	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-span $(READER_DATA) $(SPAN_ARGS)
+
+# the reading answerer's combiner (issue 13): indexes the PIAF paragraphs, fits on the training split, threshold on dev;
+# writes models/reader/combiner.json. COMBINER_ARGS=--refit refits from the cached features.
+COMBINER_ARGS ?= --train-questions 600
+.PHONY: fit-combiner
+fit-combiner: setup
+	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa fit-combiner $(READER_DATA) $(COMBINER_ARGS)

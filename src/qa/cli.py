@@ -187,7 +187,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for stage in stages[1:]:
             staged = evaluate_squad(kb, questions, k=args.k, modes=(), unanswerable=args.unanswerable, answerer=stage)
             result["stages"][stage] = _stage_result(staged)
-            result.update({key: staged[key] for key in ("answers", "unanswerable", "thresholds", "by_type") if key in staged})
+            result.update({key: staged[key] for key in ("answers", "unanswerable", "thresholds") if key in staged})
+            for qtype, figures in staged.get("by_type", {}).items():  # keep the retrieval columns of the first run
+                result.setdefault("by_type", {}).setdefault(qtype, {}).update(figures)
     result.update(
         file=", ".join(str(f) for f in args.file),
         split=args.split,

@@ -365,8 +365,8 @@ def format_report(result: dict[str, Any], plot: str | None = None) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for stage, r in result["stages"].items():
-            cells = ("quote_contains_answer", "exact_match", "f1", "false_abstention_rate", "unanswerable_abstention_rate")
-            lines.append(_row(f"`{stage}`", *(r.get(c, "") for c in cells), r.get("ask_ms_p50", "")))
+            columns = ("quote_contains_answer", "exact_match", "f1", "false_abstention_rate", "unanswerable_abstention_rate")
+            lines.append(_row(f"`{stage}`", *(r.get(c, "") for c in columns), r.get("ask_ms_p50", "")))
     if "unanswerable" in result:
         lines += [
             "",

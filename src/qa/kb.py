@@ -266,6 +266,9 @@ class KnowledgeBase:
             if progress:
                 progress("answerer")
             answerer = self.answerer()
+            load = getattr(answerer, "load", None)
+            if callable(load):  # the reading answerer: the reader, the combiner and the span model (built once)
+                load()
 
             def load_nlp() -> None:
                 getattr(answerer, "nlp", None)  # the extractive answerer loads spaCy on first use

@@ -53,9 +53,9 @@ def make_answerer(
 ) -> Answerer | ConversationalAnswerer:
     """``extractive`` (default, offline) or an LLM answerer for ``openai:…``, ``ollama:…``, ``llamacpp:…``.
 
-    ``extractive`` is the reading answerer (:class:`qa.answering.reading.ReadingAnswerer`: the trained reader and
-    the combiner over the lexical answerer's candidates) unless ``QA_READER=off``, which keeps the lexical
-    :class:`~qa.answering.extractive.ExtractiveAnswerer`; ``extractive:lexical``, ``extractive:reader`` and
+    ``extractive`` is the lexical :class:`~qa.answering.extractive.ExtractiveAnswerer`, or with ``QA_READER=on`` the
+    reading answerer (:class:`qa.answering.reading.ReadingAnswerer`: the trained reader and the combiner over the
+    lexical answerer's candidates); ``extractive:lexical``, ``extractive:reader`` and
     ``extractive:combined`` name one stage (``qa eval`` compares them). LLM answerers fall back on the extractive
     answer's citations when the model cites nothing.
     """

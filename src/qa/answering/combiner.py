@@ -33,6 +33,7 @@ FEATURES = (
     "lexical_best",
     "coverage",
     "context_coverage",
+    "name_coverage",
     "type_found",
     "type_missing",
     "passage_share",
@@ -51,6 +52,8 @@ class Candidate:
     context_coverage: float
     typed: bool
     has_answer: bool
+    name_coverage: float = 1.0
+    """Share of the question's names (capitalised terms: « Almaty », « UE ») the sentence holds; 1 without names."""
 
 
 def features(qtype: str, candidates: Sequence[Candidate], logits: Sequence[float], passage_scores: Sequence[float]) -> np.ndarray:
@@ -76,6 +79,7 @@ def features(qtype: str, candidates: Sequence[Candidate], logits: Sequence[float
             float(i == 0),
             c.coverage,
             c.context_coverage,
+            c.name_coverage,
             float(c.has_answer),
             float(typed_question and c.typed and not c.has_answer),
             max(pscore, 0.0) / top_passage if top_passage > 0 else 0.0,
@@ -99,6 +103,15 @@ class Combiner:
         self.coef = np.asarray(spec["coef"], dtype=np.float64)
         self.intercept = float(spec["intercept"])
         self.threshold = float(spec["threshold"])
+        choice = spec.get("choice_coef")
+        self.choice = np.asarray(choice, dtype=np.float64) if choice is not None else None
+
+    def choose(self, x: np.ndarray) -> int:
+        """The candidate to quote: the listwise choice model's best (``choice_coef``: fitted as a softmax over each
+        question's candidates, it ranks better than the pointwise probabilities), else the most probable."""
+        if self.choice is None:
+            return int(np.argmax(self.probabilities(x)))
+        return int(np.argmax(((x - self.mean) / self.scale) @ self.choice))
 
     @classmethod
     def load(cls, folder: Path) -> Combiner:
@@ -136,6 +149,27 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int 
         if float(np.abs(step).max()) < 1e-8:
             break
     return {"mean": mean.tolist(), "scale": scale.tolist(), "coef": w[:-1].tolist(), "intercept": float(w[-1])}
+
+
+def fit_choice(groups: list[np.ndarray], targets: list[np.ndarray], mean: Any, scale: Any, l2: float = 1.0) -> list[float]:
+    """A conditional logit (softmax over each question's candidates, L2) on standardised features: which candidate
+    holds the answer, given that one does. ``groups``: each question's feature matrix; ``targets``: its labels."""
+    from scipy.optimize import minimize
+
+    zs = [(g - np.asarray(mean)) / np.asarray(scale) for g in groups]
+    ts = [t / t.sum() for t in targets]
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        total, grad = 0.5 * l2 * float(w @ w), l2 * w
+        for z, t in zip(zs, ts, strict=True):
+            s = z @ w
+            p = np.exp(s - s.max())
+            p /= p.sum()
+            total -= float(t @ np.log(p + 1e-12))
+            grad = grad - z.T @ (t - p)
+        return total, grad
+
+    return minimize(loss, np.zeros(zs[0].shape[1]), jac=True, method="L-BFGS-B").x.tolist()
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:

@@ -231,12 +231,12 @@ def build_span_model(artifact: Path, model_folder: Path, cache_dir: Path, progre
         with staged_folder(folder) as tmp:
             report(f"building the span model from {model_folder} and {artifact}: exporting")
             _export(Path(artifact), manifest, Path(model_folder), tmp / "exported.onnx")
-            from qa.embeddings.onnx_build import _externalise, optimise_bert
+            from qa.embeddings.onnx_build import externalise, optimise_bert
 
             config = json.loads((Path(model_folder) / "config.json").read_text())
             optimise_bert(tmp / "exported.onnx", tmp / "fused.onnx", config)
             (tmp / "exported.onnx").unlink()
-            _externalise(tmp / "fused.onnx", tmp / MODEL_FILE)
+            externalise(tmp / "fused.onnx", tmp / MODEL_FILE)
             (tmp / "fused.onnx").unlink()
             (tmp / MARKER).write_text(json.dumps(stamp, indent=2))
     return folder / MODEL_FILE

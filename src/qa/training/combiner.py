@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from qa.answering.combiner import COMBINER_FILE, FEATURES, FORMAT, fit_logistic, log_loss
+from qa.answering.combiner import COMBINER_FILE, FEATURES, FORMAT, fit_choice, fit_logistic, log_loss
 from qa.answering.reader import load_manifest
 from qa.evaluation import quote_contains_answer
 from qa.training.data import Dataset, Example, load_examples, split_examples
@@ -101,12 +101,15 @@ def choose_threshold(answerable_confidence: list[float], target: float) -> float
     return float(ordered[allowed]) if ordered else 0.5
 
 
-def stage_scores(rows: list[dict[str, Any]], probs: list[np.ndarray], threshold: float) -> dict[str, float]:
+Pick = tuple[int, float]
+"""A stage's choice for one question and condition: the candidate quoted (-1: none) and its confidence."""
+
+
+def stage_scores(rows: list[dict[str, Any]], picks: list[Pick], threshold: float) -> dict[str, float]:
     """Top-1 hit rate (end to end: an abstention is a miss), false abstentions, abstention when removed."""
     hits, abstain_answerable, abstain_removed, n_a, n_r = 0.0, 0, 0, 0, 0
-    for row, p in zip(rows, probs, strict=True):
-        best = int(np.argmax(p)) if len(p) else -1
-        confident = best >= 0 and p[best] >= threshold
+    for row, (best, confidence) in zip(rows, picks, strict=True):
+        confident = best >= 0 and confidence >= threshold
         if row["removed"]:
             n_r += 1
             abstain_removed += not confident
@@ -121,9 +124,13 @@ def stage_scores(rows: list[dict[str, Any]], probs: list[np.ndarray], threshold:
     }
 
 
-def _top1(rows: list[dict[str, Any]], probs: list[np.ndarray]) -> float:
-    answerable = [(r, p) for r, p in zip(rows, probs, strict=True) if not r["removed"]]
-    return round(sum(float(len(p) and r["y"][int(np.argmax(p))] > 0) for r, p in answerable) / max(len(answerable), 1), 4)
+def _top1(rows: list[dict[str, Any]], picks: list[Pick]) -> float:
+    answerable = [(r, b) for r, (b, _) in zip(rows, picks, strict=True) if not r["removed"]]
+    return round(sum(float(b >= 0 and r["y"][b] > 0) for r, b in answerable) / max(len(answerable), 1), 4)
+
+
+def _answerable_confidence(rows: list[dict[str, Any]], picks: list[Pick]) -> list[float]:
+    return [c if b >= 0 else 0.0 for r, (b, c) in zip(rows, picks, strict=True) if not r["removed"]]
 
 
 def fit_combiner(args: argparse.Namespace) -> int:
@@ -150,22 +157,30 @@ def fit_combiner(args: argparse.Namespace) -> int:
     x = np.vstack([r["x"] for r in train_rows])
     y = np.concatenate([r["y"] for r in train_rows])
     model = fit_logistic(x, y, l2=args.l2)
+    answerable_rows = [r for r in train_rows if not r["removed"] and r["y"].max(initial=0) > 0]
+    model["choice_coef"] = fit_choice(
+        [r["x"] for r in answerable_rows], [r["y"] for r in answerable_rows], model["mean"], model["scale"], l2=args.l2
+    )
     spec: dict[str, Any] = {"format": FORMAT, "features": list(FEATURES), **model, "threshold": 0.5}
     from qa.answering.combiner import Combiner
 
     combiner = Combiner(spec)
-    combined = [combiner.probabilities(r["x"]) for r in dev_rows]
-    reader_only = [1.0 / (1.0 + np.exp(-r["x"][:, FEATURES.index("reader_logit")])) for r in dev_rows]
-    lexical = [(-np.arange(len(r["y"]))).astype(float) for r in dev_rows]  # the lexical order
+    combined: list[Pick] = []
+    reader_only: list[Pick] = []
+    for r in dev_rows:
+        if not len(r["y"]):
+            combined.append((-1, 0.0))
+            reader_only.append((-1, 0.0))
+            continue
+        choice = combiner.choose(r["x"])
+        combined.append((choice, float(combiner.probabilities(r["x"])[choice])))
+        logit = r["x"][:, FEATURES.index("reader_logit")]
+        best = int(np.argmax(logit))
+        reader_only.append((best, float(1.0 / (1.0 + np.exp(-logit[best])))))
+    lexical: list[Pick] = [(0 if len(r["y"]) else -1, 0.0) for r in dev_rows]  # the lexical answerer's first
     answerable = [r for r in dev_rows if not r["removed"]]
-    thr = choose_threshold(
-        [float(p.max()) if len(p) else 0.0 for r, p in zip(dev_rows, combined, strict=True) if not r["removed"]],
-        args.false_abstention,
-    )
-    reader_thr = choose_threshold(
-        [float(p.max()) if len(p) else 0.0 for r, p in zip(dev_rows, reader_only, strict=True) if not r["removed"]],
-        args.false_abstention,
-    )
+    thr = choose_threshold(_answerable_confidence(dev_rows, combined), args.false_abstention)
+    reader_thr = choose_threshold(_answerable_confidence(dev_rows, reader_only), args.false_abstention)
     spec["threshold"] = round(thr, 6)
     spec["reader_threshold"] = round(reader_thr, 6)
     dev_x = np.vstack([r["x"] for r in dev_rows])
