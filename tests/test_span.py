@@ -246,7 +246,7 @@ def test_real_span_reader_finds_the_date(span_reader: SpanReader) -> None:
         (
             "Où se trouve le siège de l'entreprise ?",
             "Le siège de l'entreprise se trouve à Lyon, près de la gare Part-Dieu.",
-            ("Lyon",),
+            ("Lyon", "à Lyon", "à Lyon, près de la gare Part-Dieu"),
         ),
         (
             "Combien d'habitants compte la commune ?",
