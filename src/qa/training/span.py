@@ -267,6 +267,23 @@ def evaluate_features(bert: Any, head: Any, first: int, states: list[Any], featu
     }
 
 
+def batch_order(lengths: list[int], batch: int, epochs: int, seed: int, pool: int = 32) -> list[list[int]]:
+    """The training batches, epoch after epoch: each epoch shuffled, then cut into pools of ``pool`` batches whose
+    pairs are sorted by length before being cut into batches (less padding), the batches shuffled again."""
+    rng = random.Random(seed)
+    order: list[list[int]] = []
+    for _ in range(epochs):
+        idx = list(range(len(lengths)))
+        rng.shuffle(idx)
+        batches: list[list[int]] = []
+        for p in range(0, len(idx), batch * pool):
+            chunk = sorted(idx[p : p + batch * pool], key=lambda i: lengths[i])
+            batches += [chunk[i : i + batch] for i in range(0, len(chunk), batch)]
+        rng.shuffle(batches)
+        order += batches
+    return order
+
+
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed."""
     keys = ("layers", "epochs", "lr", "head_lr", "batch", "dev_share", "seed", "limit")
@@ -332,12 +349,7 @@ def train_span(args: argparse.Namespace) -> int:
     cache_seconds = time.monotonic() - t0
     say(f"bottom layers 0-{first - 1} run once on {len(usable) + len(dev_features)} pairs in {cache_seconds / 60:.1f} min")
 
-    rng = random.Random(args.seed)
-    order: list[list[int]] = []
-    for _ in range(args.epochs):
-        idx = list(range(len(usable)))
-        rng.shuffle(idx)
-        order += [idx[i : i + args.batch] for i in range(0, len(idx), args.batch)]
+    order = batch_order([len(f.encoding.ids) for f in usable], args.batch, args.epochs, args.seed)
     total = len(order)
     warmup = max(1, int(0.1 * total))
     layer_params = [p for n, p in params.items() if n.startswith("bert.")]
