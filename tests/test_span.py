@@ -244,9 +244,9 @@ def test_real_span_reader_finds_the_date(span_reader: SpanReader) -> None:
             ("Paul de Chomedey de Maisonneuve",),
         ),
         (
-            "Où se trouve le siège de l'entreprise ?",
-            "Le siège de l'entreprise se trouve à Lyon, près de la gare Part-Dieu.",
-            ("Lyon",),
+            "Où est né Napoléon ?",
+            "Napoléon Bonaparte est né le 15 août 1769 à Ajaccio, en Corse.",
+            ("Ajaccio", "à Ajaccio"),
         ),
         (
             "Combien d'habitants compte la commune ?",

@@ -68,15 +68,20 @@ def add_span_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", default="~/.cache/qa/span-train", help="checkpoints (default: ~/.cache/qa/span-train)")
     p.add_argument("--cache-dir", default="~/.cache/qa/models", help="where the offline e5 folder is (rebuilt if missing)")
     p.add_argument("--model", default="multilingual-e5-small", help="base model (the offline e5-small)")
-    p.add_argument("--layers", type=int, default=2, help="how many top layers to train (the rest stays e5's; default 2)")
+    p.add_argument("--layers", type=int, default=4, help="how many top layers to train (the rest stays e5's; default 4)")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=1e-4, help="learning rate of the layers (default 1e-4)")
+    p.add_argument("--lr", type=float, default=3e-4, help="learning rate of the layers (default 3e-4)")
     p.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head (default 1e-3)")
     p.add_argument("--batch", type=int, default=16, help="pairs per step (default 16)")
-    p.add_argument("--quantize", choices=("fp16", "int8"), default="fp16", help="how the weights are stored (default fp16)")
+    p.add_argument(
+        "--quantize", choices=("fp16", "int8"), default="int8", help="how the layers' matrices are stored (default int8, per row)"
+    )
     p.add_argument("--dev-share", type=float, default=0.15, help="share of articles held out for dev (default 0.15)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--budget-min", type=float, default=0, help="stop training after this many minutes (0: no limit)")
+    p.add_argument(
+        "--stop-after", type=int, default=0, help="stop after this many steps; the schedule stays that of --epochs (0: none)"
+    )
     p.add_argument("--checkpoint-min", type=float, default=4, help="write a checkpoint this often (minutes)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work-dir")
     p.add_argument("--limit", type=int, default=0, help="train on the first N training questions only (smoke tests)")
@@ -297,6 +302,7 @@ def _write_artifact(out: Path, tensors: dict[str, Any], manifest: dict[str, Any]
     weights = out / SPAN_WEIGHTS
     tmp = out / (SPAN_WEIGHTS + ".tmp")
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
+    tmp.chmod(0o644)
     os.replace(tmp, weights)
     manifest = {"format": SPAN_FORMAT, "weights": SPAN_WEIGHTS, "weights_sha256": sha256_file(weights), **manifest}
     manifest["weights_bytes"] = weights.stat().st_size
@@ -394,7 +400,8 @@ def train_span(args: argparse.Namespace) -> int:
     bar = tqdm(total=total, initial=step, desc="train-span", unit="step", file=sys.stderr, disable=args.quiet, mininterval=10)
     last_ckpt = time.monotonic()
     stopped_by_budget = False
-    while step < total:
+    stop = min(total, args.stop_after) if args.stop_after else total
+    while step < stop:
         if elapsed >= budget:
             stopped_by_budget = True
             break
@@ -459,6 +466,7 @@ def train_span(args: argparse.Namespace) -> int:
         "parameters": {
             **_config(args),
             "quantize": args.quantize,
+            "stop_after": args.stop_after,
             "optimizer": "AdamW wd 0.01, 10% warmup, linear decay, grad clip 1.0",
         },
         "training": {
