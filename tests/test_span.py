@@ -244,9 +244,9 @@ def test_real_span_reader_finds_the_date(span_reader: SpanReader) -> None:
             ("Paul de Chomedey de Maisonneuve",),
         ),
         (
-            "Où se trouve le siège de l'entreprise ?",
-            "Le siège de l'entreprise se trouve à Lyon, près de la gare Part-Dieu.",
-            ("Lyon", "à Lyon", "à Lyon, près de la gare Part-Dieu"),
+            "Où est né Napoléon ?",
+            "Napoléon Bonaparte est né le 15 août 1769 à Ajaccio, en Corse.",
+            ("Ajaccio", "à Ajaccio"),
         ),
         (
             "Combien d'habitants compte la commune ?",
@@ -275,3 +275,15 @@ def test_extracting_does_not_import_torch(span_reader: SpanReader) -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(Path(qa.__file__).resolve().parents[1])}
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env=env)
+
+
+def test_batch_order_covers_every_pair_once_an_epoch_with_little_padding() -> None:
+    from qa.training.span import batch_order
+
+    lengths = [(i * 37) % 100 + 10 for i in range(500)]
+    order = batch_order(lengths, 16, 2, 13)
+    assert order == batch_order(lengths, 16, 2, 13)
+    first = order[: len(order) // 2]
+    assert sorted(i for b in first for i in b) == list(range(500))
+    assert all(len(b) <= 16 for b in order)
+    assert sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in order) / len(order) < 20

@@ -68,15 +68,20 @@ def add_span_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", default="~/.cache/qa/span-train", help="checkpoints (default: ~/.cache/qa/span-train)")
     p.add_argument("--cache-dir", default="~/.cache/qa/models", help="where the offline e5 folder is (rebuilt if missing)")
     p.add_argument("--model", default="multilingual-e5-small", help="base model (the offline e5-small)")
-    p.add_argument("--layers", type=int, default=2, help="how many top layers to train (the rest stays e5's; default 2)")
+    p.add_argument("--layers", type=int, default=4, help="how many top layers to train (the rest stays e5's; default 4)")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=1e-4, help="learning rate of the layers (default 1e-4)")
+    p.add_argument("--lr", type=float, default=3e-4, help="learning rate of the layers (default 3e-4)")
     p.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head (default 1e-3)")
     p.add_argument("--batch", type=int, default=16, help="pairs per step (default 16)")
-    p.add_argument("--quantize", choices=("fp16", "int8"), default="fp16", help="how the weights are stored (default fp16)")
+    p.add_argument(
+        "--quantize", choices=("fp16", "int8"), default="int8", help="how the layers' matrices are stored (default int8, per row)"
+    )
     p.add_argument("--dev-share", type=float, default=0.15, help="share of articles held out for dev (default 0.15)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--budget-min", type=float, default=0, help="stop training after this many minutes (0: no limit)")
+    p.add_argument(
+        "--stop-after", type=int, default=0, help="stop after this many steps; the schedule stays that of --epochs (0: none)"
+    )
     p.add_argument("--checkpoint-min", type=float, default=4, help="write a checkpoint this often (minutes)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work-dir")
     p.add_argument("--limit", type=int, default=0, help="train on the first N training questions only (smoke tests)")
@@ -267,6 +272,23 @@ def evaluate_features(bert: Any, head: Any, first: int, states: list[Any], featu
     }
 
 
+def batch_order(lengths: list[int], batch: int, epochs: int, seed: int, pool: int = 32) -> list[list[int]]:
+    """The training batches, epoch after epoch: each epoch shuffled, then cut into pools of ``pool`` batches whose
+    pairs are sorted by length before being cut into batches (less padding), the batches shuffled again."""
+    rng = random.Random(seed)
+    order: list[list[int]] = []
+    for _ in range(epochs):
+        idx = list(range(len(lengths)))
+        rng.shuffle(idx)
+        batches: list[list[int]] = []
+        for p in range(0, len(idx), batch * pool):
+            chunk = sorted(idx[p : p + batch * pool], key=lambda i: lengths[i])
+            batches += [chunk[i : i + batch] for i in range(0, len(chunk), batch)]
+        rng.shuffle(batches)
+        order += batches
+    return order
+
+
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed."""
     keys = ("layers", "epochs", "lr", "head_lr", "batch", "dev_share", "seed", "limit")
@@ -280,6 +302,7 @@ def _write_artifact(out: Path, tensors: dict[str, Any], manifest: dict[str, Any]
     weights = out / SPAN_WEIGHTS
     tmp = out / (SPAN_WEIGHTS + ".tmp")
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
+    tmp.chmod(0o644)
     os.replace(tmp, weights)
     manifest = {"format": SPAN_FORMAT, "weights": SPAN_WEIGHTS, "weights_sha256": sha256_file(weights), **manifest}
     manifest["weights_bytes"] = weights.stat().st_size
@@ -332,12 +355,7 @@ def train_span(args: argparse.Namespace) -> int:
     cache_seconds = time.monotonic() - t0
     say(f"bottom layers 0-{first - 1} run once on {len(usable) + len(dev_features)} pairs in {cache_seconds / 60:.1f} min")
 
-    rng = random.Random(args.seed)
-    order: list[list[int]] = []
-    for _ in range(args.epochs):
-        idx = list(range(len(usable)))
-        rng.shuffle(idx)
-        order += [idx[i : i + args.batch] for i in range(0, len(idx), args.batch)]
+    order = batch_order([len(f.encoding.ids) for f in usable], args.batch, args.epochs, args.seed)
     total = len(order)
     warmup = max(1, int(0.1 * total))
     layer_params = [p for n, p in params.items() if n.startswith("bert.")]
@@ -382,7 +400,8 @@ def train_span(args: argparse.Namespace) -> int:
     bar = tqdm(total=total, initial=step, desc="train-span", unit="step", file=sys.stderr, disable=args.quiet, mininterval=10)
     last_ckpt = time.monotonic()
     stopped_by_budget = False
-    while step < total:
+    stop = min(total, args.stop_after) if args.stop_after else total
+    while step < stop:
         if elapsed >= budget:
             stopped_by_budget = True
             break
@@ -447,6 +466,7 @@ def train_span(args: argparse.Namespace) -> int:
         "parameters": {
             **_config(args),
             "quantize": args.quantize,
+            "stop_after": args.stop_after,
             "optimizer": "AdamW wd 0.01, 10% warmup, linear decay, grad clip 1.0",
         },
         "training": {
