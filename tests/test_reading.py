@@ -78,7 +78,11 @@ def reader_only_combiner(threshold: float = 0.5) -> Combiner:
 
 def answerer(reader: FakeReader, spans: FakeSpans | None = None, threshold: float = 0.5) -> ReadingAnswerer:
     return ReadingAnswerer(
-        ExtractiveAnswerer(nlp=False), Path("/nonexistent"), reader=reader, combiner=reader_only_combiner(threshold), spans=spans
+        ExtractiveAnswerer(nlp=False),
+        Path("/nonexistent"),
+        reader=reader,
+        combiner=reader_only_combiner(threshold),
+        spans=spans if spans is not None else False,
     )
 
 
@@ -101,9 +105,12 @@ def test_low_probability_everywhere_abstains() -> None:
     assert answer.confidence == pytest.approx(1 / (1 + np.exp(2.0)), abs=1e-4)
 
 
-def test_the_rules_answer_typed_questions_and_the_span_model_the_others() -> None:
-    answer = answerer(FakeReader("Almaty"), FakeSpans("la délégation")).answer(QUESTION, passages())
-    assert answer.short_answer == "novembre 1994" and answer.text == "En novembre 1994."  # the date rule's answer
+def test_the_span_model_gives_the_short_answer_and_the_rules_their_phrasing() -> None:
+    answer = answerer(FakeReader("Almaty"), FakeSpans("novembre 1994")).answer(QUESTION, passages())
+    assert answer.short_answer == "novembre 1994"
+    assert answer.text == "En novembre 1994."  # the date rule found the same answer: its reply
+    other = answerer(FakeReader("Almaty"), FakeSpans("la délégation")).answer(QUESTION, passages())
+    assert other.short_answer == "la délégation" and other.text == "La délégation."  # the model's answer wins
     untyped = answerer(FakeReader("Asie"), FakeSpans("le plus grand pays")).answer("Que dit-on du Kazakhstan ?", passages())
     assert untyped.short_answer == "le plus grand pays" and untyped.text == "Le plus grand pays."
 
