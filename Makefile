@@ -101,7 +101,7 @@ train-span: setup
 
 # the reading answerer's combiner (issue 13): indexes the PIAF paragraphs, fits on the training split, threshold on dev;
 # writes models/reader/combiner.json. COMBINER_ARGS=--refit refits from the cached features.
-COMBINER_ARGS ?= --train-questions 600
+COMBINER_ARGS ?= --train-questions 2000
 .PHONY: fit-combiner
 fit-combiner: setup
 	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa fit-combiner $(READER_DATA) $(COMBINER_ARGS)

@@ -296,7 +296,7 @@ def real_kb(tmp_path: Path):
 @pytest.mark.reader
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 13 open: the fitted combiner quotes the Brussels sentence (choice score 4.89 vs 4.87 for Almaty); "
+    reason="issue 13 open: the fitted combiner quotes the Brussels sentence (choice score 5.26 vs 4.70 for Almaty); "
     "why QA_READER stays off by default",
 )
 def test_seed_trap_with_the_real_reader(real_kb) -> None:
