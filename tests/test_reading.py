@@ -327,3 +327,25 @@ def test_qa_ask_answers_with_the_reader_from_the_command_line(real_kb, capsys: p
     )
     out = json.loads(capsys.readouterr().out)
     assert not out["abstained"] and "1993" in out["text"] and "Bruxelles" in out["citations"][0]["quote"]
+
+
+@pytest.mark.slow
+def test_one_tokenizer_is_shared_with_each_views_own_settings() -> None:
+    from qa.answering.reader import load_tokenizer
+    from qa.answering.span_reader import load_span_tokenizer
+    from qa.embeddings.base import shared_tokenizer
+
+    from helpers import MODEL_CACHE
+
+    folder = MODEL_CACHE / "multilingual-e5-small"
+    reader, span, counter = load_tokenizer(folder), load_span_tokenizer(folder), shared_tokenizer(folder, None, padding=False)
+    assert reader._tokenizer is span._tokenizer is counter._tokenizer  # one XLM-R vocabulary (~290 MB) per process
+    long = " ".join(["mot"] * 300)
+    assert len(counter.encode_batch([long], add_special_tokens=False)[0].ids) == 300
+    assert len(reader.encode_batch([long])[0].ids) == 96
+    question = "Quand le bureau a-t-il ouvert ?"
+    pair = span.encode_batch([(question, long)])[0]
+    assert len(pair.ids) == 128 and pair.sequence_ids.count(0) == len(reader.encode_batch([question])[0].ids) - 2
+    padded = reader.encode_batch(["court", long])
+    assert len(padded[0].ids) == len(padded[1].ids) == 96 and padded[0].attention_mask.count(0) > 0
+    assert len(counter.encode_batch(["court", long])[0].ids) < 10  # the counter never pads

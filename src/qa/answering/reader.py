@@ -64,17 +64,11 @@ def candidate_sentences(text: str) -> list[tuple[int, int]]:
 
 
 def load_tokenizer(model_folder: Path) -> Any:
-    """The e5 tokenizer set up for (question, sentence) pairs: truncation to :data:`MAX_TOKENS`, padding."""
-    from tokenizers import Tokenizer
+    """The e5 tokenizer (the process's shared one, :func:`qa.embeddings.base.shared_tokenizer`) truncating to
+    :data:`MAX_TOKENS`, padded to the longest."""
+    from qa.embeddings.base import shared_tokenizer
 
-    try:
-        tokenizer = Tokenizer.from_file(str(Path(model_folder) / "tokenizer.json"))
-    except Exception as exc:  # OSError, ValueError, or tokenizers' plain Exception
-        raise ModelError(f"cannot load the tokenizer of {model_folder} ({exc}): delete the folder to rebuild it") from None
-    pad_id = tokenizer.token_to_id("<pad>")
-    tokenizer.enable_truncation(MAX_TOKENS)
-    tokenizer.enable_padding(pad_id=1 if pad_id is None else pad_id, pad_token="<pad>")
-    return tokenizer
+    return shared_tokenizer(model_folder, MAX_TOKENS)
 
 
 def encode_pairs(tokenizer: Any, question: str, sentences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -48,17 +48,11 @@ STRIP = " \t\r\n\u00a0\u202f,;:.!?«»\"'“”‘’()[]{}…–—-/"
 
 # -- the pair encoding and the decoding (shared with the trainer) ---------------------------------------------------
 def load_span_tokenizer(model_folder: Path) -> Any:
-    """The e5 tokenizer for (question, sentence) pairs: only the sentence truncated, to :data:`MAX_TOKENS`."""
-    from tokenizers import Tokenizer
+    """The e5 tokenizer for (question, sentence) pairs (the process's shared one,
+    :func:`qa.embeddings.base.shared_tokenizer`): only the sentence truncated, to :data:`MAX_TOKENS`."""
+    from qa.embeddings.base import shared_tokenizer
 
-    try:
-        tokenizer = Tokenizer.from_file(str(Path(model_folder) / "tokenizer.json"))
-    except Exception as exc:  # OSError, ValueError, or tokenizers' plain Exception
-        raise ModelError(f"cannot load the tokenizer of {model_folder} ({exc}): delete the folder to rebuild it") from None
-    pad_id = tokenizer.token_to_id("<pad>")
-    tokenizer.enable_truncation(MAX_TOKENS, strategy="only_second")
-    tokenizer.enable_padding(pad_id=1 if pad_id is None else pad_id, pad_token="<pad>")
-    return tokenizer
+    return shared_tokenizer(model_folder, MAX_TOKENS, strategy="only_second")
 
 
 def encode_span_pairs(tokenizer: Any, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray, list[Any]]:

@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -118,3 +118,57 @@ class QueryCache:
     def clear(self) -> None:
         with self._lock:
             self._vectors.clear()
+
+
+class SharedTokenizer:
+    """One ``tokenizer.json`` loaded once per process, seen with this view's own truncation and padding.
+
+    An XLM-R ``tokenizers.Tokenizer`` costs ~290 MB (its 250k-piece vocabulary); the embedder, the ingest's token
+    counter, the reader and the span model read the same file, so they share one object (:func:`shared_tokenizer`)
+    and each call sets its settings and encodes under the file's lock (settings are cheap to set; encoding a
+    question or a batch takes milliseconds)."""
+
+    def __init__(self, tokenizer: Any, lock: threading.Lock, max_length: int | None, strategy: str, padding: bool) -> None:
+        self._tokenizer, self._lock = tokenizer, lock
+        self.max_length, self.strategy, self.padding = max_length, strategy, padding
+        pad_id = tokenizer.token_to_id("<pad>")
+        self.pad_id = 1 if pad_id is None else pad_id
+
+    def encode_batch(self, inputs: Sequence[Any], add_special_tokens: bool = True) -> list[Any]:
+        """``tokenizers`` encodings of ``inputs`` (texts, or ``(first, second)`` pairs) with this view's settings."""
+        with self._lock:
+            tok = self._tokenizer
+            if self.max_length is None:
+                tok.no_truncation()
+            else:
+                tok.enable_truncation(self.max_length, strategy=self.strategy)
+            if self.padding:
+                tok.enable_padding(pad_id=self.pad_id, pad_token="<pad>")
+            else:
+                tok.no_padding()
+            return tok.encode_batch(list(inputs), add_special_tokens=add_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tokenizer.token_to_id(token)
+
+
+_TOKENIZERS: dict[str, tuple[Any, threading.Lock]] = {}
+_TOKENIZERS_LOCK = threading.Lock()
+
+
+def shared_tokenizer(
+    folder: Path, max_length: int | None, *, strategy: str = "longest_first", padding: bool = True
+) -> SharedTokenizer:
+    """A view of ``folder/tokenizer.json`` (loaded once per process) truncating to ``max_length`` tokens (None: no
+    truncation) with ``strategy`` (``only_second`` for (question, sentence) pairs), padded to the longest or not."""
+    path = str((Path(folder) / "tokenizer.json").resolve())
+    with _TOKENIZERS_LOCK:
+        if path not in _TOKENIZERS:
+            from tokenizers import Tokenizer
+
+            try:
+                _TOKENIZERS[path] = (Tokenizer.from_file(path), threading.Lock())
+            except Exception as exc:  # OSError, ValueError, or tokenizers' plain Exception
+                raise ModelError(f"cannot load the tokenizer of {folder} ({exc}): delete the folder to rebuild it") from None
+        tokenizer, lock = _TOKENIZERS[path]
+    return SharedTokenizer(tokenizer, lock, max_length, strategy, padding)

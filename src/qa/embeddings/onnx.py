@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from qa.embeddings.base import QueryCache, model_id_for, resolve_model_folder
+from qa.embeddings.base import QueryCache, model_id_for, resolve_model_folder, shared_tokenizer
 from qa.embeddings.onnx_build import MODEL_FILE, ONNX_BACKENDS, build_onnx_model, onnx_folder_for, onnx_model_id
 from qa.errors import ModelError
 
@@ -94,18 +94,13 @@ class OnnxEmbedder:
         path = build_onnx_model(folder, self.cache_dir, self.backend, self.progress)
         if self.progress:
             self.progress(f"loading embedding model {self.model_id}")
-        from tokenizers import Tokenizer
-
         try:
-            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
             st_config = json.loads((folder / "config_sentence_transformers.json").read_text())
             bert_config = json.loads((folder / "sentence_bert_config.json").read_text())
-        except Exception as exc:  # OSError, ValueError, or tokenizers' plain Exception
+        except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load the tokenizer of {folder} ({exc}): delete the folder to rebuild it") from None
         max_length = int(bert_config.get("max_seq_length") or 512)
-        pad_id = tokenizer.token_to_id("<pad>")
-        tokenizer.enable_truncation(max_length)
-        tokenizer.enable_padding(pad_id=1 if pad_id is None else pad_id, pad_token="<pad>")
+        tokenizer = shared_tokenizer(folder, max_length)  # one per process: the reader and span model share it
         session = open_session(path)
         self._prompts = {k: str(v) for k, v in (st_config.get("prompts") or {}).items()}
         self._tokenizer, self._folder = tokenizer, folder
@@ -150,17 +145,12 @@ class OnnxEmbedder:
         return self._queries.put(text, self._encode([text], "query")[0])
 
     def _token_counter(self) -> Any:
-        """A second tokenizer, without truncation or padding, for counting (an ingest's chunking only:
-        the XLM-R vocabulary costs ~290 MB and ~1-3 s per tokenizer, which a query process never pays)."""
+        """A view of the same tokenizer without truncation or padding, for counting (an ingest's chunking): no
+        second copy of the XLM-R vocabulary (~290 MB and ~1-3 s per loaded tokenizer)."""
         if self._counter is None:
             with self._lock:
                 if self._counter is None:
-                    from tokenizers import Tokenizer
-
-                    counter = Tokenizer.from_file(str(self._folder / "tokenizer.json"))
-                    counter.no_truncation()
-                    counter.no_padding()
-                    self._counter = counter
+                    self._counter = shared_tokenizer(self._folder, None, padding=False)
         return self._counter
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
