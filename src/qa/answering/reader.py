@@ -29,7 +29,6 @@ import numpy as np
 
 from qa.chunking import split_sentences
 from qa.errors import ModelError
-from qa.files import file_lock, staged_folder
 
 logger = logging.getLogger(__name__)
 
@@ -110,50 +109,20 @@ def reader_folder_for(manifest: dict[str, Any], cache_dir: Path) -> Path:
     return Path(cache_dir).expanduser().resolve() / f"reader-{manifest['weights_sha256'][:12]}.onnx"
 
 
-def _stamp(manifest: dict[str, Any], model_folder: Path) -> dict[str, Any]:
-    base = Path(model_folder) / "model.safetensors"
-    st = base.stat() if base.is_file() else None
-    return {
-        "weights_sha256": manifest["weights_sha256"],
-        "base": str(Path(model_folder).resolve()),
-        "base_file": [st.st_size, int(st.st_mtime)] if st else None,
-        "build_format": BUILD_FORMAT,
-    }
-
-
 def build_reader_model(artifact: Path, model_folder: Path, cache_dir: Path, progress: Any = None) -> Path:
     """The reader's ONNX file: the e5 folder with the artifact's weights on top, exported once (atomic)."""
     manifest = load_manifest(artifact)
-    folder = reader_folder_for(manifest, cache_dir)
-    stamp = _stamp(manifest, model_folder)
+    from qa.embeddings.onnx_build import build_fine_tuned, fine_tuned_stamp
 
-    def built() -> bool:
-        try:
-            return (folder / MODEL_FILE).is_file() and json.loads((folder / MARKER).read_text()) == stamp
-        except (OSError, ValueError):
-            return False
-
-    if built():
-        return folder / MODEL_FILE
-    report = progress or (lambda msg: logger.info("%s", msg))
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(folder.parent / f".{folder.name}.lock"):
-        if built():
-            return folder / MODEL_FILE
-        with staged_folder(folder) as tmp:
-            report(f"building the reader model from {model_folder} and {artifact}: exporting")
-            _export(Path(artifact), manifest, Path(model_folder), tmp / "exported.onnx")
-            from qa.embeddings.onnx_build import externalise, optimise_bert
-
-            config = json.loads((Path(model_folder) / "config.json").read_text())
-            optimise_bert(tmp / "exported.onnx", tmp / "fused.onnx", config)
-            (tmp / "exported.onnx").unlink()
-            # the weights beside the graph, memory-mapped by ONNX Runtime: the 250k-token embedding matrix stays on
-            # disk but for the rows questions use (as for the embedder)
-            externalise(tmp / "fused.onnx", tmp / MODEL_FILE)
-            (tmp / "fused.onnx").unlink()
-            (tmp / MARKER).write_text(json.dumps(stamp, indent=2))
-    return folder / MODEL_FILE
+    return build_fine_tuned(
+        reader_folder_for(manifest, cache_dir),
+        MARKER,
+        fine_tuned_stamp(manifest["weights_sha256"], model_folder, BUILD_FORMAT),
+        Path(model_folder),
+        lambda out: _export(Path(artifact), manifest, Path(model_folder), out),
+        f"reader model ({artifact})",
+        progress,
+    )
 
 
 def _export(artifact: Path, manifest: dict[str, Any], model_folder: Path, out: Path) -> None:

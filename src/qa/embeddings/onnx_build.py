@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -241,4 +242,61 @@ def build_onnx_model(model_folder: Path, cache_dir: Path, backend: str, progress
             (tmp / MARKER).write_text(json.dumps(marker, indent=2))
             report(f"saving ONNX model to {folder}")
     logger.info("built %s", folder / MODEL_FILE)
+    return folder / MODEL_FILE
+
+
+# -- fine-tuned e5 models (the reader, the span model): the same build, once per weights file ----------------------
+def fine_tuned_stamp(weights_sha256: str, model_folder: Path, build_format: int) -> dict[str, Any]:
+    """What a fine-tuned model's ONNX build depends on: its weights, the base e5 folder (path, size, mtime), the
+    build format."""
+    base = Path(model_folder) / "model.safetensors"
+    st = base.stat() if base.is_file() else None
+    return {
+        "weights_sha256": weights_sha256,
+        "base": str(Path(model_folder).resolve()),
+        "base_file": [st.st_size, int(st.st_mtime)] if st else None,
+        "build_format": build_format,
+    }
+
+
+def build_fine_tuned(
+    folder: Path,
+    marker: str,
+    stamp: dict[str, Any],
+    model_folder: Path,
+    export: Callable[[Path], None],
+    what: str,
+    progress: Any = None,
+) -> Path:
+    """``folder/model.onnx`` for a model whose weights sit on top of the e5 folder: ``export(path)`` writes the raw
+    ONNX graph (torch), then it is fused (:func:`optimise_bert`) and saved with its weights beside it
+    (:func:`externalise`, memory-mapped); once, atomically, under a file lock; rebuilt when ``stamp`` (written to
+    ``marker``) changes."""
+
+    def built() -> bool:
+        try:
+            return (
+                (folder / MODEL_FILE).is_file()
+                and (folder / DATA_FILE).is_file()
+                and json.loads((folder / marker).read_text()) == stamp
+            )
+        except (OSError, ValueError):
+            return False
+
+    if built():
+        return folder / MODEL_FILE
+    report = progress or (lambda msg: logger.info("%s", msg))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder.parent / f".{folder.name}.lock"):
+        if built():
+            return folder / MODEL_FILE
+        with staged_folder(folder) as tmp:
+            report(f"building the {what} from {model_folder}: exporting")
+            export(tmp / "exported.onnx")
+            config = json.loads((Path(model_folder) / "config.json").read_text())
+            optimise_bert(tmp / "exported.onnx", tmp / "fused.onnx", config)
+            (tmp / "exported.onnx").unlink()
+            externalise(tmp / "fused.onnx", tmp / MODEL_FILE)
+            (tmp / "fused.onnx").unlink()
+            (tmp / marker).write_text(json.dumps(stamp, indent=2))
     return folder / MODEL_FILE
