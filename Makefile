@@ -92,12 +92,17 @@ READER_ARGS ?=
 train-reader: setup
 	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-reader $(READER_DATA) $(READER_ARGS)
 
-# the short-answer span model (issue 13): the same data and split, writes models/reader/span.safetensors + span.json.
-# SPAN_ARGS=--resume continues a stopped run.
+# the short-answer span model (issue 13): the same data and split, in two runs: the answer's span on each question's
+# own sentence (SPAN_BASE), then, from it, one epoch that adds the null answer on sentences that do not hold it;
+# writes models/reader/span.safetensors + span.json. SPAN_ARGS=--resume continues a stopped second run.
+SPAN_BASE ?= $(HOME)/.cache/qa/span-base
 SPAN_ARGS ?=
 .PHONY: train-span
 train-span: setup
-	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-span $(READER_DATA) $(SPAN_ARGS)
+	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-span $(READER_DATA) --stop-after 739 --out $(SPAN_BASE) \
+		--work-dir $(HOME)/.cache/qa/span-train-base
+	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-span $(READER_DATA) --init $(SPAN_BASE) --epochs 1 --lr 1e-4 \
+		--negatives-same 2 --negatives-other 1 $(SPAN_ARGS)
 
 # the reading answerer's combiner (issue 13): indexes the PIAF paragraphs, fits on the training split, threshold on dev;
 # writes models/reader/combiner.json. COMBINER_ARGS=--refit refits from the cached features.

@@ -11,11 +11,21 @@ import numpy as np
 import pytest
 
 from qa.answering.answerers import make_answerer
-from qa.answering.combiner import COMBINER_FILE, FEATURES, FORMAT, Candidate, Combiner, features, fit_logistic
+from qa.answering.combiner import (
+    COMBINER_FILE,
+    FEATURES,
+    FORMAT,
+    Candidate,
+    Combiner,
+    features,
+    first_candidates,
+    fit_logistic,
+)
 from qa.answering.extractive import ExtractiveAnswerer
 from qa.answering.llm import parse_answerer
 from qa.answering.reader import DEFAULT_ARTIFACT
 from qa.answering.reading import CANDIDATES, ReadingAnswerer, reply_of
+from qa.answering.span_reader import SpanReading
 from qa.answering.text import REFUSAL
 from qa.errors import ModelError
 from qa.evaluation import format_report, load_squads, split_questions
@@ -54,9 +64,11 @@ class FakeSpans:
     def load(self) -> FakeSpans:
         return self
 
-    def extract(self, question: str, sentence: str) -> tuple[int, int, float] | None:
-        at = sentence.find(self.answer)
-        return None if at < 0 else (at, at + len(self.answer), 1.0)
+    null = False
+
+    def read(self, question: str, sentences: list[str]) -> list[SpanReading | None]:
+        found = [(s.find(self.answer), s) for s in sentences]
+        return [None if at < 0 else SpanReading(at, at + len(self.answer), 1.0, 1.0) for at, s in found]
 
 
 def reader_only_combiner(threshold: float = 0.5) -> Combiner:
@@ -174,6 +186,32 @@ def test_features_describe_each_candidate_relative_to_the_question() -> None:
     assert row["name_coverage"] == 1.0 and second["name_coverage"] == 0.5
 
 
+def test_span_margins_and_a_prefix_of_the_candidates_give_the_features_of_that_prefix() -> None:
+    candidates = [
+        Candidate(0, 1.2, 0.8, 0.9, True, True, 1.0, span_margin=-2.0),
+        Candidate(1, 0.9, 0.4, 0.5, True, False, 0.5, span_margin=3.0),
+        Candidate(0, 0.6, 0.4, 0.5, False, False, 1.0, span_margin=1.0),
+    ]
+    logits = [0.5, 2.0, 1.0]
+    x = features("quand", candidates, logits, [2.0, 1.0])
+    margin, gap = FEATURES.index("span_margin"), FEATURES.index("span_margin_gap")
+    assert x[:, margin].tolist() == [-2.0, 3.0, 1.0] and x[:, gap].tolist() == [-5.0, 0.0, -2.0]
+    for n in (1, 2, 3):  # what fit-combiner --candidates n reads from features collected for 3
+        cut = first_candidates({"x": x, "y": np.arange(3.0)}, n)
+        assert np.allclose(cut["x"], features("quand", candidates[:n], logits[:n], [2.0, 1.0])) and len(cut["y"]) == n
+
+
+def test_fit_combiner_drops_features_by_name_or_group() -> None:
+    from qa.training.combiner import used_features
+
+    assert used_features("") == list(FEATURES)
+    kept = used_features("reader, name_coverage")
+    assert "reader_logit" not in kept and "reader_best" not in kept and "name_coverage" not in kept
+    assert "span_margin" in kept and len(kept) == len(FEATURES) - 4
+    with pytest.raises(SystemExit, match="--drop wordcount: not a feature"):
+        used_features("wordcount")
+
+
 def test_name_coverage_counts_the_question_names_a_sentence_holds() -> None:
     reading = answerer(FakeReader("Almaty"))
     ranked = reading.lexical.score_sentences(QUESTION, passages())
@@ -198,11 +236,27 @@ def test_fit_logistic_is_calibrated_on_data_it_can_separate_partly() -> None:
 
 
 def test_a_combiner_fitted_for_other_features_is_refused(tmp_path: Path) -> None:
-    (tmp_path / COMBINER_FILE).write_text(json.dumps({"format": FORMAT, "features": ["reader_logit"]}))
+    (tmp_path / COMBINER_FILE).write_text(json.dumps({"format": FORMAT, "features": ["reader_logit", "word_count"]}))
     with pytest.raises(ModelError, match="qa fit-combiner"):
+        Combiner.load(tmp_path)
+    spec = {"format": FORMAT, "features": ["coverage", "span_margin"], "mean": [0, 0], "scale": [1, 1], "coef": [1.0]}
+    (tmp_path / COMBINER_FILE).write_text(json.dumps({**spec, "intercept": 0, "threshold": 0.5}))
+    with pytest.raises(ModelError, match="2 features but 1 coefficients"):
         Combiner.load(tmp_path)
     with pytest.raises(ModelError, match=r"cannot read .*combiner.json"):
         Combiner.load(tmp_path / "missing")
+
+
+def test_a_combiner_on_a_subset_of_the_features_reads_only_its_columns() -> None:
+    names = ["coverage", "span_margin"]
+    spec = {"format": FORMAT, "features": names, "mean": [0, 0], "scale": [1, 1], "coef": [0.0, 2.0]}
+    combiner = Combiner({**spec, "intercept": 0.0, "threshold": 0.5, "choice_coef": [0.0, 1.0]})
+    assert combiner.uses("span") and not combiner.uses("reader")
+    x = np.zeros((2, len(FEATURES)))
+    x[:, FEATURES.index("reader_logit")] = [9.0, -9.0]  # not read
+    x[:, FEATURES.index("span_margin")] = [-1.0, 1.0]
+    assert combiner.choose(x) == 1
+    assert np.allclose(combiner.probabilities(x), [1 / (1 + np.exp(2.0)), 1 / (1 + np.exp(-2.0))])
 
 
 def test_shipped_combiner_was_fitted_on_the_training_split_with_its_dev_scores() -> None:

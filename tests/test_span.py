@@ -287,3 +287,57 @@ def test_batch_order_covers_every_pair_once_an_epoch_with_little_padding() -> No
     assert sorted(i for b in first for i in b) == list(range(500))
     assert all(len(b) <= 16 for b in order)
     assert sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in order) / len(order) < 20
+
+
+# -- the null answer (a sentence that does not hold the answer) -------------------------------------------------------
+def test_null_pairs_never_hold_the_answer_and_target_position_zero() -> None:
+    from qa.training.span import negative_features
+
+    text = "Il pleut à Lyon. Paris aime Paris en 1990. Le maire parle. Les trains roulent."
+    ends = [i + 1 for i, c in enumerate(text) if c == "."]
+    sentences = [(0 if k == 0 else ends[k - 1] + 1, end) for k, end in enumerate(ends)]
+    paragraph = Paragraph("t:0", "T", text, sentences)
+    example = Example("q", "Quand ?", paragraph, ["1990"], [1], [text.index("1990")])
+    other = Paragraph("t:1", example.paragraph.title, "Rome fut fondée en 753. Elle compte 1990 fontaines.", [(0, 23), (24, 51)])
+
+    class Tokenizer:  # the fake encodings, padded to the longest like the real tokenizer pads a batch
+        def encode_batch(self, pairs: list[tuple[str, str]]) -> list[FakeEncoding]:
+            encoded = [encoding_of(s) for _, s in pairs]
+            width = max(len(e.ids) for e in encoded)
+            for e in encoded:
+                e.attention_mask = [1] * len(e.ids) + [0] * (width - len(e.ids))  # type: ignore[attr-defined]
+                e.ids += [1] * (width - len(e.ids))
+            return encoded
+
+    features = negative_features(Tokenizer(), [example], {example.paragraph.key: [other]}, same=5, other=5, seed=13)
+    sentences = [f.sentence for f in features]
+    assert sorted(sentences) == sorted(["Il pleut à Lyon.", "Le maire parle.", "Les trains roulent.", "Rome fut fondée en 753."])
+    assert all(f.null and f.start == 0 and f.end == 0 and f.example is example for f in features)
+    # unpadded: the trainer's bottom layers attend to every token of an encoding
+    assert all(f.encoding.ids == encoding_of(f.sentence).ids for f in features)
+
+
+def test_evaluate_null_reads_the_best_margin_per_question_and_condition() -> None:
+    from qa.training.span import Feature, evaluate_null
+
+    rows = []
+    margins = []
+    for n in range(10):
+        text = f"Le chat {n} dort. Le chien mange en {1990 + n}."
+        example = _example(text, str(1990 + n), text.index(str(1990 + n)))
+        example.id = f"q{n}"
+        sentences = example.paragraph.sentence_texts()
+        # question n: the answer sentence scores n - 1 (< 0 for n = 0), the other -2; the other paragraph n - 5
+        for sentence, margin in zip(sentences, (-2.0, n - 1.0), strict=True):
+            rows.append((example, False, Feature(example, sentence, None)))
+            margins.append(margin)
+        rows.append((example, True, Feature(example, "Rien ici.", None)))
+        margins.append(n - 5.0)
+    result = evaluate_null(margins, rows, false_abstention=0.1)
+    # question 0: the other sentence (-2) beats nothing: its answer sentence scores -1 > -2, so all ten are right
+    assert result["questions"] == 10 and result["sentence_top1"] == 1.0
+    # best margins of the answerable: -1, 0, ..., 8; 10 % may abstain: the threshold is the second lowest (0)
+    assert result["threshold"] == 0.0
+    # the other paragraph's margins -5..4: below 0 for five of them
+    assert result["abstains_other_paragraph"] == 0.5
+    assert result["abstains_at_zero"] == {"answerable": 0.1, "other_paragraph": 0.5}

@@ -20,6 +20,7 @@ logit alone chooses and decides abstention) or ``"combined"`` (the default).
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,23 @@ from qa.answering.reader import DEFAULT_ARTIFACT, Reader, sigmoid
 from qa.answering.text import REFUSAL
 from qa.schema import Answer, Citation, Passage
 
+
+@dataclass(frozen=True)
+class Reading:
+    """One candidate as the reading answerer saw it: the lexical answerer's sentence, the combiner's probability
+    that it holds the answer, the span model's reading of it (None without one)."""
+
+    sentence: ScoredSentence
+    probability: float
+    span: Any
+
+
 CANDIDATES = 8
-"""How many of the lexical answerer's best sentences the reader reads."""
+"""How many of the lexical answerer's best sentences the reader reads, unless the combiner was fitted for another
+number (``candidates`` in ``combiner.json``, ``qa fit-combiner --candidates``)."""
 STAGES = ("lexical", "reader", "combined")
+NO_ANSWER = -20.0
+"""The span margin of a sentence with nothing to read (empty, punctuation): far below any sentence's."""
 SPAN_MANIFEST = "span.json"
 """The span model's manifest in the reader artifact folder; without it the answer-type rules cut short answers."""
 
@@ -120,12 +135,10 @@ class ReadingAnswerer:
 
     def load(self) -> ReadingAnswerer:
         """Load (and build, once) every model this stage uses."""
-        if self.stage != "lexical":
+        if self.stage == "reader" or (self.stage == "combined" and self.combiner.uses("reader")):
             self.reader.load()
-            if self.stage == "combined":
-                self.combiner  # noqa: B018 - loads it
-                if self.spans is not None:
-                    self.spans.load()
+        if self.stage == "combined" and self.spans is not None:
+            self.spans.load()
         return self
 
     # -- answering -----------------------------------------------------------------------------------------------
@@ -133,16 +146,19 @@ class ReadingAnswerer:
         if self.stage == "lexical":
             return self.lexical.answer(question, passages)
         passages = list(passages)
-        scored = self.score(question, passages)
-        if not scored:
+        read = self.read(question, passages)
+        if not read:
             return self._abstain(question, passages, 0.0)
-        best, confidence = scored[0]
+        best, confidence = read[0].sentence, read[0].probability
         threshold = (
             self.combiner.threshold if self.stage == "combined" else float(self.combiner.spec.get("reader_threshold", 0.5))
         )
         if confidence < threshold:
             return self._abstain(question, passages, confidence)
-        text, short = self._short_answer(question, best)
+        found = read[0].span
+        if found is None and self.stage == "combined" and self.spans is not None:
+            found = self.spans.read(question, [best.text])[0]
+        text, short = self._short_answer(best, found)
         passage = passages[best.passage_index]
         citation = Citation(passage=passage, quote=passage.text[best.start : best.end], start=best.start, end=best.end)
         return Answer(
@@ -158,22 +174,50 @@ class ReadingAnswerer:
     def score(self, question: str, passages: list[Passage]) -> list[tuple[ScoredSentence, float]]:
         """The candidate sentences with their probability of holding the answer: the one to quote first (the
         combiner's choice), then the others, most probable first."""
-        ranked = self.lexical.score_sentences(question, passages)[:CANDIDATES]
+        return [(c.sentence, c.probability) for c in self.read(question, passages)]
+
+    def read(self, question: str, passages: list[Passage]) -> list[Reading]:
+        """:meth:`score` with what each model read of each candidate (the span model's answer reused for the
+        short answer)."""
+        ranked = self.lexical.score_sentences(question, passages)[: int(self.combiner.spec.get("candidates", CANDIDATES))]
         if not ranked:
             return []
-        logits = self.reader.score(question, [s.text for s in ranked])
+        logits, spans, x = self.candidates(question, ranked, passages)
         if self.stage == "reader":
             probs = sigmoid(logits)
             first = int(np.argmax(probs))
         else:
-            x = self.features(question, ranked, logits, passages)
             probs = self.combiner.probabilities(x)
             first = self.combiner.choose(x)
         order = [first] + [int(i) for i in np.argsort(-probs, kind="stable") if i != first]
-        return [(ranked[i], float(probs[i])) for i in order]
+        return [Reading(ranked[i], float(probs[i]), spans[i]) for i in order]
 
-    def features(self, question: str, ranked: list[ScoredSentence], logits: Any, passages: list[Passage]) -> np.ndarray:
-        """The combiner's features of ``ranked`` (the lexical answerer's candidates, best first)."""
+    def candidates(
+        self, question: str, ranked: list[ScoredSentence], passages: list[Passage], every: bool = False
+    ) -> tuple[Any, list[Any], np.ndarray]:
+        """For the lexical answerer's candidates ``ranked``: the reader's logits, the span model's readings (None
+        each where it did not read) and the combiner's features. A model whose features the combiner does not read
+        does not run (its features are 0): without the reader's, the reader; without the span model's, the span
+        model reads only the sentence quoted. ``every``: all of them run (``qa fit-combiner``)."""
+        texts = [s.text for s in ranked]
+        combined = self.stage == "combined"
+        if combined and not every and not self.combiner.uses("reader"):
+            logits = np.zeros(len(texts))
+        else:
+            logits = np.asarray(self.reader.score(question, texts), dtype=np.float64)
+        spans = self.spans if combined else None
+        readings: list[Any] = [None] * len(texts)
+        margins = None
+        if spans is not None and spans.null and (every or self.combiner.uses("span")):
+            readings = spans.read(question, texts)
+            margins = [r.margin if r is not None else NO_ANSWER for r in readings]
+        return logits, readings, self.features(question, ranked, logits, passages, margins)
+
+    def features(
+        self, question: str, ranked: list[ScoredSentence], logits: Any, passages: list[Passage], margins: Any = None
+    ) -> np.ndarray:
+        """The combiner's features of ``ranked`` (the lexical answerer's candidates, best first); ``margins``: the
+        null-trained span model's, else 0."""
         lexical = self.lexical
         terms = question_terms(question, lexical.NAME_WEIGHT, lexical.ENGLISH_WEIGHT)
         names = {t for t, factor in terms.items() if factor == lexical.NAME_WEIGHT}
@@ -186,8 +230,9 @@ class ReadingAnswerer:
                 s.typed,
                 s.answer is not None,
                 len(names & set(s.matched)) / len(names) if names else 1.0,
+                float(margins[i]) if margins is not None else 0.0,
             )
-            for s in ranked
+            for i, s in enumerate(ranked)
         ]
         return features(question_type(question), candidates, logits, [p.score for p in passages])
 
@@ -199,18 +244,16 @@ class ReadingAnswerer:
             else self.lexical.score_sentences(question, passages)
         )
 
-    def _short_answer(self, question: str, best: ScoredSentence) -> tuple[str, str]:
-        """``(reply, short answer)`` from the quoted sentence: the span model's answer (on the dev split it beats the
-        answer-type rules where they found one: F1 0.49 vs 0.40 on « Qui », 0.54 vs 0.41 on « Où », 0.60 vs 0.55 on
-        « Combien », all questions 0.409 vs 0.398; the rules win on « Quand », 0.71 vs 0.61), phrased as the rules
-        phrase it when they found the same answer (« En novembre 1994. »); without a span model, the rules' answer,
-        else the sentence itself."""
+    def _short_answer(self, best: ScoredSentence, found: Any) -> tuple[str, str]:
+        """``(reply, short answer)`` from the quoted sentence: the span model's answer ``found`` (on the dev split it
+        beats the answer-type rules where they found one: F1 0.49 vs 0.40 on « Qui », 0.54 vs 0.41 on « Où », 0.60 vs
+        0.55 on « Combien », all questions 0.409 vs 0.398; the rules win on « Quand », 0.71 vs 0.61), phrased as the
+        rules phrase it when they found the same answer (« En novembre 1994. »); without a span model, the rules'
+        answer, else the sentence itself."""
         rule = best.answer
-        spans = self.spans if self.stage == "combined" else None
-        found = spans.extract(question, best.text) if spans is not None else None
         if found is None:
             return (rule.reply, rule.core) if rule is not None else (best.text, "")
-        start, end, _ = found
+        start, end = found.start, found.end
         core = best.text[start:end]
         if rule is not None and rule.start < end and start < rule.end:
             return rule.reply, core

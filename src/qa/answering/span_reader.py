@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -295,12 +296,43 @@ class SpanReader:
         self._tokenizer = load_span_tokenizer(folder)
         self._session = session
 
+    @property
+    def null(self) -> bool:
+        """Was the model trained with the null answer (``--negatives-*``): is :attr:`SpanReading.margin` meaningful."""
+        return bool(self.load().manifest.get("decode", {}).get("null"))
+
     def extract(self, question: str, sentence: str) -> tuple[int, int, float] | None:
         """``(start, end, score)``: the answer is ``sentence[start:end]``; score = start + end logit (higher is
         surer); None when the sentence is empty or nothing but punctuation is left."""
-        if not sentence.strip():
-            return None
+        found = self.read(question, [sentence])[0]
+        return None if found is None else (found.start, found.end, found.score)
+
+    def read(self, question: str, sentences: list[str]) -> list[SpanReading | None]:
+        """Each sentence's answer and how sure the model is that it holds one (one batch); None for a sentence with
+        nothing but punctuation."""
+        out: list[SpanReading | None] = [None] * len(sentences)
+        todo = [i for i, s in enumerate(sentences) if s.strip()]
+        if not todo:
+            return out
         self.load()
-        ids, mask, encoded = encode_span_pairs(self._tokenizer, [(question, sentence)])
+        ids, mask, encoded = encode_span_pairs(self._tokenizer, [(question, sentences[i]) for i in todo])
         start_logits, end_logits = self._session.run(None, {"input_ids": ids, "attention_mask": mask})
-        return decode(sentence, encoded[0], start_logits[0], end_logits[0])
+        for row, i in enumerate(todo):
+            n = len(encoded[row].ids)
+            found = decode(sentences[i], encoded[row], start_logits[row, :n], end_logits[row, :n])
+            if found is not None:
+                null = float(start_logits[row, 0] + end_logits[row, 0])
+                out[i] = SpanReading(found[0], found[1], found[2], found[2] - null)
+        return out
+
+
+@dataclass(frozen=True)
+class SpanReading:
+    """The span model's answer in one sentence: ``sentence[start:end]``, its score (start + end logit), and its
+    ``margin`` over the null answer (start + end logit at position 0; above 0: the model finds the answer there —
+    meaningful only for a model trained with the null answer, :attr:`SpanReader.null`)."""
+
+    start: int
+    end: int
+    score: float
+    margin: float

@@ -78,6 +78,11 @@ def add_combiner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--false-abstention", type=float, default=0.075, help="the dev false-abstention rate the threshold aims at (0.075)"
     )
+    p.add_argument("--candidates", type=int, default=8, help="the lexical answerer's best sentences the reader reads (default 8)")
+    p.add_argument(
+        "--collect-candidates", type=int, default=0, help="collect features for more (to compare --candidates on --refit)"
+    )
+    p.add_argument("--drop", default="", help="features not to use, comma-separated (or a group: reader, span)")
     p.add_argument("--l2", type=float, default=1.0, help="L2 penalty of the logistic regression (default 1)")
     p.add_argument("--refit", action="store_true", help="refit from the cached features")
     p.add_argument("--no-artifact", action="store_true", help="report only, do not write combiner.json")

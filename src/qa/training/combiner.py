@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from qa.answering.combiner import COMBINER_FILE, FEATURES, FORMAT, fit_choice, fit_logistic, log_loss
+from qa.answering.combiner import COMBINER_FILE, FEATURES, FORMAT, first_candidates, fit_choice, fit_logistic, log_loss
 from qa.answering.reader import load_manifest
 from qa.evaluation import quote_contains_answer
 from qa.training.data import Dataset, Example, load_examples, split_examples
@@ -48,8 +48,9 @@ def _knowledge_base(dataset: Dataset, work: Path) -> Any:
     return kb
 
 
-def collect(kb: Any, examples: list[Example], k: int, desc: str) -> list[dict[str, Any]]:
-    """Per question and condition (``answerable`` / ``removed``): the candidates' features and labels."""
+def collect(kb: Any, examples: list[Example], k: int, desc: str, candidates: int) -> list[dict[str, Any]]:
+    """Per question and condition (``answerable`` / ``removed``): the features and labels of the lexical answerer's
+    first ``candidates`` sentences."""
     from tqdm import tqdm
 
     reading = kb.answerer("extractive:combined")
@@ -57,21 +58,14 @@ def collect(kb: Any, examples: list[Example], k: int, desc: str) -> list[dict[st
     for ex in tqdm(examples, desc=desc, unit=" q", file=sys.stderr, mininterval=2):
         for removed in (False, True):
             passages = kb.search(ex.question, k=k, exclude=[_doc_id(ex)] if removed else None)
-            ranked = reading.lexical.score_sentences(ex.question, passages)[: reading_candidates()]
+            ranked = reading.lexical.score_sentences(ex.question, passages)[:candidates]
             if not ranked:
                 rows.append({"id": ex.id, "removed": removed, "x": np.zeros((0, len(FEATURES))), "y": np.zeros(0)})
                 continue
-            logits = reading.reader.score(ex.question, [s.text for s in ranked])
-            x = reading.features(ex.question, ranked, logits, passages)
+            _, _, x = reading.candidates(ex.question, ranked, passages, every=True)
             y = np.array([float(quote_contains_answer([s.text], ex.answers)) for s in ranked])
             rows.append({"id": ex.id, "removed": removed, "x": x, "y": y})
     return rows
-
-
-def reading_candidates() -> int:
-    from qa.answering.reading import CANDIDATES
-
-    return CANDIDATES
 
 
 def _save(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -83,6 +77,28 @@ def _save(path: Path, rows: list[dict[str, Any]]) -> None:
         x=np.vstack([r["x"] for r in rows]) if rows else np.zeros((0, len(FEATURES))),
         y=np.concatenate([r["y"] for r in rows]) if rows else np.zeros(0),
     )
+
+
+def used_features(drop: str) -> list[str]:
+    """:data:`FEATURES` without those named in ``drop`` (comma-separated features or groups: ``reader``, ``span``)."""
+    from qa.answering.combiner import GROUPS
+
+    dropped: set[str] = set()
+    for name in filter(None, (n.strip() for n in drop.split(","))):
+        if name not in GROUPS and name not in FEATURES:
+            raise SystemExit(f"qa: error: --drop {name}: not a feature nor one of {', '.join(GROUPS)}")
+        dropped.update(GROUPS.get(name, (name,)))
+    kept = [f for f in FEATURES if f not in dropped]
+    if not kept:
+        raise SystemExit("qa: error: --drop leaves no feature")
+    return kept
+
+
+def _span_sha(artifact: Path) -> str:
+    """The span model's weights hash (its margins are features), or "none" when the artifact has none."""
+    from qa.answering.span_reader import SPAN_MANIFEST, load_span_manifest
+
+    return load_span_manifest(artifact)["weights_sha256"] if (artifact / SPAN_MANIFEST).is_file() else "none"
 
 
 def _load(path: Path) -> list[dict[str, Any]]:
@@ -144,24 +160,35 @@ def fit_combiner(args: argparse.Namespace) -> int:
     train, dev = split_examples(dataset, split["dev_share"], split["seed"])
     random.Random(split["seed"]).shuffle(train)
     train = train[: args.train_questions]
-    cache = work / f"features-k{args.k}-{reader_manifest['weights_sha256'][:12]}-{len(train)}.npz"
-    dev_cache = work / f"features-dev-k{args.k}-{reader_manifest['weights_sha256'][:12]}.npz"
+    span_sha = _span_sha(artifact)
+    models = f"{reader_manifest['weights_sha256'][:12]}-{span_sha[:12]}"
+    collected = max(args.candidates, args.collect_candidates)
+    cache = work / f"features-k{args.k}-{models}-c{collected}-{len(train)}.npz"
+    dev_cache = work / f"features-dev-k{args.k}-{models}-c{collected}.npz"
     if args.refit and cache.is_file() and dev_cache.is_file():
         train_rows, dev_rows = _load(cache), _load(dev_cache)
     else:
         kb = _knowledge_base(dataset, work)
-        train_rows = collect(kb, train, args.k, "features (train split)")
+        train_rows = collect(kb, train, args.k, "features (train split)", collected)
         _save(cache, train_rows)
-        dev_rows = collect(kb, dev, args.k, "features (dev split)")
+        dev_rows = collect(kb, dev, args.k, "features (dev split)", collected)
         _save(dev_cache, dev_rows)
+    train_rows = [first_candidates(r, args.candidates) for r in train_rows]
+    dev_rows = [first_candidates(r, args.candidates) for r in dev_rows]
+    names = used_features(args.drop)
+    columns = [FEATURES.index(n) for n in names]
     x = np.vstack([r["x"] for r in train_rows])
     y = np.concatenate([r["y"] for r in train_rows])
-    model = fit_logistic(x, y, l2=args.l2)
+    model = fit_logistic(x[:, columns], y, l2=args.l2)
     answerable_rows = [r for r in train_rows if not r["removed"] and r["y"].max(initial=0) > 0]
     model["choice_coef"] = fit_choice(
-        [r["x"] for r in answerable_rows], [r["y"] for r in answerable_rows], model["mean"], model["scale"], l2=args.l2
+        [r["x"][:, columns] for r in answerable_rows],
+        [r["y"] for r in answerable_rows],
+        model["mean"],
+        model["scale"],
+        l2=args.l2,
     )
-    spec: dict[str, Any] = {"format": FORMAT, "features": list(FEATURES), **model, "threshold": 0.5}
+    spec: dict[str, Any] = {"format": FORMAT, "features": list(names), **model, "threshold": 0.5}
     from qa.answering.combiner import Combiner
 
     combiner = Combiner(spec)
@@ -208,7 +235,9 @@ def fit_combiner(args: argparse.Namespace) -> int:
             "conditions": ["with its paragraph", "its paragraph left out"],
             "k": args.k,
         },
+        candidates=args.candidates,
         reader_weights_sha256=reader_manifest["weights_sha256"],
+        span_weights_sha256=span_sha,
         data=dataset.files,
         split={"by": "article title", "seed": split["seed"], "dev_share": split["dev_share"]},
         command="qa fit-combiner " + " ".join(getattr(args, "argv", None) or []),
@@ -219,7 +248,8 @@ def fit_combiner(args: argparse.Namespace) -> int:
         json.dumps(
             {
                 "threshold": spec["threshold"],
-                "coef": dict(zip(FEATURES, np.round(model["coef"], 3).tolist(), strict=True)),
+                "coef": dict(zip(names, np.round(model["coef"], 3).tolist(), strict=True)),
+                "choice_coef": dict(zip(names, np.round(model["choice_coef"], 3).tolist(), strict=True)),
                 **scores,
             },
             indent=2,

