@@ -105,8 +105,9 @@ train-span: setup
 		--negatives-same 2 --negatives-other 1 $(SPAN_ARGS)
 
 # the reading answerer's combiner (issue 13): indexes the PIAF paragraphs, fits on the training split, threshold on dev;
-# writes models/reader/combiner.json. COMBINER_ARGS=--refit refits from the cached features.
-COMBINER_ARGS ?= --train-questions 2000
+# writes models/reader/combiner.json. COMBINER_ARGS="--train-questions 600 --candidates 5 --refit" refits from the
+# cached features.
+COMBINER_ARGS ?= --train-questions 600 --candidates 5 --collect-candidates 8
 .PHONY: fit-combiner
 fit-combiner: setup
 	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa fit-combiner $(READER_DATA) $(COMBINER_ARGS)

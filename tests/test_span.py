@@ -341,3 +341,39 @@ def test_evaluate_null_reads_the_best_margin_per_question_and_condition() -> Non
     # the other paragraph's margins -5..4: below 0 for five of them
     assert result["abstains_other_paragraph"] == 0.5
     assert result["abstains_at_zero"] == {"answerable": 0.1, "other_paragraph": 0.5}
+
+
+def test_swap_name_replaces_a_question_name_with_another_name_of_the_article() -> None:
+    import random
+
+    from qa.training.span import swap_name
+
+    text = "En décembre 1993, le Kazakhstan a ouvert son bureau à Bruxelles. En novembre 1994, l’UE a ouvert à Almaty."
+    paragraph = Paragraph("t:0", "T", text, [(0, 63), (64, len(text))])
+    example = Example("q", "Quand le bureau de l'UE a-t-il ouvert à Almaty ?", paragraph, ["novembre 1994"], [1], [67])
+    swapped = swap_name(example, text[64:], [], random.Random(13))
+    assert swapped is not None and "Almaty" not in swapped and "novembre 1994" in swapped
+    assert swapped.replace("Bruxelles", "Almaty") == text[64:] or swapped.replace("Kazakhstan", "Almaty") == text[64:]
+    # the question's names are not in the sentence, or the name is the answer itself: no swap
+    assert swap_name(example, "Le bureau a ouvert en 1994.", [], random.Random(13)) is None
+    example.answers = ["Almaty"]
+    assert swap_name(example, text[64:], [], random.Random(13)) is None
+
+
+@pytest.mark.slow
+def test_real_span_reader_reads_the_null_answer(span_reader: SpanReader) -> None:
+    """The shipped span model was trained with the null answer: its margin says which sentence answers, and that
+    none does for a question the sentences do not answer."""
+    sentences = [
+        "En novembre 1994, la délégation de l’UE au Kazakhstan a commencé ses travaux à Almaty.",
+        "En décembre 1993, le Kazakhstan a ouvert son bureau à Bruxelles.",
+        "Le Kazakhstan est le plus grand pays d’Asie centrale.",
+    ]
+    assert span_reader.null
+    brussels = span_reader.read("Quand le Kazakhstan a-t-il ouvert son bureau à Bruxelles ?", sentences)
+    margins = [r.margin for r in brussels if r is not None]
+    assert len(margins) == 3 and margins[1] > 0 and margins[1] == max(margins)
+    assert sentences[1][brussels[1].start : brussels[1].end] in ("décembre 1993", "En décembre 1993")
+    gdp = span_reader.read("Quel est le PIB du Kazakhstan en 2021 ?", sentences)
+    assert all(r is not None and r.margin < 0 for r in gdp)
+    assert span_reader.read("Quand ?", ["  ", sentences[0]])[0] is None

@@ -163,6 +163,11 @@ def fit_combiner(args: argparse.Namespace) -> int:
     span_sha = _span_sha(artifact)
     models = f"{reader_manifest['weights_sha256'][:12]}-{span_sha[:12]}"
     collected = max(args.candidates, args.collect_candidates)
+    if args.refit:  # features collected for more candidates serve too (cut by first_candidates)
+        collected = min(
+            (n for n in range(collected, 65) if (work / f"features-dev-k{args.k}-{models}-c{n}.npz").is_file()),
+            default=collected,
+        )
     cache = work / f"features-k{args.k}-{models}-c{collected}-{len(train)}.npz"
     dev_cache = work / f"features-dev-k{args.k}-{models}-c{collected}.npz"
     if args.refit and cache.is_file() and dev_cache.is_file():

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import random
+import re
 import shlex
 import sys
 import time
@@ -92,6 +93,12 @@ def add_span_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="and on this many sentences of other paragraphs of its article with the null answer (default 0)",
     )
+    p.add_argument(
+        "--negatives-swap",
+        type=int,
+        default=0,
+        help="1: also its answer sentence with a question's name swapped for another name, null answer (default 0)",
+    )
     p.add_argument("--init", default="", help="start from the span model in this artifact folder (default: e5's own layers)")
     p.add_argument("--dev-share", type=float, default=0.15, help="share of articles held out for dev (default 0.15)")
     p.add_argument("--seed", type=int, default=13)
@@ -161,18 +168,49 @@ class Feature:
     """A sentence that does not hold the answer: its target is the null answer (start = end = position 0)."""
 
 
+NAME = re.compile(r"(?<![\w’'-])[A-ZÀ-ÖØ-Þ][\w’'-]{2,}")
+"""A capitalised word of at least three letters: what :func:`swap_name` reads as a name."""
+
+
+def swap_name(example: Example, sentence: str, others: list[Any], rng: random.Random) -> str | None:
+    """The sentence with one of the question's names (« Almaty ») replaced by another name of its article
+    (« Bruxelles »): it then no longer answers the question (the seed trap's kind of near miss); None when the
+    sentence holds none of the question's names or the article no other name."""
+    asked = {m.group() for m in NAME.finditer(example.question) if m.start() > 0}
+    held = [m for m in NAME.finditer(sentence) if m.group() in asked]
+    texts = [example.paragraph.text] + [p.text for p in others]
+    pool = sorted({m.group() for t in texts for m in NAME.finditer(t) if m.start() > 0 and t[m.start() - 2 : m.start()] != ". "})
+    pool = [n for n in pool if n not in asked and n not in sentence and len(n) >= 4]
+    if not held or not pool:
+        return None
+    name = rng.choice(held)
+    swapped = sentence[: name.start()] + rng.choice(pool) + sentence[name.end() :]
+    return None if any(name.group() in answer for answer in example.answers) else swapped
+
+
 def negative_features(
-    tokenizer: Any, examples: list[Example], others: dict[str, list[Any]], same: int, other: int, seed: int
+    tokenizer: Any,
+    examples: list[Example],
+    others: dict[str, list[Any]],
+    same: int,
+    other: int,
+    seed: int,
+    swap: int = 0,
 ) -> list[Feature]:
     """Per question, up to ``same`` other sentences of its paragraph and ``other`` sentences of other paragraphs of
-    its article that do not hold the answer (:func:`qa.training.data.training_list`), each with the null answer."""
+    its article that do not hold the answer (:func:`qa.training.data.training_list`), and with ``swap``, its answer
+    sentence with one of the question's names swapped for another (:func:`swap_name`), each with the null answer."""
     rng = random.Random(seed)
     pairs: list[tuple[Example, str]] = []
     for example in examples:
         if not example.positives:
             continue
-        sentences, _ = training_list(example, others.get(example.paragraph.key, []), rng, same, other)
+        article = others.get(example.paragraph.key, [])
+        sentences, _ = training_list(example, article, rng, same, other)
         pairs += [(example, sentence) for sentence in sentences[1:]]
+        if swap:
+            swapped = swap_name(example, sentences[0], article, rng)
+            pairs += [(example, swapped)] if swapped else []
     # one pair per call: a batch would be padded, and the trainer's states attend to every token of an encoding
     return [Feature(e, s, encode_span_pairs(tokenizer, [(e.question, s)])[2][0], 0, 0, True) for e, s in pairs]
 
@@ -458,10 +496,12 @@ def train_span(args: argparse.Namespace) -> int:
     dev_features = make_features(tokenizer, dev)
     usable = [f for f in train_features if f.start >= 0]
     answers = len(usable)
-    null = bool(args.negatives_same or args.negatives_other)
+    null = bool(args.negatives_same or args.negatives_other or args.negatives_swap)
     others = other_paragraphs(dataset)
     if null:
-        negatives = negative_features(tokenizer, train, others, args.negatives_same, args.negatives_other, args.seed)
+        negatives = negative_features(
+            tokenizer, train, others, args.negatives_same, args.negatives_other, args.seed, args.negatives_swap
+        )
         say(f"{len(negatives)} null-answer pairs (other sentences of the paragraph and of the article)")
         usable += negatives
     say(
