@@ -2,6 +2,7 @@
 and (slow) the vectors against sentence-transformers'."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from qa import IndexMismatchError, KnowledgeBase
 from qa.config import load_settings
 from qa.embeddings import SerialEmbedder, auto_backend, make_embedder
-from qa.embeddings.onnx import OnnxEmbedder, onnx_folder_for
+from qa.embeddings.onnx import OnnxEmbedder, onnx_folder_for, open_session
 from qa.embeddings.onnx_build import _check_supported
 from qa.embeddings.torch import SentenceTransformerEmbedder
 from qa.errors import ConfigError, ModelError
@@ -136,3 +137,42 @@ def test_the_onnx_backends_answer_the_almaty_question(tmp_path, monkeypatch, bac
         answer = kb.ask("Quand le bureau de l'UE a-t-il ouvert à Almaty ?")
         assert "novembre 1994" in answer.text and not answer.abstained
         assert kb.stats()["model"] == model_id
+
+
+def _table_model(path: Path, table: np.ndarray) -> Path:
+    """A one-op ONNX model (ids -> rows of the e5-named word table) with its weights as external data."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    name = "bert.embeddings.word_embeddings.weight"
+    graph = helper.make_graph(
+        [helper.make_node("Gather", [name, "ids"], ["rows"])],
+        "table",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [None, table.shape[1]])],
+        [numpy_helper.from_array(table, name)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data", size_threshold=0)
+    return path
+
+
+def test_models_on_one_base_share_e5s_word_table(tmp_path: Path) -> None:
+    from qa.embeddings.onnx import shared_weights
+
+    table = np.arange(200 * 4, dtype=np.float32).reshape(200, 4)
+    first = _table_model(tmp_path / "embedder" / "model.onnx", table)
+    second = _table_model(tmp_path / "reader" / "model.onnx", table.copy())
+    other = table.copy()
+    other[199] = -1.0  # another table under the same name: not shared
+    third = _table_model(tmp_path / "other" / "model.onnx", other)
+    base = tmp_path / "e5"
+    a, b, c = shared_weights(first, base), shared_weights(second, base), shared_weights(third, base)
+    assert set(a) == {"bert.embeddings.word_embeddings.weight"} and a == b and not c
+    ids = np.array([0, 199], dtype=np.int64)
+    for path, expected in ((first, table), (second, table), (third, other)):  # every session reads its own values
+        rows = open_session(path, base=base).run(None, {"ids": ids})[0]
+        assert np.array_equal(rows, expected[ids])
+    own = shared_weights(first, tmp_path / "another-base")  # another base maps its own
+    assert own["bert.embeddings.word_embeddings.weight"] is not a["bert.embeddings.word_embeddings.weight"]

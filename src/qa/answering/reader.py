@@ -218,7 +218,7 @@ class Reader:
         path = build_reader_model(self.artifact, folder, self.cache_dir, self.progress)
         from qa.embeddings.onnx import open_session
 
-        session = open_session(path)
+        session = open_session(path, base=folder)
         self.manifest = load_manifest(self.artifact)
         self._tokenizer = load_tokenizer(folder)
         self._bi = self.manifest.get("kind") == "bi"

@@ -291,7 +291,7 @@ class SpanReader:
 
         folder = resolve_model_folder(self.model, self.cache_dir, self.progress)
         path = build_span_model(self.artifact, folder, self.cache_dir, self.progress)
-        session = open_session(path)
+        session = open_session(path, base=folder)
         self.manifest = load_span_manifest(self.artifact)
         self._tokenizer = load_span_tokenizer(folder)
         self._session = session
