@@ -22,6 +22,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def dev_split_arguments(ap: Any) -> None:
+    """The options of the benchmarks that read the trained models on the PIAF dev split (reader.py, span.py)."""
+    ap.add_argument("--artifact", default=str(ROOT / "models" / "reader"))
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--cache-dir", default=os.environ.get("QA_MODEL_CACHE") or str(Path.home() / ".cache" / "qa" / "models"))
+    ap.add_argument("--limit", type=int, default=0, help="first N dev questions only")
+
+
 def load_corpus(path: str | Path | None, limit: int | None = None) -> tuple[list[Any], list[Any], str]:
     """Articles (and questions, for SQuAD files) from a SQuAD JSON file, a folder or files; PIAF if it is there."""
     from qa.documents import Article, iter_inputs

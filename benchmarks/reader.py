@@ -33,8 +33,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from common import dev_split_arguments  # noqa: E402
+
 from qa.answering.extractive import ExtractiveAnswerer, question_type  # noqa: E402
-from qa.answering.reader import DEFAULT_ARTIFACT, Reader, load_manifest  # noqa: E402
+from qa.answering.reader import Reader, load_manifest  # noqa: E402
 from qa.evaluation import quote_contains_answer  # noqa: E402
 from qa.schema import Passage  # noqa: E402
 from qa.training.data import load_examples, other_paragraphs, split_examples  # noqa: E402
@@ -69,10 +71,7 @@ def fusion(dev: list, logits: list[np.ndarray], lexical: list[np.ndarray]) -> di
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--artifact", default=str(DEFAULT_ARTIFACT))
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--cache-dir", default=os.environ.get("QA_MODEL_CACHE") or str(Path.home() / ".cache" / "qa" / "models"))
-    ap.add_argument("--limit", type=int, default=0, help="first N dev questions only")
+    dev_split_arguments(ap)
     ap.add_argument("--cosine", action="store_true", help="also the untrained e5-small cosine")
     ap.add_argument("--no-answer", action="store_true", help="also the paragraph-removed no-answer signal")
     ap.add_argument("--reader-limit", type=int, default=0, help="score only the first N dev questions with ONNX (parity check)")

@@ -25,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from qa.answering.reader import DEFAULT_ARTIFACT  # noqa: E402
+from common import dev_split_arguments  # noqa: E402
+
 from qa.answering.span_reader import SpanReader, load_span_manifest  # noqa: E402
 from qa.evaluation import exact_match, f1_score  # noqa: E402
 from qa.schema import Passage  # noqa: E402
@@ -34,10 +35,7 @@ from qa.training.data import load_examples, split_examples  # noqa: E402
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--artifact", default=str(DEFAULT_ARTIFACT))
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--cache-dir", default=os.environ.get("QA_MODEL_CACHE") or str(Path.home() / ".cache" / "qa" / "models"))
-    ap.add_argument("--limit", type=int, default=0, help="first N dev questions only")
+    dev_split_arguments(ap)
     ap.add_argument("--rules", action="store_true", help="also today's extractive answerer's short answer")
     ap.add_argument("--predictions", default="", help="the trainer's dev predictions (--dev-predictions), JSON")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "span.json"))

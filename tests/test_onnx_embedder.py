@@ -2,6 +2,8 @@
 and (slow) the vectors against sentence-transformers'."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +161,7 @@ def _table_model(path: Path, table: np.ndarray) -> Path:
 
 
 def test_models_on_one_base_share_e5s_word_table(tmp_path: Path) -> None:
-    from qa.embeddings.onnx import shared_weights
+    from qa.embeddings.onnx import LAYOUT_FILE, shared_weights
 
     table = np.arange(200 * 4, dtype=np.float32).reshape(200, 4)
     first = _table_model(tmp_path / "embedder" / "model.onnx", table)
@@ -176,3 +178,10 @@ def test_models_on_one_base_share_e5s_word_table(tmp_path: Path) -> None:
         assert np.array_equal(rows, expected[ids])
     own = shared_weights(first, tmp_path / "another-base")  # another base maps its own
     assert own["bert.embeddings.word_embeddings.weight"] is not a["bert.embeddings.word_embeddings.weight"]
+    # the layout is kept beside the model: opening it again (a cold start) does not import onnx
+    assert (first.parent / LAYOUT_FILE).is_file()
+    code = (
+        "import sys; from pathlib import Path; from qa.embeddings.onnx import open_session; "
+        f"open_session(Path({str(first)!r}), base=Path({str(base)!r})); assert 'onnx' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

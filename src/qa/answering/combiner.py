@@ -75,17 +75,15 @@ def features(qtype: str, candidates: Sequence[Candidate], logits: Sequence[float
     if not n:
         return out
     logit = np.asarray(logits, dtype=np.float64)
-    best_logit = float(logit.max())
     top_lexical = max(c.score for c in candidates)
     top_passage = max(passage_scores) if passage_scores else 0.0
-    best_margin = max(c.span_margin for c in candidates)
     typed_question = qtype in TYPED
     for i, c in enumerate(candidates):
         pscore = passage_scores[c.passage_index] if c.passage_index < len(passage_scores) else 0.0
         out[i] = (
             logit[i],
-            logit[i] - best_logit,
-            float(logit[i] >= best_logit),
+            0.0,  # reader_margin and reader_best: set_relative
+            0.0,
             c.score,
             c.score / top_lexical if top_lexical > 0 else 0.0,
             float(i == 0),
@@ -97,27 +95,32 @@ def features(qtype: str, candidates: Sequence[Candidate], logits: Sequence[float
             max(pscore, 0.0) / top_passage if top_passage > 0 else 0.0,
             1.0 / (1.0 + c.passage_index),
             c.span_margin,
-            c.span_margin - best_margin,
+            0.0,  # span_margin_gap: set_relative
         )
-    return out
+    return set_relative(out)
 
 
 RELATIVE = {"reader_margin": "reader_logit", "span_margin_gap": "span_margin"}
 """The features relative to the candidates' best (of the feature named): recomputed by :func:`first_candidates`."""
 
 
-def first_candidates(row: dict[str, Any], n: int) -> dict[str, Any]:
-    """A collected row (``x``: a :func:`features` matrix of the candidates in lexical order, ``y``: labels) cut to
-    its first ``n`` candidates, with the features relative to the set recomputed: what :func:`features` gives for
-    ``n`` candidates."""
-    x, y = row["x"][:n].copy(), row["y"][:n]
+def set_relative(x: np.ndarray) -> np.ndarray:
+    """``x`` (a :func:`features` matrix) with its features relative to the candidate set (:data:`RELATIVE`, and
+    ``reader_best``) computed from the absolute ones, in place."""
     if len(x):
         for relative, absolute in RELATIVE.items():
             column = x[:, FEATURES.index(absolute)]
             x[:, FEATURES.index(relative)] = column - column.max()
         logit = x[:, FEATURES.index("reader_logit")]
         x[:, FEATURES.index("reader_best")] = (logit >= logit.max()).astype(np.float64)
-    return {**row, "x": x, "y": y}
+    return x
+
+
+def first_candidates(row: dict[str, Any], n: int) -> dict[str, Any]:
+    """A collected row (``x``: a :func:`features` matrix of the candidates in lexical order, ``y``: labels) cut to
+    its first ``n`` candidates, with the features relative to the set recomputed: what :func:`features` gives for
+    ``n`` candidates (the lexical ones are relative to the first candidate, which stays)."""
+    return {**row, "x": set_relative(row["x"][:n].copy()), "y": row["y"][:n]}
 
 
 class Combiner:

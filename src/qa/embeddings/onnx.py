@@ -46,21 +46,45 @@ _SHARED: dict[tuple[str, str], tuple[Any, Any]] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def _external_tensors(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The named fp32 initializers of ``path`` that live in its external data file, memory-mapped (nothing read)."""
+LAYOUT_FILE = "shared_layout.json"
+"""Beside a model: where its :data:`SHARED_WEIGHTS` lie in its external data file, so that opening it again needs no
+``onnx`` import (0.5 s of a cold start)."""
+
+
+def _layout(path: Path) -> dict[str, dict[str, Any]]:
+    """``{name: {"location", "offset", "shape"}}`` of the :data:`SHARED_WEIGHTS` of ``path`` stored as fp32 external
+    data: read from :data:`LAYOUT_FILE` when it describes this very graph file, else parsed (``onnx``) and saved."""
+    stamp = {"graph_bytes": path.stat().st_size, "graph_mtime_ns": path.stat().st_mtime_ns}
+    saved = path.parent / LAYOUT_FILE
+    try:
+        layout = json.loads(saved.read_text())
+        if layout.get("stamp") == stamp:
+            return dict(layout["tensors"])
+    except (OSError, ValueError, KeyError):
+        pass
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    out: dict[str, np.ndarray] = {}
-    for tensor in model.graph.initializer:
-        if tensor.name not in names or tensor.data_type != onnx.TensorProto.FLOAT:
-            continue
+    tensors: dict[str, dict[str, Any]] = {}
+    for tensor in onnx.load(str(path), load_external_data=False).graph.initializer:
         info = {e.key: e.value for e in tensor.external_data}
-        if "location" not in info:
-            continue
-        offset, shape = int(info.get("offset", 0)), tuple(tensor.dims)
-        out[tensor.name] = np.memmap(path.parent / info["location"], dtype=np.float32, mode="r", offset=offset, shape=shape)
-    return out
+        if tensor.name in SHARED_WEIGHTS and tensor.data_type == onnx.TensorProto.FLOAT and "location" in info:
+            offset = int(info.get("offset", 0))
+            tensors[tensor.name] = {"location": info["location"], "offset": offset, "shape": list(tensor.dims)}
+    try:  # best effort: a read-only cache parses again next time
+        tmp = saved.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"stamp": stamp, "tensors": tensors}))
+        os.replace(tmp, saved)
+    except OSError:
+        pass
+    return tensors
+
+
+def _external_tensors(path: Path) -> dict[str, np.ndarray]:
+    """The :data:`SHARED_WEIGHTS` of ``path`` that live in its external data file, memory-mapped (nothing read)."""
+    return {
+        name: np.memmap(path.parent / t["location"], dtype=np.float32, mode="r", offset=t["offset"], shape=tuple(t["shape"]))
+        for name, t in _layout(path).items()
+    }
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -79,7 +103,7 @@ def shared_weights(path: Path, base: Path) -> dict[str, Any]:
     pages after 100 questions at 100k chunks)."""
     import onnxruntime as ort
 
-    mine = _external_tensors(path, SHARED_WEIGHTS)
+    mine = _external_tensors(path)
     out: dict[str, Any] = {}
     with _SHARED_LOCK:
         for name, array in mine.items():
