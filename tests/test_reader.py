@@ -211,3 +211,38 @@ def test_scoring_does_not_import_torch(reader: Reader) -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(Path(qa.__file__).resolve().parents[1])}
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env=env)
+
+
+def test_hard_negatives_are_what_retrieval_ranks_first_without_the_answer_nor_a_dev_article(tmp_path: Path) -> None:
+    from qa import KnowledgeBase
+    from qa.documents import Article
+    from qa.training.retrieval import cached_hard_negatives, doc_id, mine_hard_negatives
+    from qa.training.trainer import with_hard
+
+    from helpers import FakeEmbedder
+
+    dataset = load_examples([squad_file(tmp_path)])
+    train, dev = split_examples(dataset, 0.25, 13)
+    kb = KnowledgeBase.open(tmp_path / "index", embedder=FakeEmbedder())
+    kb.add_articles([Article(id=p.key.replace(":", "-"), text=p.text, title=p.title) for p in dataset.paragraphs])
+    dev_titles = {e.title for e in dev}
+    banned = {p.key.replace(":", "-") for p in dataset.paragraphs if p.title in dev_titles}
+    dev_sentences = {s for p in dataset.paragraphs if p.title in dev_titles for s in p.sentence_texts()}
+    mined = mine_hard_negatives(kb, train[:6], k=3, candidates=4, banned=banned, desc="test")
+    assert set(mined) == {e.id for e in train[:6]}
+    for example in train[:6]:
+        negatives = mined[example.id]
+        assert negatives and len(negatives) == len(set(negatives))
+        assert not any(quote_contains_answer([s], example.answers) for s in negatives)
+        assert not set(negatives) & (dev_sentences - set(example.paragraph.sentence_texts()))
+        assert doc_id(example) not in banned
+    # cached: the second call does not mine
+    path = tmp_path / "hard.json"
+    assert cached_hard_negatives(path, lambda: mined) == mined
+    assert cached_hard_negatives(path, lambda: pytest.fail("mined again")) == mined
+    # added to a training list as negatives, never twice
+    item = (["la bonne phrase", negatives[0]], [1.0, 0.0])
+    sentences, labels = with_hard(item, negatives, 3, random.Random(0))
+    assert sentences[:2] == item[0] and len(sentences) == len(set(sentences)) == min(2 + 3, 1 + len(negatives))
+    assert labels == [1.0] + [0.0] * (len(sentences) - 1)
+    assert with_hard(item, negatives, 0, random.Random(0)) == item

@@ -407,3 +407,58 @@ def test_one_tokenizer_is_shared_with_each_views_own_settings() -> None:
     padded = reader.encode_batch(["court", long])
     assert len(padded[0].ids) == len(padded[1].ids) == 96 and padded[0].attention_mask.count(0) > 0
     assert len(counter.encode_batch(["court", long])[0].ids) < 10  # the counter never pads
+
+
+def test_names_condition_adds_the_answer_sentence_with_a_swapped_name_as_a_wrong_candidate(tmp_path: Path) -> None:
+    from qa.training.combiner import collect_swapped
+    from qa.training.data import load_examples, other_paragraphs
+
+    squad = {
+        "data": [
+            {
+                "title": "UE",
+                "paragraphs": [
+                    {
+                        "context": PASSAGE,
+                        "qas": [
+                            {
+                                "id": "q1",
+                                "question": QUESTION,
+                                "answers": [{"text": "novembre 1994", "answer_start": PASSAGE.index("novembre 1994")}],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(squad), encoding="utf-8")
+    dataset = load_examples([path])
+
+    class KB:
+        def answerer(self, spec: str) -> ReadingAnswerer:
+            return answerer(FakeReader("1994"))
+
+        def search(self, question: str, k: int = 5, exclude: object = None) -> list[Passage]:
+            return passages()
+
+    plain = answerer(FakeReader("1994")).lexical.score_sentences(QUESTION, passages())
+    rows = collect_swapped(KB(), dataset.examples, 5, "test", 8, other_paragraphs(dataset), 13)
+    assert len(rows) == 1 and not rows[0]["removed"]
+    x, y = rows[0]["x"], rows[0]["y"]
+    assert len(y) == len(plain) + 1 and y.sum() == 1  # the copy holds « novembre 1994 » too, but is labelled 0
+    names = x[:, FEATURES.index("name_coverage")]
+    assert names[y == 1][0] == 1.0 and names.min() < 1.0
+    logits = x[:, FEATURES.index("reader_logit")]
+    assert (logits == 3.0).sum() == 2  # the reader (here: anything with « 1994 ») cannot tell the copy apart
+
+
+def test_refit_extends_the_largest_cached_prefix(tmp_path: Path) -> None:
+    from qa.training.combiner import _largest_prefix
+
+    for n in (100, 600, 3000):
+        (tmp_path / f"features-k5-abc-def-c8-{n}.npz").touch()
+    (tmp_path / "features-k5-other-c8-900.npz").touch()
+    assert _largest_prefix(tmp_path, "features-k5-abc-def-c8", 2000) == 600
+    assert _largest_prefix(tmp_path, "features-k5-abc-def-c8", 100) == 0

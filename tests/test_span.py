@@ -346,7 +346,7 @@ def test_evaluate_null_reads_the_best_margin_per_question_and_condition() -> Non
 def test_swap_name_replaces_a_question_name_with_another_name_of_the_article() -> None:
     import random
 
-    from qa.training.span import swap_name
+    from qa.training.data import swap_name
 
     text = "En décembre 1993, le Kazakhstan a ouvert son bureau à Bruxelles. En novembre 1994, l’UE a ouvert à Almaty."
     paragraph = Paragraph("t:0", "T", text, [(0, 63), (64, len(text))])

@@ -43,6 +43,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--questions-per-step", type=int, default=4)
     p.add_argument("--neg-same", type=int, default=5, help="negatives from the question's paragraph (default 5)")
     p.add_argument("--neg-other", type=int, default=2, help="negatives from other paragraphs of its article (default 2)")
+    p.add_argument(
+        "--neg-hard",
+        type=int,
+        default=0,
+        help="hard negatives: sentences the product's own retrieval and lexical ranking put first for the question "
+        "that do not hold its answer (mined once into --mine-dir; default 0)",
+    )
+    p.add_argument(
+        "--mine-dir",
+        default="~/.cache/qa/combiner-fit",
+        help="where the PIAF paragraphs are indexed for --neg-hard (shared with qa fit-combiner)",
+    )
     p.add_argument("--bce-weight", type=float, default=0.5, help="weight of the pointwise loss (the no-answer signal)")
     p.add_argument("--dev-share", type=float, default=0.15, help="share of articles held out for dev (default 0.15)")
     p.add_argument("--seed", type=int, default=13)
@@ -81,6 +93,13 @@ def add_combiner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", type=int, default=8, help="the lexical answerer's best sentences the reader reads (default 8)")
     p.add_argument(
         "--collect-candidates", type=int, default=0, help="collect features for more (to compare --candidates on --refit)"
+    )
+    p.add_argument(
+        "--swap-names",
+        type=int,
+        default=0,
+        help="N: also fit on the names condition (answer sentence + its copy naming another place or person), "
+        "each such question counted N times (default 0: not collected)",
     )
     p.add_argument("--drop", default="", help="features not to use, comma-separated (or a group: reader, span)")
     p.add_argument("--l2", type=float, default=1.0, help="L2 penalty of the logistic regression (default 1)")

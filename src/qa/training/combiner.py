@@ -28,24 +28,8 @@ import numpy as np
 from qa.answering.combiner import COMBINER_FILE, FEATURES, FORMAT, first_candidates, fit_choice, fit_logistic, log_loss
 from qa.answering.reader import load_manifest
 from qa.evaluation import quote_contains_answer
-from qa.training.data import Dataset, Example, load_examples, split_examples
-
-
-def _doc_id(example: Example) -> str:
-    return example.paragraph.key.replace(":", "-")
-
-
-def _knowledge_base(dataset: Dataset, work: Path) -> Any:
-    from tqdm import tqdm
-
-    from qa.config import load_settings
-    from qa.documents import Article
-    from qa.kb import KnowledgeBase
-
-    kb = KnowledgeBase.open(settings=load_settings(index_dir=work / "index"))
-    articles = [Article(id=p.key.replace(":", "-"), text=p.text, title=p.title, source="squad") for p in dataset.paragraphs]
-    kb.add_articles(tqdm(articles, desc="index", unit=" paragraphs", file=sys.stderr, mininterval=1))
-    return kb
+from qa.training.data import Example, load_examples, other_paragraphs, split_examples, swap_name
+from qa.training.retrieval import doc_id, knowledge_base
 
 
 def collect(kb: Any, examples: list[Example], k: int, desc: str, candidates: int) -> list[dict[str, Any]]:
@@ -57,7 +41,7 @@ def collect(kb: Any, examples: list[Example], k: int, desc: str, candidates: int
     rows = []
     for ex in tqdm(examples, desc=desc, unit=" q", file=sys.stderr, mininterval=2):
         for removed in (False, True):
-            passages = kb.search(ex.question, k=k, exclude=[_doc_id(ex)] if removed else None)
+            passages = kb.search(ex.question, k=k, exclude=[doc_id(ex)] if removed else None)
             ranked = reading.lexical.score_sentences(ex.question, passages)[:candidates]
             if not ranked:
                 rows.append({"id": ex.id, "removed": removed, "x": np.zeros((0, len(FEATURES))), "y": np.zeros(0)})
@@ -65,6 +49,43 @@ def collect(kb: Any, examples: list[Example], k: int, desc: str, candidates: int
             _, _, x = reading.candidates(ex.question, ranked, passages, every=True)
             y = np.array([float(quote_contains_answer([s.text], ex.answers)) for s in ranked])
             rows.append({"id": ex.id, "removed": removed, "x": x, "y": y})
+    return rows
+
+
+def collect_swapped(
+    kb: Any, examples: list[Example], k: int, desc: str, candidates: int, others: dict[str, list[Any]], seed: int
+) -> list[dict[str, Any]]:
+    """The names condition (``--swap-names``): per question whose candidates hold its answer in a sentence that
+    names one of the question's names, that sentence's copy with the name swapped for another name of its article
+    (:func:`qa.training.data.swap_name`: « … à Almaty » → « … à Bruxelles ») is put right after it in its passage,
+    and the candidates are ranked and read again; the copy is labelled 0 (it answers another question), so the
+    combiner sees the seed trap's kind of near miss, which PIAF's own candidates almost never show."""
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    reading = kb.answerer("extractive:combined")
+    rng = random.Random(seed)
+    rows = []
+    for ex in tqdm(examples, desc=desc, unit=" q", file=sys.stderr, mininterval=2):
+        passages = kb.search(ex.question, k=k)
+        ranked = reading.lexical.score_sentences(ex.question, passages)[:candidates]
+        swapped = None
+        for s in ranked:
+            if quote_contains_answer([s.text], ex.answers):
+                swapped = swap_name(ex, s.text, others.get(ex.paragraph.key, []), rng)
+                if swapped:
+                    break
+        if not swapped:
+            continue
+        p = passages[s.passage_index]
+        passages[s.passage_index] = replace(p, text=p.text[: s.end] + " " + swapped + p.text[s.end :])
+        ranked = reading.lexical.score_sentences(ex.question, passages)[:candidates]
+        if not any(r.text == swapped for r in ranked):
+            continue
+        _, _, x = reading.candidates(ex.question, ranked, passages, every=True)
+        y = np.array([float(r.text != swapped and quote_contains_answer([r.text], ex.answers)) for r in ranked])
+        rows.append({"id": ex.id, "removed": False, "x": x, "y": y})
     return rows
 
 
@@ -110,6 +131,12 @@ def _load(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _largest_prefix(work: Path, stem: str, limit: int) -> int:
+    """The most training questions (under ``limit``) whose features ``work`` holds as ``<stem>-<count>.npz``."""
+    counts = [int(p.stem.rsplit("-", 1)[1]) for p in work.glob(f"{stem}-*.npz") if p.stem.rsplit("-", 1)[1].isdigit()]
+    return max((c for c in counts if c < limit), default=0)
+
+
 def choose_threshold(answerable_confidence: list[float], target: float) -> float:
     """The highest threshold whose false-abstention rate (answerable questions below it) stays ``<= target``."""
     ordered = sorted(answerable_confidence)
@@ -149,6 +176,19 @@ def _answerable_confidence(rows: list[dict[str, Any]], picks: list[Pick]) -> lis
     return [c if b >= 0 else 0.0 for r, (b, c) in zip(rows, picks, strict=True) if not r["removed"]]
 
 
+def names_contrast(combiner: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """On the names condition (:func:`collect_swapped`): how often the combiner's choice holds the answer (not the
+    copy naming someone or somewhere else), and how often the copy is chosen; the lexical answerer's first alongside."""
+    rows = [r for r in rows if r["y"].max(initial=0) > 0]
+    chosen = [combiner.choose(r["x"]) for r in rows]
+    n = max(len(rows), 1)
+    return {
+        "questions": len(rows),
+        "combined_right": round(sum(float(r["y"][c] > 0) for r, c in zip(rows, chosen, strict=True)) / n, 4),
+        "lexical_right": round(sum(float(r["y"][0] > 0) for r in rows) / n, 4),
+    }
+
+
 def fit_combiner(args: argparse.Namespace) -> int:
     started = time.time()
     work = Path(args.work_dir).expanduser()
@@ -168,18 +208,43 @@ def fit_combiner(args: argparse.Namespace) -> int:
             (n for n in range(collected, 65) if (work / f"features-dev-k{args.k}-{models}-c{n}.npz").is_file()),
             default=collected,
         )
-    cache = work / f"features-k{args.k}-{models}-c{collected}-{len(train)}.npz"
+    stem = f"features-k{args.k}-{models}-c{collected}"
+    cache = work / f"{stem}-{len(train)}.npz"
     dev_cache = work / f"features-dev-k{args.k}-{models}-c{collected}.npz"
-    if args.refit and cache.is_file() and dev_cache.is_file():
-        train_rows, dev_rows = _load(cache), _load(dev_cache)
-    else:
-        kb = _knowledge_base(dataset, work)
-        train_rows = collect(kb, train, args.k, "features (train split)", collected)
+    kb: Any = None
+    if args.refit and cache.is_file():
+        train_rows = _load(cache)
+    else:  # the questions are always drawn in the same order: a cache for fewer of them is a prefix to extend
+        done = _largest_prefix(work, stem, len(train)) if args.refit else 0
+        train_rows = _load(work / f"{stem}-{done}.npz") if done else []
+        kb = knowledge_base(dataset, work)
+        train_rows += collect(kb, train[done:], args.k, "features (train split)", collected)
         _save(cache, train_rows)
+    if args.refit and dev_cache.is_file():
+        dev_rows = _load(dev_cache)
+    else:
+        kb = kb or knowledge_base(dataset, work)
         dev_rows = collect(kb, dev, args.k, "features (dev split)", collected)
         _save(dev_cache, dev_rows)
+    train_swapped: list[dict[str, Any]] = []
+    dev_swapped: list[dict[str, Any]] = []
+    if args.swap_names:
+        swap_cache = work / f"swapped-k{args.k}-{models}-c{collected}-{len(train)}.npz"
+        swap_dev_cache = work / f"swapped-dev-k{args.k}-{models}-c{collected}.npz"
+        if swap_cache.is_file() and swap_dev_cache.is_file():
+            train_swapped, dev_swapped = _load(swap_cache), _load(swap_dev_cache)
+        else:
+            kb = knowledge_base(dataset, work)
+            others = other_paragraphs(dataset)
+            train_swapped = collect_swapped(kb, train, args.k, "names swapped (train split)", collected, others, split["seed"])
+            _save(swap_cache, train_swapped)
+            dev_swapped = collect_swapped(kb, dev, args.k, "names swapped (dev split)", collected, others, split["seed"])
+            _save(swap_dev_cache, dev_swapped)
     train_rows = [first_candidates(r, args.candidates) for r in train_rows]
     dev_rows = [first_candidates(r, args.candidates) for r in dev_rows]
+    dev_swapped = [first_candidates(r, args.candidates) for r in dev_swapped]
+    train_swapped = [first_candidates(r, args.candidates) for r in train_swapped]
+    train_rows += [r for r in train_swapped if r["y"].max(initial=0) > 0] * args.swap_names
     names = used_features(args.drop)
     columns = [FEATURES.index(n) for n in names]
     x = np.vstack([r["x"] for r in train_rows])
@@ -217,7 +282,7 @@ def fit_combiner(args: argparse.Namespace) -> int:
     spec["reader_threshold"] = round(reader_thr, 6)
     dev_x = np.vstack([r["x"] for r in dev_rows])
     dev_y = np.concatenate([r["y"] for r in dev_rows])
-    scores = {
+    scores: dict[str, Any] = {
         "dev_questions": len(answerable),
         "candidates_hold_answer": round(sum(float(r["y"].max(initial=0) > 0) for r in answerable) / max(len(answerable), 1), 4),
         "top1": {
@@ -230,6 +295,8 @@ def fit_combiner(args: argparse.Namespace) -> int:
         "dev_log_loss": round(log_loss(combiner.probabilities(dev_x), dev_y), 4),
         "train_log_loss": round(log_loss(combiner.probabilities(x), y), 4),
     }
+    if dev_swapped:
+        scores["names_swapped"] = names_contrast(combiner, dev_swapped)
     spec.update(
         false_abstention_target=args.false_abstention,
         scores=scores,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,10 @@ class Dataset:
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def load_examples(paths: list[Path]) -> Dataset:
@@ -138,3 +143,23 @@ def training_list(
             sentences.append(p.text[s:e])
             taken += 1
     return sentences, [1.0] + [0.0] * (len(sentences) - 1)
+
+
+NAME = re.compile(r"(?<![\w’'-])[A-ZÀ-ÖØ-Þ][\w’'-]{2,}")
+"""A capitalised word of at least three letters: what :func:`swap_name` reads as a name."""
+
+
+def swap_name(example: Example, sentence: str, others: list[Any], rng: random.Random) -> str | None:
+    """The sentence with one of the question's names (« Almaty ») replaced by another name of its article
+    (« Bruxelles »): it then no longer answers the question (the seed trap's kind of near miss); None when the
+    sentence holds none of the question's names or the article no other name."""
+    asked = {m.group() for m in NAME.finditer(example.question) if m.start() > 0}
+    held = [m for m in NAME.finditer(sentence) if m.group() in asked]
+    texts = [example.paragraph.text] + [p.text for p in others]
+    pool = sorted({m.group() for t in texts for m in NAME.finditer(t) if m.start() > 0 and t[m.start() - 2 : m.start()] != ". "})
+    pool = [n for n in pool if n not in asked and n not in sentence and len(n) >= 4]
+    if not held or not pool:
+        return None
+    name = rng.choice(held)
+    swapped = sentence[: name.start()] + rng.choice(pool) + sentence[name.end() :]
+    return None if any(name.group() in answer for answer in example.answers) else swapped

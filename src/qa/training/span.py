@@ -21,7 +21,6 @@ import json
 import math
 import os
 import random
-import re
 import shlex
 import sys
 import time
@@ -52,7 +51,7 @@ from qa.answering.span_reader import (
 )
 from qa.errors import ModelError
 from qa.evaluation import exact_match, f1_score
-from qa.training.data import Example, load_examples, other_paragraphs, split_examples, training_list
+from qa.training.data import Example, load_examples, other_paragraphs, split_examples, swap_name, training_list
 
 CHECKPOINT = "checkpoint.pt"
 NEG = -1e4
@@ -166,26 +165,6 @@ class Feature:
     """Token labels (-1: no usable span; such a feature is only evaluated; 0: the null answer)."""
     null: bool = False
     """A sentence that does not hold the answer: its target is the null answer (start = end = position 0)."""
-
-
-NAME = re.compile(r"(?<![\w’'-])[A-ZÀ-ÖØ-Þ][\w’'-]{2,}")
-"""A capitalised word of at least three letters: what :func:`swap_name` reads as a name."""
-
-
-def swap_name(example: Example, sentence: str, others: list[Any], rng: random.Random) -> str | None:
-    """The sentence with one of the question's names (« Almaty ») replaced by another name of its article
-    (« Bruxelles »): it then no longer answers the question (the seed trap's kind of near miss); None when the
-    sentence holds none of the question's names or the article no other name."""
-    asked = {m.group() for m in NAME.finditer(example.question) if m.start() > 0}
-    held = [m for m in NAME.finditer(sentence) if m.group() in asked]
-    texts = [example.paragraph.text] + [p.text for p in others]
-    pool = sorted({m.group() for t in texts for m in NAME.finditer(t) if m.start() > 0 and t[m.start() - 2 : m.start()] != ". "})
-    pool = [n for n in pool if n not in asked and n not in sentence and len(n) >= 4]
-    if not held or not pool:
-        return None
-    name = rng.choice(held)
-    swapped = sentence[: name.start()] + rng.choice(pool) + sentence[name.end() :]
-    return None if any(name.group() in answer for answer in example.answers) else swapped
 
 
 def negative_features(

@@ -41,7 +41,16 @@ from qa.answering.reader import (
 )
 from qa.errors import ModelError
 from qa.evaluation import quote_contains_answer
-from qa.training.data import Dataset, Example, Paragraph, load_examples, other_paragraphs, split_examples, training_list
+from qa.training.data import (
+    Dataset,
+    Example,
+    Paragraph,
+    load_examples,
+    other_paragraphs,
+    sha256_text,
+    split_examples,
+    training_list,
+)
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -57,13 +66,14 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "questions_per_step",
         "neg_same",
         "neg_other",
+        "neg_hard",
         "bce_weight",
         "dev_share",
         "seed",
         "limit",
         "max_steps",
     )
-    return {k: getattr(args, k) for k in keys}
+    return {k: getattr(args, k, 0) for k in keys}
 
 
 def _model(folder: Path, layers: int, kind: str = "cross") -> tuple[Any, Any, list[str]]:
@@ -211,6 +221,39 @@ def evaluate(
     }
 
 
+def _hard_negatives(
+    args: argparse.Namespace, dataset: Dataset, train: list[Example], dev: list[Example], say: Any
+) -> dict[str, list[str]]:
+    """The training questions' hard negatives (:func:`qa.training.retrieval.mine_hard_negatives`), mined once with
+    the product's retrieval over every PIAF paragraph but the dev split's, cached in ``--mine-dir``."""
+    from qa.training.retrieval import cached_hard_negatives, doc_id, knowledge_base, mine_hard_negatives
+
+    work = Path(args.mine_dir).expanduser()
+    banned = {doc_id(e) for e in dev} | {p.key.replace(":", "-") for p in dataset.paragraphs if p.title in {e.title for e in dev}}
+    digest = sha256_text("\n".join(sorted(e.id for e in train)))[:12]
+    path = work / f"hard-negatives-k{HARD_K}-c{HARD_CANDIDATES}-{digest}.json"
+    say(f"hard negatives: {path}")
+    return cached_hard_negatives(
+        path,
+        lambda: mine_hard_negatives(knowledge_base(dataset, work), train, HARD_K, HARD_CANDIDATES, banned, "mine hard negatives"),
+    )
+
+
+HARD_K = 5
+"""Passages retrieved per question when mining hard negatives: what ``qa ask`` reads."""
+HARD_CANDIDATES = 8
+"""The lexical answerer's first sentences kept per retrieval (both conditions: with and without the paragraph)."""
+
+
+def with_hard(item: tuple[list[str], list[float]], hard: list[str], n: int, rng: random.Random) -> tuple[list[str], list[float]]:
+    """A :func:`qa.training.data.training_list` item with up to ``n`` of ``hard`` (drawn by ``rng``) added as
+    negatives, none repeated."""
+    sentences, labels = item
+    pool = [s for s in hard if s not in sentences]
+    extra = rng.sample(pool, min(n, len(pool))) if n else []
+    return sentences + extra, labels + [0.0] * len(extra)
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     import torch
 
@@ -266,6 +309,7 @@ def train_reader(args: argparse.Namespace) -> int:
 
     folder = resolve_model_folder(args.model, Path(args.cache_dir).expanduser(), say)
     tokenizer = load_tokenizer(folder)
+    hard = _hard_negatives(args, dataset, train, dev, say) if args.neg_hard else {}
     bert, head, trained = _model(folder, args.layers, args.kind)
     params = _trainable(bert, head)
     say(f"training {len(trained)} top layers + head: {sum(p.numel() for p in params.values()) / 1e6:.2f} M parameters")
@@ -334,7 +378,12 @@ def train_reader(args: argparse.Namespace) -> int:
         step_rng = random.Random(f"{args.seed}:{step}")
         torch.manual_seed(args.seed * 100_003 + step)  # dropout: the same after a resume
         lists = [
-            training_list(train[i], others.get(train[i].paragraph.key, []), step_rng, args.neg_same, args.neg_other)
+            with_hard(
+                training_list(train[i], others.get(train[i].paragraph.key, []), step_rng, args.neg_same, args.neg_other),
+                hard.get(train[i].id, []),
+                args.neg_hard,
+                step_rng,
+            )
             for i in order[step]
         ]
         items = [(train[i].question, sentences) for i, (sentences, _) in zip(order[step], lists, strict=True)]
