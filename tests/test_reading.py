@@ -462,3 +462,27 @@ def test_refit_extends_the_largest_cached_prefix(tmp_path: Path) -> None:
     (tmp_path / "features-k5-other-c8-900.npz").touch()
     assert _largest_prefix(tmp_path, "features-k5-abc-def-c8", 2000) == 600
     assert _largest_prefix(tmp_path, "features-k5-abc-def-c8", 100) == 0
+
+
+def test_fit_rows_learns_the_informative_feature_and_sets_the_threshold_on_dev() -> None:
+    from qa.training.combiner import fit_rows
+
+    rng = np.random.default_rng(0)
+
+    def rows(n: int) -> list[dict]:
+        out = []
+        for i in range(n):
+            removed = i % 2 == 1
+            y = np.zeros(4)
+            if not removed:
+                y[rng.integers(4)] = 1.0
+            x = rng.normal(size=(4, len(FEATURES)))
+            x[:, FEATURES.index("span_margin")] = 3.0 * y + rng.normal(scale=0.3, size=4)  # tells the answer apart
+            out.append({"id": str(i), "removed": removed, "x": x, "y": y})
+        return out
+
+    spec, scores = fit_rows(rows(200), rows(100), list(FEATURES), 1.0, 0.1)
+    assert Combiner(spec).features == FEATURES and spec["threshold"] > 0
+    assert scores["top1"]["combined"] > 0.95 and scores["top1"]["lexical"] < 0.5
+    assert scores["combined_at_threshold"]["false_abstention_rate"] <= 0.1
+    assert scores["combined_at_threshold"]["unanswerable_abstention_rate"] > 0.8

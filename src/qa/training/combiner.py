@@ -189,6 +189,60 @@ def names_contrast(combiner: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def fit_rows(
+    train_rows: list[dict[str, Any]], dev_rows: list[dict[str, Any]], names: list[str], l2: float, false_abstention: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The combiner fitted on ``train_rows`` over the features ``names`` (the pointwise logistic regression and the
+    listwise choice model), its thresholds chosen on ``dev_rows``: ``(spec, scores)``, the scores of each stage on
+    the dev rows (lexical first sentence, the reader alone, combined)."""
+    from qa.answering.combiner import Combiner
+
+    columns = [FEATURES.index(n) for n in names]
+    x = np.vstack([r["x"] for r in train_rows])
+    y = np.concatenate([r["y"] for r in train_rows])
+    model = fit_logistic(x[:, columns], y, l2=l2)
+    answerable_rows = [r for r in train_rows if not r["removed"] and r["y"].max(initial=0) > 0]
+    model["choice_coef"] = fit_choice(
+        [r["x"][:, columns] for r in answerable_rows], [r["y"] for r in answerable_rows], model["mean"], model["scale"], l2=l2
+    )
+    spec: dict[str, Any] = {"format": FORMAT, "features": list(names), **model, "threshold": 0.5}
+    combiner = Combiner(spec)
+    combined: list[Pick] = []
+    reader_only: list[Pick] = []
+    for r in dev_rows:
+        if not len(r["y"]):
+            combined.append((-1, 0.0))
+            reader_only.append((-1, 0.0))
+            continue
+        choice = combiner.choose(r["x"])
+        combined.append((choice, float(combiner.probabilities(r["x"])[choice])))
+        logit = r["x"][:, FEATURES.index("reader_logit")]
+        best = int(np.argmax(logit))
+        reader_only.append((best, float(1.0 / (1.0 + np.exp(-logit[best])))))
+    lexical: list[Pick] = [(0 if len(r["y"]) else -1, 0.0) for r in dev_rows]  # the lexical answerer's first
+    answerable = [r for r in dev_rows if not r["removed"]]
+    thr = choose_threshold(_answerable_confidence(dev_rows, combined), false_abstention)
+    reader_thr = choose_threshold(_answerable_confidence(dev_rows, reader_only), false_abstention)
+    spec["threshold"] = round(thr, 6)
+    spec["reader_threshold"] = round(reader_thr, 6)
+    dev_x = np.vstack([r["x"] for r in dev_rows])
+    dev_y = np.concatenate([r["y"] for r in dev_rows])
+    scores: dict[str, Any] = {
+        "dev_questions": len(answerable),
+        "candidates_hold_answer": round(sum(float(r["y"].max(initial=0) > 0) for r in answerable) / max(len(answerable), 1), 4),
+        "top1": {
+            "lexical": _top1(dev_rows, lexical),
+            "reader": _top1(dev_rows, reader_only),
+            "combined": _top1(dev_rows, combined),
+        },
+        "reader_at_threshold": stage_scores(dev_rows, reader_only, reader_thr),
+        "combined_at_threshold": stage_scores(dev_rows, combined, thr),
+        "dev_log_loss": round(log_loss(combiner.probabilities(dev_x), dev_y), 4),
+        "train_log_loss": round(log_loss(combiner.probabilities(x), y), 4),
+    }
+    return spec, scores
+
+
 def fit_combiner(args: argparse.Namespace) -> int:
     started = time.time()
     work = Path(args.work_dir).expanduser()
@@ -246,57 +300,12 @@ def fit_combiner(args: argparse.Namespace) -> int:
     train_swapped = [first_candidates(r, args.candidates) for r in train_swapped]
     train_rows += [r for r in train_swapped if r["y"].max(initial=0) > 0] * args.swap_names
     names = used_features(args.drop)
-    columns = [FEATURES.index(n) for n in names]
-    x = np.vstack([r["x"] for r in train_rows])
+    spec, scores = fit_rows(train_rows, dev_rows, names, args.l2, args.false_abstention)
     y = np.concatenate([r["y"] for r in train_rows])
-    model = fit_logistic(x[:, columns], y, l2=args.l2)
-    answerable_rows = [r for r in train_rows if not r["removed"] and r["y"].max(initial=0) > 0]
-    model["choice_coef"] = fit_choice(
-        [r["x"][:, columns] for r in answerable_rows],
-        [r["y"] for r in answerable_rows],
-        model["mean"],
-        model["scale"],
-        l2=args.l2,
-    )
-    spec: dict[str, Any] = {"format": FORMAT, "features": list(names), **model, "threshold": 0.5}
-    from qa.answering.combiner import Combiner
-
-    combiner = Combiner(spec)
-    combined: list[Pick] = []
-    reader_only: list[Pick] = []
-    for r in dev_rows:
-        if not len(r["y"]):
-            combined.append((-1, 0.0))
-            reader_only.append((-1, 0.0))
-            continue
-        choice = combiner.choose(r["x"])
-        combined.append((choice, float(combiner.probabilities(r["x"])[choice])))
-        logit = r["x"][:, FEATURES.index("reader_logit")]
-        best = int(np.argmax(logit))
-        reader_only.append((best, float(1.0 / (1.0 + np.exp(-logit[best])))))
-    lexical: list[Pick] = [(0 if len(r["y"]) else -1, 0.0) for r in dev_rows]  # the lexical answerer's first
-    answerable = [r for r in dev_rows if not r["removed"]]
-    thr = choose_threshold(_answerable_confidence(dev_rows, combined), args.false_abstention)
-    reader_thr = choose_threshold(_answerable_confidence(dev_rows, reader_only), args.false_abstention)
-    spec["threshold"] = round(thr, 6)
-    spec["reader_threshold"] = round(reader_thr, 6)
-    dev_x = np.vstack([r["x"] for r in dev_rows])
-    dev_y = np.concatenate([r["y"] for r in dev_rows])
-    scores: dict[str, Any] = {
-        "dev_questions": len(answerable),
-        "candidates_hold_answer": round(sum(float(r["y"].max(initial=0) > 0) for r in answerable) / max(len(answerable), 1), 4),
-        "top1": {
-            "lexical": _top1(dev_rows, lexical),
-            "reader": _top1(dev_rows, reader_only),
-            "combined": _top1(dev_rows, combined),
-        },
-        "reader_at_threshold": stage_scores(dev_rows, reader_only, reader_thr),
-        "combined_at_threshold": stage_scores(dev_rows, combined, thr),
-        "dev_log_loss": round(log_loss(combiner.probabilities(dev_x), dev_y), 4),
-        "train_log_loss": round(log_loss(combiner.probabilities(x), y), 4),
-    }
     if dev_swapped:
-        scores["names_swapped"] = names_contrast(combiner, dev_swapped)
+        from qa.answering.combiner import Combiner
+
+        scores["names_swapped"] = names_contrast(Combiner(spec), dev_swapped)
     spec.update(
         false_abstention_target=args.false_abstention,
         scores=scores,
@@ -320,8 +329,8 @@ def fit_combiner(args: argparse.Namespace) -> int:
         json.dumps(
             {
                 "threshold": spec["threshold"],
-                "coef": dict(zip(names, np.round(model["coef"], 3).tolist(), strict=True)),
-                "choice_coef": dict(zip(names, np.round(model["choice_coef"], 3).tolist(), strict=True)),
+                "coef": dict(zip(names, np.round(spec["coef"], 3).tolist(), strict=True)),
+                "choice_coef": dict(zip(names, np.round(spec["choice_coef"], 3).tolist(), strict=True)),
                 **scores,
             },
             indent=2,
