@@ -285,7 +285,7 @@ def fit_combiner(args: argparse.Namespace) -> int:
     if args.swap_names:
         swap_cache = work / f"swapped-k{args.k}-{models}-c{collected}-{len(train)}.npz"
         swap_dev_cache = work / f"swapped-dev-k{args.k}-{models}-c{collected}.npz"
-        if swap_cache.is_file() and swap_dev_cache.is_file():
+        if args.refit and swap_cache.is_file() and swap_dev_cache.is_file():
             train_swapped, dev_swapped = _load(swap_cache), _load(swap_dev_cache)
         else:
             kb = knowledge_base(dataset, work)
