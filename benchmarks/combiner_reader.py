@@ -4,7 +4,7 @@
 
 ``qa fit-combiner`` caches each question's candidate features for the shipped reader and span model (in
 ``--work-dir``). This finds each cached row's candidate sentences again (the same retrieval and lexical ranking over
-the same index; rows whose lexical scores differ are counted and kept as they are), replaces the reader's logits by
+the same index; rows whose candidate count differs are counted and keep the cached logits), replaces the reader's logits by
 those of the reader artifact in ``--reader`` (e.g. one trained with ``qa train-reader --neg-hard``), refits the
 combiner exactly as ``qa fit-combiner`` does (:func:`qa.training.combiner.fit_rows`) and reports the dev split's
 stages for both readers. ``--reader models/reader`` is the control: it gives the shipped fit's numbers.
@@ -28,7 +28,7 @@ from common import RESULTS  # noqa: E402
 
 from qa.answering.combiner import FEATURES, first_candidates, set_relative  # noqa: E402
 from qa.answering.reader import Reader, load_manifest  # noqa: E402
-from qa.training.combiner import _load, _span_sha, fit_rows, used_features  # noqa: E402
+from qa.training.combiner import _load, feature_caches, fit_rows, models_key, used_features  # noqa: E402
 from qa.training.data import load_examples, split_examples  # noqa: E402
 from qa.training.retrieval import doc_id, knowledge_base  # noqa: E402
 
@@ -48,11 +48,8 @@ def main() -> int:
 
     artifact, work = Path(args.artifact), Path(args.work_dir).expanduser()
     manifest = load_manifest(artifact)
-    models = f"{manifest['weights_sha256'][:12]}-{_span_sha(artifact)[:12]}"
-    caches = {
-        "train": work / f"features-k{args.k}-{models}-c{args.collected}-{args.train_questions}.npz",
-        "dev": work / f"features-dev-k{args.k}-{models}-c{args.collected}.npz",
-    }
+    paths = feature_caches(work, args.k, models_key(artifact), args.collected, args.train_questions)
+    caches = dict(zip(("train", "dev"), paths, strict=True))
     missing = [str(p) for p in caches.values() if not p.is_file()]
     if missing:
         print(f"no cached features {', '.join(missing)}: run `make fit-combiner` first", file=sys.stderr)

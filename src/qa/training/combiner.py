@@ -122,6 +122,20 @@ def _span_sha(artifact: Path) -> str:
     return load_span_manifest(artifact)["weights_sha256"] if (artifact / SPAN_MANIFEST).is_file() else "none"
 
 
+def models_key(artifact: Path) -> str:
+    """The reader's and the span model's weights (12 hex digits each): what the cached features were read with."""
+    return f"{load_manifest(artifact)['weights_sha256'][:12]}-{_span_sha(artifact)[:12]}"
+
+
+def feature_caches(work: Path, k: int, models: str, collected: int, questions: int) -> tuple[Path, Path]:
+    """The cached features of the first ``questions`` training questions and of the dev split, ``collected``
+    candidates each, read by the models ``models`` (:func:`models_key`)."""
+    return (
+        work / f"features-k{k}-{models}-c{collected}-{questions}.npz",
+        work / f"features-dev-k{k}-{models}-c{collected}.npz",
+    )
+
+
 def _load(path: Path) -> list[dict[str, Any]]:
     data = np.load(path)
     rows, at = [], 0
@@ -178,7 +192,7 @@ def _answerable_confidence(rows: list[dict[str, Any]], picks: list[Pick]) -> lis
 
 def names_contrast(combiner: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """On the names condition (:func:`collect_swapped`): how often the combiner's choice holds the answer (not the
-    copy naming someone or somewhere else), and how often the copy is chosen; the lexical answerer's first alongside."""
+    copy naming someone or somewhere else, nor another wrong candidate); the lexical answerer's first alongside."""
     rows = [r for r in rows if r["y"].max(initial=0) > 0]
     chosen = [combiner.choose(r["x"]) for r in rows]
     n = max(len(rows), 1)
@@ -255,22 +269,21 @@ def fit_combiner(args: argparse.Namespace) -> int:
     random.Random(split["seed"]).shuffle(train)
     train = train[: args.train_questions]
     span_sha = _span_sha(artifact)
-    models = f"{reader_manifest['weights_sha256'][:12]}-{span_sha[:12]}"
+    models = models_key(artifact)
     collected = max(args.candidates, args.collect_candidates)
     if args.refit:  # features collected for more candidates serve too (cut by first_candidates)
         collected = min(
-            (n for n in range(collected, 65) if (work / f"features-dev-k{args.k}-{models}-c{n}.npz").is_file()),
+            (n for n in range(collected, 65) if feature_caches(work, args.k, models, n, 0)[1].is_file()),
             default=collected,
         )
-    stem = f"features-k{args.k}-{models}-c{collected}"
-    cache = work / f"{stem}-{len(train)}.npz"
-    dev_cache = work / f"features-dev-k{args.k}-{models}-c{collected}.npz"
+    cache, dev_cache = feature_caches(work, args.k, models, collected, len(train))
+    stem = cache.stem.rsplit("-", 1)[0]
     kb: Any = None
     if args.refit and cache.is_file():
         train_rows = _load(cache)
     else:  # the questions are always drawn in the same order: a cache for fewer of them is a prefix to extend
         done = _largest_prefix(work, stem, len(train)) if args.refit else 0
-        train_rows = _load(work / f"{stem}-{done}.npz") if done else []
+        train_rows = _load(feature_caches(work, args.k, models, collected, done)[0]) if done else []
         kb = knowledge_base(dataset, work)
         train_rows += collect(kb, train[done:], args.k, "features (train split)", collected)
         _save(cache, train_rows)
@@ -288,7 +301,7 @@ def fit_combiner(args: argparse.Namespace) -> int:
         if args.refit and swap_cache.is_file() and swap_dev_cache.is_file():
             train_swapped, dev_swapped = _load(swap_cache), _load(swap_dev_cache)
         else:
-            kb = knowledge_base(dataset, work)
+            kb = kb or knowledge_base(dataset, work)
             others = other_paragraphs(dataset)
             train_swapped = collect_swapped(kb, train, args.k, "names swapped (train split)", collected, others, split["seed"])
             _save(swap_cache, train_swapped)

@@ -12,12 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from qa.evaluation import quote_contains_answer
-from qa.training.data import Dataset, Example
+from qa.training.data import Dataset, Example, Paragraph
+
+
+def paragraph_id(paragraph: Paragraph) -> str:
+    """The id a PIAF paragraph is indexed under (one article per paragraph)."""
+    return paragraph.key.replace(":", "-")
 
 
 def doc_id(example: Example) -> str:
     """The indexed article id of ``example``'s paragraph."""
-    return example.paragraph.key.replace(":", "-")
+    return paragraph_id(example.paragraph)
 
 
 def knowledge_base(dataset: Dataset, work: Path) -> Any:
@@ -29,7 +34,7 @@ def knowledge_base(dataset: Dataset, work: Path) -> Any:
     from qa.kb import KnowledgeBase
 
     kb = KnowledgeBase.open(settings=load_settings(index_dir=work / "index"))
-    articles = [Article(id=p.key.replace(":", "-"), text=p.text, title=p.title, source="squad") for p in dataset.paragraphs]
+    articles = [Article(id=paragraph_id(p), text=p.text, title=p.title, source="squad") for p in dataset.paragraphs]
     kb.add_articles(tqdm(articles, desc="index", unit=" paragraphs", file=sys.stderr, mininterval=1))
     return kb
 

@@ -73,7 +73,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "limit",
         "max_steps",
     )
-    return {k: getattr(args, k, 0) for k in keys}
+    return {k: getattr(args, k) for k in keys}
 
 
 def _model(folder: Path, layers: int, kind: str = "cross") -> tuple[Any, Any, list[str]]:
@@ -226,10 +226,11 @@ def _hard_negatives(
 ) -> dict[str, list[str]]:
     """The training questions' hard negatives (:func:`qa.training.retrieval.mine_hard_negatives`), mined once with
     the product's retrieval over every PIAF paragraph but the dev split's, cached in ``--mine-dir``."""
-    from qa.training.retrieval import cached_hard_negatives, doc_id, knowledge_base, mine_hard_negatives
+    from qa.training.retrieval import cached_hard_negatives, knowledge_base, mine_hard_negatives, paragraph_id
 
     work = Path(args.mine_dir).expanduser()
-    banned = {doc_id(e) for e in dev} | {p.key.replace(":", "-") for p in dataset.paragraphs if p.title in {e.title for e in dev}}
+    dev_titles = {e.title for e in dev}
+    banned = {paragraph_id(p) for p in dataset.paragraphs if p.title in dev_titles}
     digest = sha256_text("\n".join(sorted(e.id for e in train)))[:12]
     path = work / f"hard-negatives-k{HARD_K}-c{HARD_CANDIDATES}-{digest}.json"
     say(f"hard negatives: {path}")
@@ -250,7 +251,7 @@ def with_hard(item: tuple[list[str], list[float]], hard: list[str], n: int, rng:
     negatives, none repeated."""
     sentences, labels = item
     pool = [s for s in hard if s not in sentences]
-    extra = rng.sample(pool, min(n, len(pool))) if n else []
+    extra = rng.sample(pool, min(n, len(pool)))
     return sentences + extra, labels + [0.0] * len(extra)
 
 
@@ -339,7 +340,8 @@ def train_reader(args: argparse.Namespace) -> int:
     if args.resume and ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
         fixed = {k: v for k, v in _config(args).items() if k != "max_steps"}  # the schedule may be shortened or lengthened
-        if {k: v for k, v in state["config"].items() if k != "max_steps"} != fixed:
+        saved = {"neg_hard": 0, **state["config"]}  # checkpoints from before --neg-hard trained without
+        if {k: v for k, v in saved.items() if k != "max_steps"} != fixed:
             raise ModelError(f"{ckpt} was written with other parameters ({state['config']}): drop --resume or use them")
         with torch.no_grad():
             for n, p in params.items():
