@@ -83,30 +83,49 @@ def _tiny_onnx(path):
     return weight
 
 
-def test_a_format_1_build_is_upgraded_in_place_without_exporting_again(tmp_path, monkeypatch):
-    import onnxruntime as ort
-
+def test_a_build_of_an_older_format_is_rebuilt_and_the_current_one_lists_its_segments(tmp_path, monkeypatch):
+    """Format 2 held the whole encoder in one graph; format 3 cuts it into layer segments that the reader and the
+    span model share: an older build is exported again, not taken as built."""
     model_folder = _tiny_model_folder(tmp_path)
     cache = tmp_path / "cache"
     old = onnx_folder_for(model_folder, cache, "onnx")
     old.mkdir(parents=True)
-    weight = _tiny_onnx(old / MODEL_FILE)
-    marker = {"build_format": 1, "backend": "onnx", "stamp": onnx_build._source_stamp(model_folder)}
+    _tiny_onnx(old / MODEL_FILE)
+    (old / DATA_FILE).write_bytes(b"weights")
+    marker = {"build_format": 2, "backend": "onnx", "stamp": onnx_build._source_stamp(model_folder)}
     (old / MARKER).write_text(json.dumps(marker))
+    assert not onnx_build.is_built(old, model_folder, "onnx")
+    exported = []
 
-    def no_export(*args, **kwargs):
-        raise AssertionError("the upgrade must not export the model again")
+    def export(folder, out):
+        exported.append(folder)
+        raise RuntimeError("exporting")
 
-    monkeypatch.setattr(onnx_build, "_export", no_export)
-    path = build_onnx_model(model_folder, cache, "onnx")
-    assert path == old / MODEL_FILE and (old / DATA_FILE).stat().st_size >= weight.nbytes
-    assert path.stat().st_size < 1024  # the graph alone; the weights are beside it
-    assert json.loads((old / MARKER).read_text())["build_format"] == onnx_build.BUILD_FORMAT
+    monkeypatch.setattr(onnx_build, "_export", export)
+    with pytest.raises(RuntimeError, match="exporting"):
+        build_onnx_model(model_folder, cache, "onnx")
+    assert exported == [model_folder]
+    marker.update(build_format=onnx_build.BUILD_FORMAT, segments=[[0, 2], [2, 4]])
+    (old / MARKER).write_text(json.dumps(marker))
+    assert not onnx_build.is_built(old, model_folder, "onnx")  # layers-2-4.onnx is missing
+    (old / "layers-2-4.onnx").write_bytes(b"graph")
+    (old / "layers-2-4.onnx.data").write_bytes(b"weights")
     assert onnx_build.is_built(old, model_folder, "onnx")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    ids = np.array([0, 7, 299], dtype=np.int64)
-    assert np.array_equal(session.run(None, {"input_ids": ids})[0], weight[ids])
-    assert build_onnx_model(model_folder, cache, "onnx") == path  # built: nothing more to do
+    assert [(a, b, f.name) for a, b, f in onnx_build.built_segments(old / MODEL_FILE)] == [
+        (0, 2, "model.onnx"),
+        (2, 4, "layers-2-4.onnx"),
+    ]
+
+
+def test_segments_cut_the_stack_where_the_fine_tuned_models_start():
+    assert onnx_build.segments(12) == [(0, 6), (6, 8), (8, 12)]
+    assert onnx_build.segments(6) == [(0, 6)]
+    reader = [f"bert.encoder.layer.{i}.output.dense.weight" for i in range(6, 12)] + ["head.weight"]
+    assert onnx_build.start_layer(reader, 12) == 6
+    assert onnx_build.start_layer(reader[2:], 12) == 8  # the span model: layers 8-11
+    assert onnx_build.start_layer(reader[1:], 12) == 6  # layers 7-11: its graph starts at 6, e5's layer 6 in it
+    assert onnx_build.start_layer(reader + ["bert.embeddings.word_embeddings.weight"], 12) == 0
+    assert onnx_build.start_layer(["head.weight"], 12) == 0
 
 
 @pytest.mark.slow

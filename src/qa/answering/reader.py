@@ -38,7 +38,7 @@ MAX_TOKENS = 96
 ARTIFACT_FORMAT = 1
 WEIGHTS_FILE = "reader.safetensors"
 MANIFEST_FILE = "manifest.json"
-BUILD_FORMAT = 2  # bump whenever the export changes (2: weights as external data, memory-mapped)
+BUILD_FORMAT = 3  # bump whenever the export changes (2: weights as external data, memory-mapped; 3: own layers only)
 MARKER = "qa_reader.json"
 MODEL_FILE = "model.onnx"
 SENTENCE_CACHE = 8192
@@ -133,46 +133,34 @@ def _export(artifact: Path, manifest: dict[str, Any], model_folder: Path, out: P
         from transformers import AutoModel
     except ImportError as exc:
         raise ModelError(f"building the reader model needs {exc.name}: pip install torch onnx, or set QA_READER=off") from None
-    import warnings
+    from qa.embeddings.onnx_build import export_layers, mean_pooled
 
     bi = manifest.get("kind") == "bi"
-    bert = AutoModel.from_pretrained(str(model_folder), dtype=torch.float32, attn_implementation="eager")
+    bert = AutoModel.from_pretrained(str(model_folder), dtype=torch.float32, attn_implementation="eager").eval()
     head = torch.nn.Linear(1 if bi else bert.config.hidden_size, 1)
-    apply_weights(bert, head, load_file(str(artifact / manifest.get("weights", WEIGHTS_FILE))))
+    weights = load_file(str(artifact / manifest.get("weights", WEIGHTS_FILE)))
+    apply_weights(bert, head, weights)
+    layers = int(bert.config.num_hidden_layers)
+    pool = mean_pooled(bi)
 
-    class Reader(torch.nn.Module):
-        """Cross-encoder: one logit per pair. Bi-encoder: the normalised embedding (the head runs in numpy)."""
+    def logits(hidden: Any, mask: Any) -> Any:  # cross-encoder: one logit per pair
+        return head(pool(hidden, mask)).squeeze(-1)
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert, self.head = bert, head
+    # bi-encoder: the normalised embedding (w * cosine + b runs in numpy)
+    tail, output = (pool, "sentence_embedding") if bi else (logits, "logits")
+    export_layers(bert, first_layer(artifact / manifest.get("weights", WEIGHTS_FILE), layers), layers, out, tail, [output], head)
 
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            if bi:
-                return torch.nn.functional.normalize(mean, p=2, dim=1)
-            return self.head(mean).squeeze(-1)
 
-    ids = torch.tensor([[0, 100, 200, 300, 2], [0, 5, 6, 2, 1]])
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Reader().eval(),
-            (ids, mask),
-            str(out),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["sentence_embedding" if bi else "logits"],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "sequence"},
-                "attention_mask": {0: "batch", 1: "sequence"},
-                "sentence_embedding" if bi else "logits": {0: "batch"},
-            },
-            opset_version=17,
-            dynamo=False,
-        )
+def first_layer(weights: Path, layers: int) -> int:
+    """The first layer of the own graph of a model fine-tuned from e5 whose tensors are the safetensors file
+    ``weights`` (:func:`qa.embeddings.onnx_build.start_layer`): the layers below are e5's own, run by the
+    embedder's sessions."""
+    from safetensors import safe_open
+
+    from qa.embeddings.onnx_build import start_layer
+
+    with safe_open(str(weights), framework="numpy") as fh:
+        return start_layer(list(fh.keys()), layers)
 
 
 def apply_weights(bert: Any, head: Any, weights: dict[str, Any]) -> None:
@@ -220,6 +208,7 @@ class Reader:
 
         session = open_session(path, base=folder)
         self.manifest = load_manifest(self.artifact)
+        self._below = below(self.artifact / self.manifest.get("weights", WEIGHTS_FILE), folder, self.cache_dir, self.progress)
         self._tokenizer = load_tokenizer(folder)
         self._bi = self.manifest.get("kind") == "bi"
         if self._bi:  # logit = w * cosine + b
@@ -240,14 +229,20 @@ class Reader:
         for i in range(0, len(sentences), batch_size):
             idx = order[i : i + batch_size]
             ids, mask = encode_pairs(self._tokenizer, question, [sentences[j] for j in idx])
-            out[idx] = self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0].reshape(-1)
+            out[idx] = self._run(ids, mask).reshape(-1)
         return out
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         encoded = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encoded], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-        return np.asarray(self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0], dtype=np.float32)
+        return np.asarray(self._run(ids, mask), dtype=np.float32)
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        first, stack = self._below
+        if stack is None:
+            return self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return self._session.run(None, {"hidden_in": stack.hidden(ids, mask, first), "attention_mask": mask})[0]
 
     def _score_bi(self, question: str, sentences: Sequence[str], batch_size: int) -> np.ndarray:
         """``w * cosine + b``; a sentence's vector does not depend on the question, so the last
@@ -288,6 +283,20 @@ class Reader:
         scores = self.score(question, [texts[ti][s:e] for ti, s, e in spans])
         ranked = [(ti, s, e, float(x)) for (ti, s, e), x in zip(spans, scores, strict=True)]
         return sorted(ranked, key=lambda r: -r[3])
+
+
+def below(weights: Path, folder: Path, cache_dir: Path, progress: Any = None) -> tuple[int, Any]:
+    """For a model fine-tuned from the e5 folder ``folder`` (its tensors: the safetensors file ``weights``):
+    ``(first layer, stack)``: the model's graph starts at that layer of e5 and the process's shared e5 stack
+    (:func:`qa.embeddings.onnx.shared_stack`, the embedder's fp32 build) runs the layers below it; ``(0, None)``
+    when the graph starts at the embeddings."""
+    from qa.embeddings.onnx import build_onnx_model, shared_stack
+
+    config = json.loads((Path(folder) / "config.json").read_text())
+    first = first_layer(weights, int(config["num_hidden_layers"]))
+    if first == 0:
+        return 0, None
+    return first, shared_stack(build_onnx_model(folder, cache_dir, "onnx", progress), base=folder)
 
 
 def sigmoid(x: np.ndarray | float) -> Any:

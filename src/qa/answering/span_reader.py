@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from qa.answering.reader import DEFAULT_ARTIFACT, QUERY_PREFIX, sha256_file
+from qa.answering.reader import DEFAULT_ARTIFACT, QUERY_PREFIX, below, first_layer, sha256_file
 from qa.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ MAX_ANSWER_TOKENS = 25
 SPAN_FORMAT = 1
 SPAN_WEIGHTS = "span.safetensors"
 SPAN_MANIFEST = "span.json"
-BUILD_FORMAT = 1  # bump whenever the export changes
+BUILD_FORMAT = 2  # bump whenever the export changes (2: its own layers only, e5's below run by the embedder's)
 MARKER = "qa_span.json"
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
@@ -211,43 +211,20 @@ def _export(artifact: Path, manifest: dict[str, Any], model_folder: Path, out: P
         from transformers import AutoModel
     except ImportError as exc:
         raise ModelError(f"building the span model needs {exc.name}: pip install torch onnx, or set QA_READER=off") from None
-    import warnings
 
-    bert = AutoModel.from_pretrained(str(model_folder), dtype=torch.float32, attn_implementation="eager")
+    from qa.embeddings.onnx_build import export_layers
+
+    bert = AutoModel.from_pretrained(str(model_folder), dtype=torch.float32, attn_implementation="eager").eval()
     head = torch.nn.Linear(bert.config.hidden_size, 2)
     apply_span_weights(bert, head, {k: torch.from_numpy(v) for k, v in load_span_weights(artifact, manifest).items()})
 
-    class Span(torch.nn.Module):
-        """Start and end logits for every token."""
+    def logits(hidden: Any, mask: Any) -> Any:  # start and end logits for every token
+        both = head(hidden)
+        return both[..., 0], both[..., 1]
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert, self.head = bert, head
-
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            logits = self.head(hidden)
-            return logits[..., 0], logits[..., 1]
-
-    ids = torch.tensor([[0, 100, 200, 300, 2], [0, 5, 6, 2, 1]])
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Span().eval(),
-            (ids, mask),
-            str(out),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["start_logits", "end_logits"],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "sequence"},
-                "attention_mask": {0: "batch", 1: "sequence"},
-                "start_logits": {0: "batch", 1: "sequence"},
-                "end_logits": {0: "batch", 1: "sequence"},
-            },
-            opset_version=17,
-            dynamo=False,
-        )
+    layers = int(bert.config.num_hidden_layers)
+    first = first_layer(artifact / manifest.get("weights", SPAN_WEIGHTS), layers)
+    export_layers(bert, first, layers, out, logits, ["start_logits", "end_logits"], head)
 
 
 def apply_span_weights(bert: Any, head: Any, weights: dict[str, Any]) -> None:
@@ -293,6 +270,7 @@ class SpanReader:
         path = build_span_model(self.artifact, folder, self.cache_dir, self.progress)
         session = open_session(path, base=folder)
         self.manifest = load_span_manifest(self.artifact)
+        self._below = below(self.artifact / self.manifest.get("weights", SPAN_WEIGHTS), folder, self.cache_dir, self.progress)
         self._tokenizer = load_span_tokenizer(folder)
         self._session = session
 
@@ -316,7 +294,9 @@ class SpanReader:
             return out
         self.load()
         ids, mask, encoded = encode_span_pairs(self._tokenizer, [(question, sentences[i]) for i in todo])
-        start_logits, end_logits = self._session.run(None, {"input_ids": ids, "attention_mask": mask})
+        first, stack = self._below
+        feed = {"input_ids": ids} if stack is None else {"hidden_in": stack.hidden(ids, mask, first)}
+        start_logits, end_logits = self._session.run(None, {**feed, "attention_mask": mask})
         for row, i in enumerate(todo):
             n = len(encoded[row].ids)
             found = decode(sentences[i], encoded[row], start_logits[row, :n], end_logits[row, :n])

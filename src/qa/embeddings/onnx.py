@@ -31,12 +31,29 @@ from typing import Any
 import numpy as np
 
 from qa.embeddings.base import QueryCache, model_id_for, resolve_model_folder, shared_tokenizer
-from qa.embeddings.onnx_build import MODEL_FILE, ONNX_BACKENDS, build_onnx_model, onnx_folder_for, onnx_model_id
+from qa.embeddings.onnx_build import (
+    MODEL_FILE,
+    ONNX_BACKENDS,
+    build_onnx_model,
+    built_segments,
+    onnx_folder_for,
+    onnx_model_id,
+)
 from qa.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MODEL_FILE", "ONNX_BACKENDS", "OnnxEmbedder", "build_onnx_model", "onnx_folder_for", "onnx_model_id", "open_session"]
+__all__ = [
+    "MODEL_FILE",
+    "ONNX_BACKENDS",
+    "OnnxEmbedder",
+    "Stack",
+    "build_onnx_model",
+    "onnx_folder_for",
+    "onnx_model_id",
+    "open_session",
+    "shared_stack",
+]
 
 
 SHARED_WEIGHTS = ("bert.embeddings.word_embeddings.weight",)
@@ -141,6 +158,53 @@ def open_session(path: Path, base: Path | None = None) -> Any:
         raise ModelError(f"cannot load {path} ({exc}): delete {path.parent} to rebuild it") from None
 
 
+class Stack:
+    """The encoder's layers as ONNX Runtime sessions, one per segment (:func:`qa.embeddings.onnx_build.segments`):
+    the embedder runs them all; a model fine-tuned from the encoder runs those below its own layers
+    (:meth:`hidden`) and then its own graph, so one process holds each of e5's matrices once (and ONNX Runtime's
+    pre-packed copy of it once). Thread-safe (ONNX Runtime sessions are)."""
+
+    def __init__(self, path: Path, base: Path | None) -> None:
+        self.path = path
+        self.parts = [(first, end, open_session(file, base=base)) for first, end, file in built_segments(path)]
+        self.layers = self.parts[-1][1]
+
+    @property
+    def dimension(self) -> int:
+        return int(self.parts[-1][2].get_outputs()[0].shape[-1])
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray, end: int) -> np.ndarray:
+        x: np.ndarray = ids
+        for first, last, session in self.parts:
+            x = session.run(None, {"input_ids" if first == 0 else "hidden_in": x, "attention_mask": mask})[0]
+            if last == end:
+                return x
+        raise ValueError(f"{self.path}: layer {end} is not a segment boundary of {[p[:2] for p in self.parts]}")
+
+    def hidden(self, ids: np.ndarray, mask: np.ndarray, end: int) -> np.ndarray:
+        """The hidden states entering layer ``end`` (a segment boundary below the top) for the token ids."""
+        if end >= self.layers:
+            raise ValueError(f"{self.path}: layer {end} is not below the top ({self.layers} layers)")
+        return self._run(ids, mask, end)
+
+    def embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The sentence embeddings (the last segment pools and normalises)."""
+        return self._run(ids, mask, self.layers)
+
+
+_STACKS: dict[str, Stack] = {}
+_STACKS_LOCK = threading.Lock()
+
+
+def shared_stack(path: Path, base: Path | None = None) -> Stack:
+    """The process's one :class:`Stack` for the built model ``path`` (:func:`build_onnx_model`'s result)."""
+    key = str(Path(path).resolve())
+    with _STACKS_LOCK:
+        if key not in _STACKS:
+            _STACKS[key] = Stack(Path(path), base)
+        return _STACKS[key]
+
+
 class OnnxEmbedder:
     """A mean-pooled sentence-transformers model run by ONNX Runtime, loaded on first use.
 
@@ -157,7 +221,7 @@ class OnnxEmbedder:
         self.cache_dir = Path(cache_dir)
         self.batch_size = batch_size
         self.progress = progress
-        self._session: Any = None
+        self._stack: Any = None
         self._counter: Any = None
         self._lock = threading.Lock()
         self._queries = QueryCache()
@@ -165,9 +229,9 @@ class OnnxEmbedder:
     # -- loading -----------------------------------------------------------------
     def load(self) -> OnnxEmbedder:
         """Load now (e.g. to warm a server); builds the ONNX file on first use."""
-        if self._session is None:
+        if self._stack is None:
             with self._lock:
-                if self._session is None:
+                if self._stack is None:
                     self._load()
         return self
 
@@ -184,11 +248,11 @@ class OnnxEmbedder:
             raise ModelError(f"cannot load the tokenizer of {folder} ({exc}): delete the folder to rebuild it") from None
         max_length = int(bert_config.get("max_seq_length") or 512)
         tokenizer = shared_tokenizer(folder, max_length)  # one per process: the reader and span model share it
-        session = open_session(path, base=folder)
+        stack = shared_stack(path, base=folder)
         self._prompts = {k: str(v) for k, v in (st_config.get("prompts") or {}).items()}
         self._tokenizer, self._folder = tokenizer, folder
-        self._dimension = int(session.get_outputs()[0].shape[-1])
-        self._session = session
+        self._dimension = stack.dimension
+        self._stack = stack
         logger.info("loaded %s (dim %s) from %s", self.model_id, self._dimension, path)
 
     # -- encoding ------------------------------------------------------------------
@@ -208,7 +272,7 @@ class OnnxEmbedder:
             encoded = self._tokenizer.encode_batch([texts[j] for j in idx])
             ids = np.array([e.ids for e in encoded], dtype=np.int64)
             mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-            out[idx] = self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            out[idx] = self._stack.embed(ids, mask)
         return out
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:

@@ -29,11 +29,108 @@ from qa.imports import import_torch
 logger = logging.getLogger(__name__)
 
 ONNX_BACKENDS = ("onnx", "onnx-int8")
-BUILD_FORMAT = 2  # bump whenever the export, the fusions, the quantisation or the file layout change
+BUILD_FORMAT = 3  # bump whenever the export, the fusions, the quantisation or the file layout change (3: layer segments)
 MARKER = "qa_onnx.json"
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
 """The weights, beside the graph (ONNX external data): memory-mapped by ONNX Runtime."""
+SPLITS = (6, 8)
+"""Where the encoder's layer stack is cut into separate graphs (:func:`segments`). The models fine-tuned from e5
+start there — the reader's trained layers at 6, the span model's at 8 — so they run e5's lower layers in the
+embedder's own sessions (:class:`qa.embeddings.onnx.Stack`) and hold only their own layers: ONNX Runtime keeps a
+pre-packed copy of every matrix per session, which no two sessions share."""
+
+
+def segments(num_layers: int) -> list[tuple[int, int]]:
+    """The ``(first, end)`` layer ranges of the stack's graphs: ``[(0, 6), (6, 8), (8, 12)]`` for 12 layers."""
+    cuts = [0, *(s for s in SPLITS if 0 < s < num_layers), num_layers]
+    return list(zip(cuts, cuts[1:], strict=False))
+
+
+def segment_file(first: int, end: int) -> str:
+    """The graph of layers ``first``..``end - 1``: :data:`MODEL_FILE` for the first (it holds the embeddings)."""
+    return MODEL_FILE if first == 0 else f"layers-{first}-{end}.onnx"
+
+
+def start_layer(weights: Any, num_layers: int) -> int:
+    """Where a model fine-tuned from the encoder must start its own graph: the highest split at or below the
+    lowest layer its ``weights`` (tensor names) change (0 if they change the embeddings or name no layer)."""
+    import re
+
+    changed = [int(m.group(1)) for name in weights if (m := re.search(r"encoder\.layer\.(\d+)\.", name))]
+    if not changed or any("embeddings." in name for name in weights):
+        return 0
+    lowest = min(changed)
+    return max((s for s in (0, *SPLITS) if s <= lowest and s < num_layers), default=0)
+
+
+def built_segments(path: Path) -> list[tuple[int, int, Path]]:
+    """The graphs of the stack whose first graph is ``path`` (:func:`build_onnx_model`'s result), in order:
+    ``(first layer, end layer, file)``."""
+    marker = json.loads((path.parent / MARKER).read_text())
+    return [(int(a), int(b), path.parent / segment_file(int(a), int(b))) for a, b in marker["segments"]]
+
+
+def export_layers(
+    bert: Any, first: int, end: int, out: Path, tail: Callable[[Any, Any], Any] | None, outputs: list[str], head: Any = None
+) -> None:
+    """Layers ``first``..``end - 1`` of ``bert`` (a transformers BERT/XLM-R model, eager attention) as one ONNX
+    graph: from ``input_ids`` (with the embeddings) when ``first`` is 0, else from ``hidden_in`` (the previous
+    layer's output); plus ``attention_mask``. ``tail(hidden, mask)`` makes the ``outputs`` (None: the hidden
+    states, output ``hidden``); ``head``: a module ``tail`` uses, whose weights the graph must hold. The mask is built as the whole model builds it, so ONNX Runtime fuses the same
+    attention."""
+    torch: Any = import_torch()
+
+    class Layers(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert, self.head = bert, head
+
+        def forward(self, x: Any, attention_mask: Any) -> Any:
+            hidden = self.bert.embeddings(input_ids=x) if first == 0 else x
+            extended, _ = self.bert._create_attention_masks(
+                attention_mask=attention_mask,
+                encoder_attention_mask=None,
+                embedding_output=hidden,
+                encoder_hidden_states=None,
+                cache=None,
+            )
+            for layer in self.bert.encoder.layer[first:end]:
+                hidden = layer(hidden, attention_mask=extended)
+                hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+            return hidden if tail is None else tail(hidden, attention_mask)
+
+    width = int(bert.config.hidden_size)
+    x = torch.tensor([[0, 100, 200, 300, 2], [0, 5, 6, 2, 1]]) if first == 0 else torch.randn(2, 5, width)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    name = "input_ids" if first == 0 else "hidden_in"
+    axes = {n: {0: "batch", 1: "sequence"} for n in (name, "attention_mask", *outputs)}
+    if "sentence_embedding" in axes:
+        axes["sentence_embedding"] = {0: "batch"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer and legacy-exporter warnings
+        torch.onnx.export(
+            Layers().eval(),
+            (x, mask),
+            str(out),
+            input_names=[name, "attention_mask"],
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def mean_pooled(normalised: bool) -> Callable[[Any, Any], Any]:
+    """The ``tail`` of :func:`export_layers` that mean-pools the tokens (and L2-normalises)."""
+    torch: Any = import_torch()
+
+    def pool(hidden: Any, attention_mask: Any) -> Any:
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(mean, p=2, dim=1) if normalised else mean
+
+    return pool
 
 
 def onnx_model_id(model_id: str, backend: str) -> str:
@@ -67,9 +164,10 @@ def is_built(folder: Path, model_folder: Path, backend: str) -> bool:
         marker = json.loads((folder / MARKER).read_text())
     except (OSError, ValueError):
         return False
+    parts = marker.get("segments") or []
     return (
-        (folder / MODEL_FILE).is_file()
-        and (folder / DATA_FILE).is_file()
+        bool(parts)
+        and all((folder / segment_file(a, b)).is_file() and (folder / (segment_file(a, b) + ".data")).is_file() for a, b in parts)
         and marker.get("build_format") == BUILD_FORMAT
         and marker.get("backend") == backend
         and marker.get("stamp") == _source_stamp(model_folder)
@@ -94,8 +192,9 @@ def _check_supported(model_folder: Path) -> dict[str, Any]:
     return config
 
 
-def _export(model_folder: Path, out: Path) -> None:
-    """The encoder + mean pooling + L2 normalisation as one ONNX graph (fp32)."""
+def _export(model_folder: Path, out: Path) -> list[tuple[int, int]]:
+    """The encoder as :func:`segments` graphs in the folder ``out`` (fp32, raw: ``<segment_file>.raw``), mean
+    pooling and L2 normalisation in the last; returns the segments."""
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
 
@@ -107,38 +206,21 @@ def _export(model_folder: Path, out: Path) -> None:
             f"building the ONNX model needs {exc.name}: pip install onnx, or set QA_EMBEDDING_BACKEND=torch"
         ) from None
 
-    class Encoder(torch.nn.Module):
-        def __init__(self, bert: Any) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(mean, p=2, dim=1)
-
     transformers.utils.logging.disable_progress_bar()  # our own progress says "exporting"
     # eager attention exports as plain MatMul/Softmax, which ONNX Runtime fuses into Attention
-    bert = AutoModel.from_pretrained(str(model_folder), dtype=torch.float32, attn_implementation="eager")
-    ids = torch.tensor([[0, 100, 200, 300, 2], [0, 5, 6, 2, 1]])
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer and legacy-exporter warnings
-        torch.onnx.export(
-            Encoder(bert.eval()),
-            (ids, mask),
-            str(out),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["sentence_embedding"],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "sequence"},
-                "attention_mask": {0: "batch", 1: "sequence"},
-                "sentence_embedding": {0: "batch"},
-            },
-            opset_version=17,
-            dynamo=False,
+    bert = AutoModel.from_pretrained(str(model_folder), dtype=torch.float32, attn_implementation="eager").eval()
+    parts = segments(int(bert.config.num_hidden_layers))
+    for first, end in parts:
+        last = end == parts[-1][1]
+        export_layers(
+            bert,
+            first,
+            end,
+            out / (segment_file(first, end) + ".raw"),
+            mean_pooled(True) if last else None,
+            ["sentence_embedding" if last else "hidden"],
         )
+    return parts
 
 
 def optimise_bert(src: Path, out: Path, config: dict[str, Any]) -> None:
@@ -179,28 +261,14 @@ def _quantise(src: Path, out: Path) -> None:
 
 
 def externalise(src: Path, out: Path) -> None:
-    """``src`` saved as ``out`` (the graph) + :data:`DATA_FILE` beside it (every weight over 1 KB)."""
+    """``src`` saved as ``out`` (the graph) + ``<out>.data`` beside it (every weight over 1 KB; :data:`DATA_FILE`
+    for :data:`MODEL_FILE`)."""
     import onnx
 
     model = onnx.load(str(src))
-    onnx.save_model(
-        model, str(out), save_as_external_data=True, all_tensors_to_one_file=True, location=DATA_FILE, size_threshold=1024
-    )
-    (out.parent / DATA_FILE).chmod(0o644)  # onnx writes it 0600
-
-
-def _upgradable(folder: Path, model_folder: Path, backend: str) -> bool:
-    """A build of format 1 (one self-contained file) of the same model: only the file layout changed."""
-    try:
-        marker = json.loads((folder / MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return (
-        marker.get("build_format") == 1
-        and marker.get("backend") == backend
-        and marker.get("stamp") == _source_stamp(model_folder)
-        and (folder / MODEL_FILE).is_file()
-    )
+    data = out.name + ".data"
+    onnx.save_model(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True, location=data, size_threshold=1024)
+    (out.parent / data).chmod(0o644)  # onnx writes it 0600
 
 
 def build_onnx_model(model_folder: Path, cache_dir: Path, backend: str, progress: Any = None) -> Path:
@@ -217,28 +285,27 @@ def build_onnx_model(model_folder: Path, cache_dir: Path, backend: str, progress
     with file_lock(folder.parent / f".{folder.name}.lock"):
         if is_built(folder, model_folder, backend):  # another process built it while we waited
             return folder / MODEL_FILE
-        if _upgradable(folder, model_folder, backend):  # no export (nor torch) needed: re-save the weights apart
-            with staged_folder(folder) as tmp:
-                report(f"moving the ONNX model's weights into {DATA_FILE} (memory-mapped at load)")
-                externalise(folder / MODEL_FILE, tmp / MODEL_FILE)
-                marker = {"build_format": BUILD_FORMAT, "backend": backend, "stamp": _source_stamp(model_folder)}
-                (tmp / MARKER).write_text(json.dumps(marker, indent=2))
-            return folder / MODEL_FILE
         with staged_folder(folder) as tmp:
             report(f"building ONNX model ({backend}) from {model_folder}: exporting")
-            _export(model_folder, tmp / "exported.onnx")
+            parts = _export(model_folder, tmp)
             report(f"building ONNX model ({backend}): fusing attention and layer norms")
-            fused = tmp / "fused.onnx"
-            optimise_bert(tmp / "exported.onnx", fused, config)
-            (tmp / "exported.onnx").unlink()
-            if backend == "onnx-int8":
-                report("building ONNX model (onnx-int8): quantising weights to int8")
-                _quantise(fused, tmp / "quantised.onnx")
+            for first, end in parts:
+                name = segment_file(first, end)
+                fused = tmp / f"{name}.fused"
+                optimise_bert(tmp / f"{name}.raw", fused, config)
+                (tmp / f"{name}.raw").unlink()
+                if backend == "onnx-int8":
+                    _quantise(fused, tmp / f"{name}.quantised")
+                    fused.unlink()
+                    fused = tmp / f"{name}.quantised"
+                externalise(fused, tmp / name)
                 fused.unlink()
-                fused = tmp / "quantised.onnx"
-            externalise(fused, tmp / MODEL_FILE)
-            fused.unlink()
-            marker = {"build_format": BUILD_FORMAT, "backend": backend, "stamp": _source_stamp(model_folder)}
+            marker = {
+                "build_format": BUILD_FORMAT,
+                "backend": backend,
+                "stamp": _source_stamp(model_folder),
+                "segments": [list(p) for p in parts],
+            }
             (tmp / MARKER).write_text(json.dumps(marker, indent=2))
             report(f"saving ONNX model to {folder}")
     logger.info("built %s", folder / MODEL_FILE)
