@@ -246,3 +246,40 @@ def test_hard_negatives_are_what_retrieval_ranks_first_without_the_answer_nor_a_
     assert sentences[:2] == item[0] and len(sentences) == len(set(sentences)) == min(2 + 3, 1 + len(negatives))
     assert labels == [1.0] + [0.0] * (len(sentences) - 1)
     assert with_hard(item, negatives, 0, random.Random(0)) == item
+
+
+@pytest.mark.slow
+def test_the_reader_and_the_span_model_hold_only_their_own_layers_and_match_torch(reader: Reader) -> None:
+    """They run e5's lower layers in the embedder's own sessions (one copy of each e5 matrix per process) and
+    their graphs hold only the layers they changed; the result is the fine-tuned model's, as torch computes it."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    from qa.answering.reader import PASSAGE_PREFIX, QUERY_PREFIX, apply_weights, load_manifest, reader_folder_for
+    from qa.answering.span_reader import SpanReader, span_folder_for
+    from qa.embeddings.onnx import OnnxEmbedder
+
+    embedder = OnnxEmbedder("multilingual-e5-small", MODEL_CACHE).load()
+    spans = SpanReader(MODEL_CACHE).load()
+    first, stack = reader._below  # noqa: SLF001
+    assert first == 6 and stack is embedder._stack  # noqa: SLF001
+    assert spans._below == (8, stack)  # noqa: SLF001
+    layer = 384 * 384 * 4 + 384 * 1536 * 2  # one e5-small layer's matrices, in floats
+    reader_data = (reader_folder_for(reader.manifest, MODEL_CACHE) / "model.onnx.data").stat().st_size
+    span_data = (span_folder_for(spans.manifest, MODEL_CACHE) / "model.onnx.data").stat().st_size
+    assert 6 * layer * 4 <= reader_data < 7 * layer * 4  # its 6 layers, fp32: no e5 layer, no word table
+    assert 4 * layer * 4 <= span_data < 5 * layer * 4
+
+    texts = [QUERY_PREFIX + ALMATY_QUESTION, PASSAGE_PREFIX + "En novembre 1994, l'UE a ouvert un bureau à Almaty."]
+    bert = AutoModel.from_pretrained(str(MODEL_CACHE / "multilingual-e5-small"), dtype=torch.float32).eval()
+    apply_weights(bert, torch.nn.Linear(1, 1), load_file(str(reader.artifact / load_manifest(reader.artifact)["weights"])))
+    batch = reader._tokenizer.encode_batch(texts)  # noqa: SLF001
+    ids = torch.tensor([e.ids for e in batch])
+    mask = torch.tensor([e.attention_mask for e in batch])
+    with torch.no_grad():
+        hidden = bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        mean = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        expected = torch.nn.functional.normalize(mean, dim=1).numpy()
+    assert np.abs(reader._embed(texts) - expected).max() < 1e-4  # noqa: SLF001

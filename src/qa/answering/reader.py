@@ -5,8 +5,9 @@ The model is multilingual-e5-small with its top layers fine-tuned (see ``qa trai
 and « passage: sentence » apart, like e5, and scores ``w * cosine + b``; ``cross`` reads the pair together and a
 linear head on the mean-pooled output gives the logit. The repository ships only what differs from e5-small
 (``models/reader/reader.safetensors``, fp16) and a ``manifest.json`` that records its sha256, the training data,
-parameters and dev-split scores. On first use the weights are put on top of the rebuilt e5 folder and exported
-once to ONNX in the model cache (this build needs torch, like the embedder's ONNX build); scoring needs only
+parameters and dev-split scores. On first use the weights are put on top of the rebuilt e5 folder and the layers
+they change (6-11, with the pooling) exported once to ONNX in the model cache (this build needs torch, like the
+embedder's ONNX build); e5's own layers below run in the embedder's sessions (:func:`below`); scoring needs only
 ``onnxruntime``, ``tokenizers``, ``safetensors`` and numpy (no torch import).
 
 At most :data:`MAX_TOKENS` tokens per sequence; one logit per sentence (higher = more likely to hold the answer;

@@ -6,8 +6,10 @@ layers and a ``Linear(384, 2)`` head are fine-tuned on the PIAF train split (``q
 ``models/reader/README.md``). The repository ships only what differs from e5-small (``models/reader/span.safetensors``,
 fp16, or int8 with one scale per row) and ``span.json``, its manifest (sha256, data, parameters, dev-split scores).
 
-On first use the weights are put on top of the rebuilt e5 folder and exported once to ONNX in the model cache
-(``span-<sha12>.onnx``, weights as ONNX external data, memory-mapped; the export needs torch); extracting needs only
+On first use the weights are put on top of the rebuilt e5 folder and the layers they change (8-11) and the head are
+exported once to ONNX in the model cache (``span-<sha12>.onnx``, weights as ONNX external data, memory-mapped; the
+export needs torch); e5's layers 0-7 run in the embedder's own sessions (:func:`qa.answering.reader.below`, one copy
+of each e5 matrix per process); extracting needs only
 ``onnxruntime``, ``tokenizers``, ``safetensors`` and numpy (no torch import).
 
 Decoding: the best (start <= end, at most :data:`MAX_ANSWER_TOKENS` tokens) by start + end logit over the sentence's

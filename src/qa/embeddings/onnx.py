@@ -1,8 +1,9 @@
 """The embedding model run by ONNX Runtime: the same vectors as sentence-transformers, cheaper per question.
 
 On first use the sentence-transformers folder (e.g. the offline multilingual-e5-small) is
-exported once to ONNX, next to it in the model cache: the BERT encoder with mean pooling and
-L2 normalisation inside the graph, dynamic batch and sequence axes, ONNX Runtime's BERT
+exported once to ONNX, next to it in the model cache: the BERT encoder cut into layer segments
+(:class:`Stack`, one session each, shared with the reader and the span model, which run e5's
+lower layers there), mean pooling and L2 normalisation inside the last graph, dynamic batch and sequence axes, ONNX Runtime's BERT
 fusions (attention, embedding/skip layer norms, GELU). Two variants:
 
 * ``onnx``: fp32, the same vectors as sentence-transformers (cosine 1.0 within 1e-6), and the
@@ -65,14 +66,15 @@ _SHARED_LOCK = threading.Lock()
 
 LAYOUT_FILE = "shared_layout.json"
 """Beside a model: where its :data:`SHARED_WEIGHTS` lie in its external data file, so that opening it again needs no
-``onnx`` import (0.5 s of a cold start)."""
+``onnx`` import (0.5 s of a cold start). For a graph other than ``model.onnx`` (a layer segment):
+``<graph>.shared_layout.json``."""
 
 
 def _layout(path: Path) -> dict[str, dict[str, Any]]:
     """``{name: {"location", "offset", "shape"}}`` of the :data:`SHARED_WEIGHTS` of ``path`` stored as fp32 external
     data: read from :data:`LAYOUT_FILE` when it describes this very graph file, else parsed (``onnx``) and saved."""
     stamp = {"graph_bytes": path.stat().st_size, "graph_mtime_ns": path.stat().st_mtime_ns}
-    saved = path.parent / LAYOUT_FILE
+    saved = path.parent / (LAYOUT_FILE if path.name == MODEL_FILE else f"{path.name}.{LAYOUT_FILE}")
     try:
         layout = json.loads(saved.read_text())
         if layout.get("stamp") == stamp:
@@ -166,7 +168,8 @@ class Stack:
 
     def __init__(self, path: Path, base: Path | None) -> None:
         self.path = path
-        self.parts = [(first, end, open_session(file, base=base)) for first, end, file in built_segments(path)]
+        # only the first segment holds the embeddings, the one tensor shared with models opened apart
+        self.parts = [(a, b, open_session(file, base=base if a == 0 else None)) for a, b, file in built_segments(path)]
         self.layers = self.parts[-1][1]
 
     @property

@@ -1,8 +1,13 @@
 """Exporting a sentence-transformers folder to ONNX, once, into the model cache (needs torch and onnx).
 
-The BERT encoder with mean pooling and L2 normalisation inside the graph, dynamic batch and
-sequence axes, ONNX Runtime's BERT fusions (attention, embedding/skip layer norms, GELU), and
-for ``onnx-int8`` dynamic int8 quantisation. Built under a file lock into a staged folder and
+The BERT encoder as a few graphs, each a run of layers (:func:`segments`: layers 0-5 with the
+embeddings in ``model.onnx``, 6-7 in ``layers-6-8.onnx``, 8-11 with mean pooling and L2
+normalisation in ``layers-8-12.onnx``), run one after the other by :class:`qa.embeddings.onnx.Stack`;
+the models fine-tuned from e5 (the reader, the span model) are built by :func:`export_layers` from
+the layer where their own weights start and run the layers below in the same sessions. Dynamic
+batch and sequence axes, ONNX Runtime's BERT fusions (attention, embedding/skip layer norms, GELU),
+and for ``onnx-int8`` dynamic int8 quantisation. The vectors are bit-identical to the single graph
+of build format 2. Built under a file lock into a staged folder and
 swapped in, so concurrent processes build it once. :mod:`qa.embeddings.onnx` runs the result.
 
 The weights are saved beside the graph (``model.onnx.data``, ONNX external data), which ONNX
