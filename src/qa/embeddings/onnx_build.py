@@ -82,8 +82,8 @@ def export_layers(
     """Layers ``first``..``end - 1`` of ``bert`` (a transformers BERT/XLM-R model, eager attention) as one ONNX
     graph: from ``input_ids`` (with the embeddings) when ``first`` is 0, else from ``hidden_in`` (the previous
     layer's output); plus ``attention_mask``. ``tail(hidden, mask)`` makes the ``outputs`` (None: the hidden
-    states, output ``hidden``); ``head``: a module ``tail`` uses, whose weights the graph must hold. The mask is built as the whole model builds it, so ONNX Runtime fuses the same
-    attention."""
+    states, output ``hidden``); ``head``: a module ``tail`` uses, whose weights the graph must hold. The mask is
+    built as the whole model builds it, so ONNX Runtime fuses the same attention."""
     torch: Any = import_torch()
 
     class Layers(torch.nn.Module):
