@@ -185,3 +185,13 @@ def test_models_on_one_base_share_e5s_word_table(tmp_path: Path) -> None:
         f"open_session(Path({str(first)!r}), base=Path({str(base)!r})); assert 'onnx' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_sessions_share_one_cpu_arena(tmp_path):
+    """Every session the process opens allocates from one registered CPU arena, not an arena of its own each."""
+    table = np.arange(300 * 4, dtype=np.float32).reshape(300, 4)
+    path = _table_model(tmp_path / "embedder" / "model.onnx", table)
+    session = open_session(path)
+    assert session.get_session_options().get_session_config_entry("session.use_env_allocators") == "1"
+    ids = np.array([3, 299], dtype=np.int64)
+    assert np.array_equal(session.run(None, {"ids": ids})[0], table[ids])
