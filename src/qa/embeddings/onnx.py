@@ -3,8 +3,9 @@
 On first use the sentence-transformers folder (e.g. the offline multilingual-e5-small) is
 exported once to ONNX, next to it in the model cache: the BERT encoder cut into layer segments
 (:class:`Stack`, one session each, shared with the reader and the span model, which run e5's
-lower layers there), mean pooling and L2 normalisation inside the last graph, dynamic batch and sequence axes, ONNX Runtime's BERT
-fusions (attention, embedding/skip layer norms, GELU). Two variants:
+lower layers there), mean pooling and L2 normalisation inside the last graph, dynamic batch
+and sequence axes, ONNX Runtime's BERT fusions (attention, embedding/skip layer norms, GELU).
+Two variants:
 
 * ``onnx``: fp32, the same vectors as sentence-transformers (cosine 1.0 within 1e-6), and the
   same index model id; a short question costs ~3x less CPU than through sentence-transformers
