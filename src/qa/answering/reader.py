@@ -130,6 +130,7 @@ def _export(artifact: Path, manifest: dict[str, Any], model_folder: Path, out: P
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
         import torch
+        import transformers
         from safetensors.torch import load_file
         from transformers import AutoModel
     except ImportError as exc:
@@ -137,6 +138,7 @@ def _export(artifact: Path, manifest: dict[str, Any], model_folder: Path, out: P
     from qa.embeddings.onnx_build import export_layers, mean_pooled
 
     bi = manifest.get("kind") == "bi"
+    transformers.utils.logging.disable_progress_bar()  # the build reports its own progress ("exporting")
     bert = AutoModel.from_pretrained(str(model_folder), dtype=torch.float32, attn_implementation="eager").eval()
     head = torch.nn.Linear(1 if bi else bert.config.hidden_size, 1)
     weights = load_file(str(artifact / manifest.get("weights", WEIGHTS_FILE)))

@@ -210,12 +210,14 @@ def _export(artifact: Path, manifest: dict[str, Any], model_folder: Path, out: P
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
         import torch
+        import transformers
         from transformers import AutoModel
     except ImportError as exc:
         raise ModelError(f"building the span model needs {exc.name}: pip install torch onnx, or set QA_READER=off") from None
 
     from qa.embeddings.onnx_build import export_layers
 
+    transformers.utils.logging.disable_progress_bar()  # the build reports its own progress ("exporting")
     bert = AutoModel.from_pretrained(str(model_folder), dtype=torch.float32, attn_implementation="eager").eval()
     head = torch.nn.Linear(bert.config.hidden_size, 2)
     apply_span_weights(bert, head, {k: torch.from_numpy(v) for k, v in load_span_weights(artifact, manifest).items()})
