@@ -79,7 +79,11 @@ class KnowledgeBase:
         # fail at open, before any model is loaded, if the index was built with another model
         self.store.check_compatible(self.embedder.model_id)
         self._answerers = Answerers(
-            settings.answerer, base_url=settings.llm_base_url, api_key=settings.llm_api_key, model_cache=settings.model_cache
+            settings.answerer,
+            base_url=settings.llm_base_url,
+            api_key=settings.llm_api_key,
+            model_cache=settings.model_cache,
+            progress=progress,
         )
         self._warm = False
         self._warm_lock = threading.Lock()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from qa.answering.base import Answerer, ConversationalAnswerer
 from qa.answering.extractive import ExtractiveAnswerer
@@ -32,9 +33,16 @@ class Answerers:
     """The answerers of one knowledge base, each built once per spec (``extractive``, ``openai:…``)."""
 
     def __init__(
-        self, default: str, *, base_url: str | None = None, api_key: str | None = None, model_cache: Path | None = None
+        self,
+        default: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        model_cache: Path | None = None,
+        progress: Any = None,
     ) -> None:
         self.default, self.base_url, self.api_key, self.model_cache = default, base_url, api_key, model_cache
+        self.progress = progress
         self._built: dict[str, Answerer | ConversationalAnswerer] = {}
         self._lock = threading.Lock()
 
@@ -43,13 +51,18 @@ class Answerers:
         with self._lock:
             if spec not in self._built:
                 self._built[spec] = make_answerer(
-                    spec, base_url=self.base_url, api_key=self.api_key, model_cache=self.model_cache
+                    spec, base_url=self.base_url, api_key=self.api_key, model_cache=self.model_cache, progress=self.progress
                 )
             return self._built[spec]
 
 
 def make_answerer(
-    spec: str, *, base_url: str | None = None, api_key: str | None = None, model_cache: Path | None = None
+    spec: str,
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    model_cache: Path | None = None,
+    progress: Any = None,
 ) -> Answerer | ConversationalAnswerer:
     """``extractive`` (default, offline) or an LLM answerer for ``openai:…``, ``ollama:…``, ``llamacpp:…``.
 
@@ -57,7 +70,8 @@ def make_answerer(
     reading answerer (:class:`qa.answering.reading.ReadingAnswerer`: the trained reader and the combiner over the
     lexical answerer's candidates); ``extractive:lexical``, ``extractive:reader`` and
     ``extractive:combined`` name one stage (``qa eval`` compares them). LLM answerers fall back on the extractive
-    answer's citations when the model cites nothing.
+    answer's citations when the model cites nothing. ``progress`` is told what a model's first load builds (the
+    reader's and the span model's ONNX files).
     """
     from qa.answering.llm import make_llm_answerer, parse_answerer
     from qa.answering.reader import enabled
@@ -70,5 +84,5 @@ def make_answerer(
         from qa.answering.reading import ReadingAnswerer
 
         cache = model_cache or Path("~/.cache/qa/models")
-        return ReadingAnswerer(extractive, cache, stage=stage or "combined")
+        return ReadingAnswerer(extractive, cache, stage=stage or "combined", progress=progress)
     return make_llm_answerer(spec, base_url=base_url, api_key=api_key, fallback=extractive.answer)
