@@ -172,6 +172,16 @@ def test_qa_reader_off_keeps_the_lexical_answerer(monkeypatch: pytest.MonkeyPatc
     assert isinstance(staged, ReadingAnswerer) and staged.stage == "reader"
 
 
+def test_the_reading_answerer_reports_its_first_builds_through_the_knowledge_base(monkeypatch, tmp_path) -> None:
+    """A first `qa ask` with the reader on builds two ONNX models (~20 s): the CLI's progress is told so."""
+    from qa.answering.answerers import Answerers
+
+    monkeypatch.setenv("QA_READER", "on")
+    told: list[str] = []
+    reading = Answerers("extractive", model_cache=tmp_path, progress=told.append).get()
+    assert isinstance(reading, ReadingAnswerer) and reading.progress == told.append
+
+
 # -- the combiner --------------------------------------------------------------------------------------------------
 def test_features_describe_each_candidate_relative_to_the_question() -> None:
     candidates = [Candidate(0, 1.2, 0.8, 0.9, True, True, 1.0), Candidate(1, 0.6, 0.4, 0.5, True, False, 0.5)]
