@@ -242,10 +242,9 @@ class Reader:
         return np.asarray(self._run(ids, mask), dtype=np.float32)
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        first, stack = self._below
-        if stack is None:
-            return self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-        return self._session.run(None, {"hidden_in": stack.hidden(ids, mask, first), "attention_mask": mask})[0]
+        from qa.embeddings.onnx import run_above
+
+        return run_above(self._session, *self._below, ids, mask)[0]
 
     def _score_bi(self, question: str, sentences: Sequence[str], batch_size: int) -> np.ndarray:
         """``w * cosine + b``; a sentence's vector does not depend on the question, so the last

@@ -298,9 +298,9 @@ class SpanReader:
             return out
         self.load()
         ids, mask, encoded = encode_span_pairs(self._tokenizer, [(question, sentences[i]) for i in todo])
-        first, stack = self._below
-        feed = {"input_ids": ids} if stack is None else {"hidden_in": stack.hidden(ids, mask, first)}
-        start_logits, end_logits = self._session.run(None, {**feed, "attention_mask": mask})
+        from qa.embeddings.onnx import run_above
+
+        start_logits, end_logits = run_above(self._session, *self._below, ids, mask)
         for row, i in enumerate(todo):
             n = len(encoded[row].ids)
             found = decode(sentences[i], encoded[row], start_logits[row, :n], end_logits[row, :n])

@@ -38,6 +38,7 @@ from qa.embeddings.onnx_build import (
     ONNX_BACKENDS,
     build_onnx_model,
     built_segments,
+    input_name,
     onnx_folder_for,
     onnx_model_id,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "onnx_folder_for",
     "onnx_model_id",
     "open_session",
+    "run_above",
     "shared_stack",
 ]
 
@@ -203,7 +205,7 @@ class Stack:
     def _run(self, ids: np.ndarray, mask: np.ndarray, end: int) -> np.ndarray:
         x: np.ndarray = ids
         for first, last, session in self.parts:
-            x = session.run(None, {"input_ids" if first == 0 else "hidden_in": x, "attention_mask": mask})[0]
+            x = session.run(None, {input_name(first): x, "attention_mask": mask})[0]
             if last == end:
                 return x
         raise ValueError(f"{self.path}: layer {end} is not a segment boundary of {[p[:2] for p in self.parts]}")
@@ -217,6 +219,14 @@ class Stack:
     def embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The sentence embeddings (the last segment pools and normalises)."""
         return self._run(ids, mask, self.layers)
+
+
+def run_above(session: Any, first: int, stack: Stack | None, ids: np.ndarray, mask: np.ndarray) -> list[Any]:
+    """The outputs of a model's own graph that starts at layer ``first`` (built by
+    :func:`qa.embeddings.onnx_build.export_layers`): on the token ids when it starts at the embeddings, else on the
+    hidden states ``stack`` (the process's shared encoder) computes below it."""
+    x = ids if stack is None else stack.hidden(ids, mask, first)
+    return list(session.run(None, {input_name(first): x, "attention_mask": mask}))
 
 
 _STACKS: dict[str, Stack] = {}

@@ -76,6 +76,12 @@ def built_segments(path: Path) -> list[tuple[int, int, Path]]:
     return [(int(a), int(b), path.parent / segment_file(int(a), int(b))) for a, b in marker["segments"]]
 
 
+def input_name(first: int) -> str:
+    """The input of a graph of :func:`export_layers` that starts at layer ``first``: token ids at the embeddings,
+    else the hidden states of the layer below."""
+    return "input_ids" if first == 0 else "hidden_in"
+
+
 def export_layers(
     bert: Any, first: int, end: int, out: Path, tail: Callable[[Any, Any], Any] | None, outputs: list[str], head: Any = None
 ) -> None:
@@ -108,7 +114,7 @@ def export_layers(
     width = int(bert.config.hidden_size)
     x = torch.tensor([[0, 100, 200, 300, 2], [0, 5, 6, 2, 1]]) if first == 0 else torch.randn(2, 5, width)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
-    name = "input_ids" if first == 0 else "hidden_in"
+    name = input_name(first)
     axes = {n: {0: "batch", 1: "sequence"} for n in (name, "attention_mask", *outputs)}
     if "sentence_embedding" in axes:
         axes["sentence_embedding"] = {0: "batch"}
