@@ -7,6 +7,7 @@ usage errors); ``--json`` prints machine-readable output on stdout.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -280,7 +281,38 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
     return Filters.of(source=args.source, date_from=args.date_from, date_to=args.date_to).as_kwargs()
 
 
-def build_parser() -> argparse.ArgumentParser:
+TRAINING_COMMANDS = {
+    "train-reader": (
+        "train the reader model from the offline e5 weights (needs torch; see models/reader)",
+        "qa.training",
+        "add_arguments",
+        "cmd_train_reader",
+    ),
+    "fit-combiner": (
+        "fit the reader's combiner on the training split, its threshold on dev",
+        "qa.training",
+        "add_combiner_arguments",
+        "cmd_fit_combiner",
+    ),
+    "train-span": (
+        "train the short-answer span model from the offline e5 weights (needs torch; see models/reader)",
+        "qa.training.span",
+        "add_span_arguments",
+        "cmd_train_span",
+    ),
+}
+"""The training commands: ``name → (help, module, its options' function, its command)``, imported only when run."""
+
+
+def _training_command(argv: Sequence[str]) -> str:
+    """The training command ``argv`` runs, or ``""`` for another command."""
+    return next((arg for arg in argv if arg in TRAINING_COMMANDS), "")
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``qa`` parser. Given the ``argv`` it will parse, the training commands' options are added only when one of
+    them runs: ``qa.training`` is not imported for the others (``None``: every command complete)."""
+    training = None if argv is None else _training_command(argv)
     parser = argparse.ArgumentParser(prog="qa", description="Question answering over a corpus of news articles.")
     _common_options(parser, None)
     common = argparse.ArgumentParser(add_help=False)
@@ -353,28 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    from qa.training import add_arguments, add_combiner_arguments, cmd_fit_combiner, cmd_train_reader
-
-    p = sub.add_parser("train-reader", help="train the reader model from the offline e5 weights (needs torch; see models/reader)")
-    add_arguments(p)
-    p.set_defaults(func=cmd_train_reader)
-
-    p = sub.add_parser("fit-combiner", help="fit the reader's combiner on the training split, its threshold on dev")
-    add_combiner_arguments(p)
-    p.set_defaults(func=cmd_fit_combiner)
-
-    from qa.training.span import add_span_arguments, cmd_train_span
-
-    p = sub.add_parser(
-        "train-span", help="train the short-answer span model from the offline e5 weights (needs torch; see models/reader)"
-    )
-    add_span_arguments(p)
-    p.set_defaults(func=cmd_train_span)
+    for name, (help_text, module, arguments, command) in TRAINING_COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if training is None or training == name:  # qa.training (torch's side of the project) only for its commands
+            trainer = importlib.import_module(module)
+            getattr(trainer, arguments)(p)
+            p.set_defaults(func=getattr(trainer, command))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))

@@ -22,7 +22,7 @@ from qa.retrieval.filters import MAX_K, Filters, check_k, check_question
 from qa.retrieval.retriever import Retriever
 from qa.schema import Answer, IngestReport, Passage, Skipped
 
-if TYPE_CHECKING:  # LangChain loads with the first question, not with `import qa` (ingest, check, info never need it)
+if TYPE_CHECKING:  # LangChain loads with the first LLM question or retriever, not with `import qa` (qa.answering.chain)
     from qa.answering.chain import ChainState
     from qa.retrieval.langchain import QARetriever
 
@@ -211,10 +211,10 @@ class KnowledgeBase:
         of :meth:`search`. ``answerer`` is a spec (``"extractive"``, ``"openai:…"``) or an
         answerer object.
         """
-        from qa.answering.chain import build_chain
+        from qa.answering.chain import run_chain
 
         chosen, state = self._ask_inputs(question, history, k, answerer, filters)
-        return build_chain(self.retriever.search, chosen).invoke(state)
+        return run_chain(self.retriever.search, chosen, state)
 
     def ask_stream(
         self,

@@ -5,22 +5,32 @@
 callable ``(question, k, filters) → passages`` (the knowledge base hands in its search), so
 the chain knows nothing of indexes. Follow-ups (« Et à Bruxelles ? ») are rewritten into
 standalone questions first: by rules in extractive mode, by the LLM when one answers.
+
+:func:`run_chain` runs the chain's three steps. Through LCEL when LangChain takes part — an LLM
+answers (its chat model is LangChain's), or LangChain tracing is on (the run is traced) — and
+as the same three calls otherwise: ``langchain_core.runnables`` costs a cold process 0.42 s and
+~24 MB of imports (its tracers pull ``langsmith.run_trees``) for callbacks the extractive
+answerer never uses, so a cold ``qa ask`` does not import LangChain at all.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-
-from langchain_core.runnables import Runnable, RunnableLambda
+from typing import TYPE_CHECKING
 
 from qa.answering.base import Answerer, ConversationalAnswerer, History
 from qa.retrieval.filters import NO_FILTERS, Filters
 from qa.schema import Answer, Passage
 
+if TYPE_CHECKING:
+    from langchain_core.runnables import Runnable
+
 Retrieve = Callable[[str, int, Filters], list[Passage]]
 """``(standalone question, k, filters)`` → passages, best first."""
+Step = Callable[["ChainState"], "ChainState"]
 
 
 # -- follow-up questions --------------------------------------------------------------
@@ -100,8 +110,8 @@ def _conversational(answerer: Answerer | ConversationalAnswerer) -> Conversation
     return answerer if isinstance(answerer, ConversationalAnswerer) else None
 
 
-def build_retrieval_chain(retrieve: Retrieve, answerer: Answerer | ConversationalAnswerer) -> Runnable[ChainState, ChainState]:
-    """:class:`ChainState` → the same state with ``standalone`` and ``passages`` filled in."""
+def _steps(retrieve: Retrieve, answerer: Answerer | ConversationalAnswerer) -> tuple[Step, Step]:
+    """The retrieval half of the chain as two plain functions of :class:`ChainState`: standalone question, passages."""
     llm = _conversational(answerer)
 
     def standalone(state: ChainState) -> ChainState:
@@ -112,6 +122,14 @@ def build_retrieval_chain(retrieve: Retrieve, answerer: Answerer | Conversationa
     def passages(state: ChainState) -> ChainState:
         return replace(state, passages=retrieve(state.standalone, state.k, state.filters))
 
+    return standalone, passages
+
+
+def build_retrieval_chain(retrieve: Retrieve, answerer: Answerer | ConversationalAnswerer) -> Runnable[ChainState, ChainState]:
+    """:class:`ChainState` → the same state with ``standalone`` and ``passages`` filled in."""
+    from langchain_core.runnables import RunnableLambda
+
+    standalone, passages = _steps(retrieve, answerer)
     # plain lambdas rather than RunnablePassthrough.assign: assign runs each step through a new thread
     # pool (two thread starts per ask, ~10-20 ms on a busy laptop) for steps that cannot run in parallel
     return RunnableLambda(standalone, name="standalone") | RunnableLambda(passages, name="retrieve")
@@ -129,13 +147,39 @@ def _respond(answerer: Answerer | ConversationalAnswerer, state: ChainState) -> 
 
 def build_chain(retrieve: Retrieve, answerer: Answerer | ConversationalAnswerer) -> Runnable[ChainState, Answer]:
     """:class:`ChainState` → :class:`Answer` (LCEL)."""
+    from langchain_core.runnables import RunnableLambda
+
     return build_retrieval_chain(retrieve, answerer) | RunnableLambda(lambda state: _respond(answerer, state), name="answer")
+
+
+TRACING_VARIABLES = ("LANGSMITH_TRACING", "LANGSMITH_TRACING_V2", "LANGCHAIN_TRACING_V2", "LANGCHAIN_TRACING")
+"""LangChain's switches for tracing runs (LangSmith): when one is ``true``, the chain runs through LCEL."""
+
+
+def uses_langchain(answerer: Answerer | ConversationalAnswerer) -> bool:
+    """Whether the chain runs through LCEL: an LLM answers, or LangChain tracing is on."""
+    tracing = any(os.environ.get(name, "").strip().lower() == "true" for name in TRACING_VARIABLES)
+    return tracing or _conversational(answerer) is not None
+
+
+def _retrieved(retrieve: Retrieve, answerer: Answerer | ConversationalAnswerer, state: ChainState) -> ChainState:
+    if uses_langchain(answerer):
+        return build_retrieval_chain(retrieve, answerer).invoke(state)
+    standalone, passages = _steps(retrieve, answerer)
+    return passages(standalone(state))
+
+
+def run_chain(retrieve: Retrieve, answerer: Answerer | ConversationalAnswerer, state: ChainState) -> Answer:
+    """The chain run once: :class:`ChainState` → :class:`Answer` (LCEL or the same steps as calls: see the module)."""
+    if uses_langchain(answerer):
+        return build_chain(retrieve, answerer).invoke(state)
+    return _respond(answerer, _retrieved(retrieve, answerer, state))
 
 
 def stream_answer(retrieve: Retrieve, answerer: Answerer | ConversationalAnswerer, state: ChainState) -> Iterator[str | Answer]:
     """Text chunks as an LLM answerer streams them, then the final :class:`Answer`
     (the extractive answerer yields the Answer alone)."""
-    state = build_retrieval_chain(retrieve, answerer).invoke(state)
+    state = _retrieved(retrieve, answerer, state)
     llm = _conversational(answerer)
     if llm is None:
         yield _respond(answerer, state)

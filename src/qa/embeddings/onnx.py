@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +104,19 @@ def _layout(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _external_tensors(path: Path) -> dict[str, np.ndarray]:
-    """The :data:`SHARED_WEIGHTS` of ``path`` that live in its external data file, memory-mapped (nothing read)."""
-    return {
-        name: np.memmap(path.parent / t["location"], dtype=np.float32, mode="r", offset=t["offset"], shape=tuple(t["shape"]))
-        for name, t in _layout(path).items()
-    }
+    """The :data:`SHARED_WEIGHTS` of ``path`` that live in its external data file, memory-mapped (nothing read).
+
+    The maps are advised ``MADV_RANDOM``: a question reads a few rows of the word table, and the kernel's read-around
+    on each first touch of a page otherwise pulls in a window of the file (checking 64 rows of one table made 126 MB
+    of it resident, a quarter of a cold ``qa ask``'s peak memory)."""
+    out: dict[str, np.ndarray] = {}
+    for name, t in _layout(path).items():
+        array = np.memmap(path.parent / t["location"], dtype=np.float32, mode="r", offset=t["offset"], shape=tuple(t["shape"]))
+        raw = getattr(array, "_mmap", None)
+        if raw is not None and hasattr(mmap, "MADV_RANDOM"):
+            raw.madvise(mmap.MADV_RANDOM)
+        out[name] = array
+    return out
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -133,7 +143,7 @@ def shared_weights(path: Path, base: Path) -> dict[str, Any]:
             if key not in _SHARED:
                 _SHARED[key] = (array, ort.OrtValue.ortvalue_from_numpy(array))
             held, value = _SHARED[key]
-            if _same(held, array):
+            if held is array or _same(held, array):
                 out[name] = value
             else:
                 logger.warning("%s: %s differs from the one of %s's other models: not shared", path, name, base)
@@ -284,8 +294,12 @@ class OnnxEmbedder:
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load the tokenizer of {folder} ({exc}): delete the folder to rebuild it") from None
         max_length = int(bert_config.get("max_seq_length") or 512)
-        tokenizer = shared_tokenizer(folder, max_length)  # one per process: the reader and span model share it
-        stack = shared_stack(path, base=folder)
+        # the sessions open on a thread while the tokenizer loads here: ONNX Runtime releases the GIL while it builds
+        # them (0.13 s), `tokenizers` holds it for its whole load (0.66 s for XLM-R's 250k pieces)
+        with ThreadPoolExecutor(1, thread_name_prefix="qa-onnx-open") as pool:
+            opening = pool.submit(shared_stack, path, folder)
+            tokenizer = shared_tokenizer(folder, max_length)  # one per process: the reader and span model share it
+            stack = opening.result()
         self._prompts = {k: str(v) for k, v in (st_config.get("prompts") or {}).items()}
         self._tokenizer, self._folder = tokenizer, folder
         self._dimension = stack.dimension

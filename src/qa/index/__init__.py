@@ -38,9 +38,16 @@ class Index:
         server at ``chroma_url``, or in the given ``client``."""
         index_dir = Path(index_dir)
         manifest = Manifest(index_dir / MANIFEST_NAME)
-        # an embedded store we opened ourselves can be reopened when another process changes it
-        reopen = None if client is not None or chroma_url else (lambda: reopen_client(index_dir))
-        store = ChunkStore(client or make_client(index_dir, chroma_url), collection, visible=manifest.committed, reopen=reopen)
+        # an embedded store we opened ourselves can be reopened when another process changes it; it is read through
+        # Chroma's engine alone until the first write (qa.index.engine: no `chromadb` import for a question)
+        own = client is None and not chroma_url
+        store = ChunkStore(
+            client or make_client(index_dir, chroma_url, engine=True),
+            collection,
+            visible=manifest.committed,
+            reopen=(lambda engine: reopen_client(index_dir, engine=engine)) if own else None,
+            writer=(lambda: make_client(index_dir)) if own else None,
+        )
         writer_lock, commit_lock = WriterLock(index_dir), CommitLock(index_dir)
         return cls(manifest, store, writer_lock, commit_lock, CommittedView(manifest, store, writer_lock, commit_lock))
 

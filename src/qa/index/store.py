@@ -48,8 +48,18 @@ class IndexSpec:
         }
 
 
-def make_client(index_dir: Path, chroma_url: str | None = None) -> Any:
-    """An embedded ``PersistentClient`` in ``index_dir/chroma``, or an ``HttpClient``."""
+def make_client(index_dir: Path, chroma_url: str | None = None, *, engine: bool = False) -> Any:
+    """An embedded ``PersistentClient`` in ``index_dir/chroma``, or an ``HttpClient``. ``engine``: for an embedded
+    store, Chroma's engine alone where it answers (:mod:`qa.index.engine`: reads only, no ``chromadb`` import)."""
+    if not chroma_url and engine:
+        from qa.index.engine import open_engine_client
+
+        path = Path(index_dir) / "chroma"
+        path.mkdir(parents=True, exist_ok=True)
+        with file_lock(path / ".open.lock"):
+            reader = open_engine_client(path)
+        if reader is not None:
+            return reader
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
@@ -92,13 +102,15 @@ Visible = Callable[[Sequence[str]], set[str]]
 """Given chunk ids, those that search may show (the committed ones, per the manifest)."""
 
 
-def reopen_client(index_dir: Path) -> Any:
+def reopen_client(index_dir: Path, *, engine: bool = False) -> Any:
     """A fresh embedded client on ``index_dir``: its own view of the data, not the cached one.
 
     Chroma's embedded client keeps the vector index in memory and does not see what another
     process writes (deleted chunks keep coming back from queries). A reader reopens it when the
-    manifest says the index changed.
+    manifest says the index changed. ``engine``: Chroma's engine alone (reads only), as :func:`make_client`.
     """
+    if engine:
+        return make_client(index_dir, engine=True)
     from chromadb.api.shared_system_client import SharedSystemClient
 
     identifier = str(Path(index_dir) / "chroma")
@@ -126,18 +138,27 @@ class ChunkStore:
     """Chunks with their vectors and metadata in a Chroma collection.
 
     ``visible`` (from the manifest) hides chunks whose article is not committed: written
-    before a crash, or on their way in or out during an ingest in progress. ``reopen``
-    builds a fresh client (embedded store only): :meth:`refresh` uses it.
+    before a crash, or on their way in or out during an ingest in progress. ``reopen(engine)``
+    builds a fresh client (embedded store only; Chroma's engine alone while ``engine``): :meth:`refresh`
+    uses it. ``writer`` builds the full client when ``client`` only reads (:mod:`qa.index.engine`):
+    the first write swaps it in (:meth:`_writable`).
     """
 
     def __init__(
-        self, client: Any, collection: str, *, visible: Visible | None = None, reopen: Callable[[], Any] | None = None
+        self,
+        client: Any,
+        collection: str,
+        *,
+        visible: Visible | None = None,
+        reopen: Callable[[bool], Any] | None = None,
+        writer: Callable[[], Any] | None = None,
     ) -> None:
         self.client = client
         self.name = collection
         self._collection: Any = None
         self.visible = visible
         self.reopen = reopen
+        self.writer = writer if getattr(client, "read_only", False) else None
         self._users = 0  # threads inside a Chroma call; refresh() waits for none
         self._cond = threading.Condition()
         try:
@@ -191,6 +212,7 @@ class ChunkStore:
 
     def ensure(self, spec: IndexSpec) -> Any:
         """The collection, created with ``spec`` if missing, checked against it if not."""
+        self._writable()
         self.check_compatible(spec.model_id, spec.chunk_tokens, spec.chunk_overlap)
         col = self._existing()
         if col is None:
@@ -213,18 +235,40 @@ class ChunkStore:
             return False
         with self._cond:  # no other thread of this process is inside a call to the old client
             self._cond.wait_for(lambda: self._users == 0)
-            self._collection = None
-            self.client = self.reopen()
+            reopen, engine = self.reopen, self.writer is not None
+            self._swap(lambda: reopen(engine))
         return True
+
+    def _swap(self, make: Callable[[], Any]) -> None:
+        """Replace the client by ``make()`` (under ``_cond``, no call in flight); a read-only engine is closed first,
+        so that the process never holds two engines on one folder."""
+        self._collection = None
+        close = getattr(self.client, "close", None) if getattr(self.client, "read_only", False) else None
+        if close is not None:
+            close()
+        self.client = make()
+
+    def _writable(self) -> None:
+        """Before a write: the full client in place of a read-only engine (once per store)."""
+        if self.writer is None:
+            return
+        with self._cond:
+            if self.writer is None:
+                return
+            self._cond.wait_for(lambda: self._users == 0)
+            writer, self.writer = self.writer, None
+            self._swap(writer)
 
     def drop(self) -> None:
         """Delete every chunk and the build record (``qa ingest --rebuild``)."""
+        self._writable()
         if self._existing() is not None:
             self.client.delete_collection(self.name)
         self._collection = None
 
     # -- writes ----------------------------------------------------------------------
     def upsert(self, ids: list[str], vectors: np.ndarray, texts: list[str], metadatas: list[dict[str, Any]]) -> None:
+        self._writable()
         with self._using():
             col = self._existing()
             if col is None:
@@ -234,6 +278,7 @@ class ChunkStore:
                 col.upsert(ids=ids[i:j], embeddings=vectors[i:j], documents=texts[i:j], metadatas=metadatas[i:j])
 
     def delete(self, ids: Sequence[str]) -> None:
+        self._writable()
         with self._using():
             col = self._existing()
             if col is not None and ids:
@@ -242,6 +287,7 @@ class ChunkStore:
 
     def delete_article(self, doc_id: str) -> None:
         """Remove every chunk of an article, including any a crash left behind."""
+        self._writable()
         col = self._existing()
         if col is not None:
             col.delete(where={"doc_id": doc_id})
