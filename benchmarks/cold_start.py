@@ -1,14 +1,21 @@
-"""Cold start and memory: a fresh `qa ask`, step by step, and `qa serve` until /ready — before and after, in one run.
+"""Cold start against the floor, in one run: `qa ask`, `qa search`, `qa serve` → /ready and the Streamlit chat usable,
+each as a ratio to the least a cold question can cost on this machine, measured in the same run.
 
-    python benchmarks/cold_start.py                       # this checkout only
-    python benchmarks/cold_start.py --before bda02a6      # also a baseline commit, runs interleaved
+    python benchmarks/cold_start.py                        # this checkout, reader off and on, 5 interleaved runs
+    python benchmarks/cold_start.py --before 347f422       # also a baseline commit (its own worktree and model cache)
+    python benchmarks/cold_start.py --no-chat --runs 3     # without the browser
 
-Each variant runs in fresh processes over the same index of the shipped corpus (built once with
-this checkout). A baseline gets its own git worktree and its own model cache (copied from this
-one, so its ONNX file is built in its own format once, before timing). Reports, per variant:
-`qa ask` wall time (best and median of --runs) and peak RSS, with the answer; the time and RSS
-after each step of open → first search → first answer; the heaviest imports (`python -X
-importtime`); seconds from `qa serve` to `/ready` and the server's RSS then. Ratios after/before.
+**The floor** is a Python process that imports ONNX Runtime and `tokenizers`, opens the three e5 segment graphs of the
+project's model cache, loads the tokenizer, embeds the question and takes 3 dot products — what any answer to a cold
+question must pay before it reads a passage. Every figure is reported as its median over `--runs` (all variants
+interleaved run by run, so each sees the same machine) and as a ratio to the floor's median; peak memory as the
+difference to the floor's peak (`ru_maxrss` of the process).
+
+Measured per variant and `QA_READER` mode (`off`, `on`): `qa ask` (wall, peak RSS, the answer's first line),
+`qa search` (wall, peak RSS), `qa serve` until `/ready` answers ready (wall, RSS then), and `streamlit run app.py`
+until the chat box is enabled in Debian's chromium (Playwright; the chat box appears once the model is warm). Also
+the heaviest imports of a cold `qa ask` (`python -X importtime`). Results: Markdown on stdout, JSON with every run in
+`benchmarks/results/cold_start.json`.
 """
 
 from __future__ import annotations
@@ -25,76 +32,138 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 QUESTION = "Quand le bureau de l'UE a-t-il ouvert à Almaty ?"
 CACHE = Path(os.environ.get("QA_MODEL_CACHE") or Path.home() / ".cache" / "qa" / "models")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
-STEPS = r"""
-import json, resource, sys, time
-def rss():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) // 1024
-rows = []
-t = time.perf_counter()
-def mark(step):
-    global t
-    now = time.perf_counter()
-    rows.append([step, round(now - t, 3), rss(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024])
-    t = now
-import qa
-mark("import qa")
-kb = qa.KnowledgeBase.open(sys.argv[1])
-mark("KnowledgeBase.open")
-hits = kb.search(sys.argv[2])
-mark("first search (model load)")
-answer = kb.ask(sys.argv[2])
-mark("first answer")
-heavy = [m for m in ("torch", "transformers", "sentence_transformers", "spacy", "fastapi", "streamlit") if m in sys.modules]
-print(json.dumps({"rows": rows, "answer": answer.text, "imported": heavy}))
+FLOOR = r"""
+import sys
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+tokenizer_json, question, threads, *graphs = sys.argv[1:]
+options = ort.SessionOptions()
+options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+if threads.isdigit():
+    options.intra_op_num_threads = int(threads)
+sessions = [ort.InferenceSession(g, options, providers=["CPUExecutionProvider"]) for g in graphs]
+tokenizer = Tokenizer.from_file(tokenizer_json)
+encoded = tokenizer.encode("query: " + question)
+x = np.array([encoded.ids], dtype=np.int64)
+mask = np.ones_like(x)
+for session in sessions:
+    x = session.run(None, {session.get_inputs()[0].name: x, "attention_mask": mask})[0]
+vector = x[0]
+print([round(float(vector @ vector), 4) for _ in range(3)])
 """
 
 
-def variant_env(src: Path, cache: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(src),
-        "QA_MODEL_CACHE": str(cache),
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
-        "OMP_WAIT_POLICY": "PASSIVE",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
+@dataclass
+class Variant:
+    """A checkout to measure: its root (src/, app.py) and its model cache."""
+
+    name: str
+    root: Path
+    cache: Path
+    walls: dict[str, list[float]] = field(default_factory=dict)
+    peaks: dict[str, list[int]] = field(default_factory=dict)
+    answers: dict[str, str] = field(default_factory=dict)
+
+    def env(self, reader: str = "off", **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PYTHONPATH": str(self.root / "src"),
+            "QA_MODEL_CACHE": str(self.cache),
+            "QA_READER": reader,
+            "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+            "OMP_WAIT_POLICY": "PASSIVE",
+            "TOKENIZERS_PARALLELISM": "false",
+            "NO_PROXY": "127.0.0.1,localhost",
+            **extra,
+        }
+
+    def record(self, figure: str, wall: float, peak: int = 0) -> None:
+        self.walls.setdefault(figure, []).append(wall)
+        if peak:
+            self.peaks.setdefault(figure, []).append(peak)
 
 
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (MB) of the process, its stdout."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    out = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed (exit {os.waitstatus_to_exitcode(status)})")
+def run_child(command: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (MB) of the process (``wait4``), its stdout."""
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=errors, text=True)
+        out = proc.stdout.read() if proc.stdout else ""
+        _, status, usage = os.wait4(proc.pid, 0)  # reaped here, for its own peak RSS
+        wall = time.perf_counter() - started
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        if code:
+            errors.seek(0)
+            raise SystemExit(f"{' '.join(command)} failed (exit {code}):\n{errors.read()[-2000:]}")
     return wall, usage.ru_maxrss // 1024, out
 
 
-def ask_command(index: Path) -> list[str]:
-    return [PYTHON, "-m", "qa.cli", "ask", QUESTION, "--index", str(index)]
+def floor_command(variant: Variant) -> list[str]:
+    """The floor process, on the model cache's own files (paths found by the project, outside the timing)."""
+    from qa.embeddings import resolve_model_folder
+    from qa.embeddings.onnx_build import MODEL_FILE, built_segments, onnx_folder_for
+
+    folder = resolve_model_folder("multilingual-e5-small", variant.cache)
+    graphs = [str(f) for _, _, f in built_segments(onnx_folder_for(folder, variant.cache, "onnx") / MODEL_FILE)]
+    threads = os.environ.get("OMP_NUM_THREADS", "2")
+    return [PYTHON, "-c", FLOOR, str(folder / "tokenizer.json"), QUESTION, threads, *graphs]
 
 
-def import_times(index: Path, env: dict[str, str], top: int = 8) -> list[tuple[str, float]]:
-    """The packages a cold `qa ask` imports, heaviest first (seconds, from `python -X importtime`)."""
-    done = subprocess.run([PYTHON, "-X", "importtime", *ask_command(index)[1:]], env=env, capture_output=True, text=True)
-    by_package: dict[str, float] = {}
-    for line in done.stderr.splitlines():
+def qa_command(index: Path, *args: str) -> list[str]:
+    return [PYTHON, "-m", "qa.cli", *args, "--index", str(index)]
+
+
+def import_times(variant: Variant, index: Path, reader: str, top: int = 8) -> list[tuple[str, float]]:
+    """The packages a cold `qa ask` imports from its own modules (or the interpreter), heaviest first: seconds
+    (cumulative, from `python -X importtime`) per top-level package."""
+    command = [PYTHON, "-X", "importtime", *qa_command(index, "ask", QUESTION)[1:]]
+    done = subprocess.run(command, env=variant.env(reader), cwd=variant.root, capture_output=True, text=True)
+    pending: dict[int, list[tuple[str, int, list[Any]]]] = {}
+    roots: list[tuple[str, int, list[Any]]] = []
+    for line in done.stderr.splitlines():  # children are printed before their parent, one more space deep
         m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| ( *)(\S+)", line)
-        if m and len(m.group(2)) == 1:  # imported by qa (or the interpreter), not by another library
-            package = m.group(3).split(".")[0]
-            by_package[package] = by_package.get(package, 0.0) + int(m.group(1)) / 1e6
+        if not m:
+            continue
+        depth = len(m.group(2))
+        node = (m.group(3), int(m.group(1)), pending.pop(depth + 1, []))
+        pending.setdefault(depth, []).append(node)
+    roots = [node for nodes in pending.values() for node in nodes]
+    by_package: dict[str, float] = {}
+
+    def walk(node: tuple[str, int, list[Any]]) -> None:
+        name, cumulative, children = node
+        package = name.split(".")[0]
+        if package == "qa":
+            for child in children:
+                walk(child)
+        else:  # a library, where qa (or the interpreter) imported it
+            by_package[package] = by_package.get(package, 0.0) + cumulative / 1e6
+
+    for root in roots:
+        walk(root)
     return sorted(by_package.items(), key=lambda kv: -kv[1])[:top]
 
 
@@ -104,13 +173,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve_until_ready(index: Path, env: dict[str, str], timeout: float = 180) -> tuple[float, int]:
+def _rss_mb(pid: int) -> int:
+    return next(int(x.split()[1]) // 1024 for x in open(f"/proc/{pid}/status") if x.startswith("VmRSS"))
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def serve_until_ready(variant: Variant, index: Path, reader: str, timeout: float = 180) -> tuple[float, int]:
+    """Seconds from `qa serve` to `/ready` saying ready, and the server's RSS (MB) then."""
     port = free_port()
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [PYTHON, "-m", "qa.cli", "serve", "--index", str(index), "--port", str(port)],
-        env=env,
-        cwd=ROOT,
+        qa_command(index, "serve", "--port", str(port)),
+        env=variant.env(reader),
+        cwd=variant.root,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -119,86 +202,155 @@ def serve_until_ready(index: Path, env: dict[str, str], timeout: float = 180) ->
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
                     if r.status == 200 and json.loads(r.read()).get("ready"):
-                        ready = time.perf_counter() - started
-                        rss = next(int(x.split()[1]) // 1024 for x in open(f"/proc/{proc.pid}/status") if x.startswith("VmRSS"))
-                        return ready, rss
+                        return time.perf_counter() - started, _rss_mb(proc.pid)
             except OSError:
                 pass
-            time.sleep(0.1)
+            if proc.poll() is not None:
+                raise SystemExit(f"qa serve exited with {proc.returncode}")
+            time.sleep(0.05)
         raise SystemExit("qa serve did not become ready")
     finally:
-        proc.terminate()
-        proc.wait(30)
+        _stop(proc)
 
 
-def prepare_before(ref: str, work: Path) -> tuple[Path, Path]:
+def chat_until_usable(variant: Variant, index: Path, reader: str, browser: Any, timeout: float = 180) -> tuple[float, int]:
+    """Seconds from `streamlit run app.py` to the chat box enabled in the browser (the page loaded as soon as the
+    server answers), and the server's RSS (MB) then."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    command = [PYTHON, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1"]
+    command += ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    proc = subprocess.Popen(
+        command,
+        env=variant.env(reader, QA_INDEX_DIR=str(index)),
+        cwd=variant.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    page = browser.new_page()
+    try:
+        while True:
+            try:
+                page.goto(url, timeout=5_000)
+                break
+            except Exception:  # noqa: BLE001 - playwright's error while the port is still closed
+                if proc.poll() is not None or time.perf_counter() - started > timeout:
+                    raise SystemExit("streamlit did not serve the app") from None
+                time.sleep(0.05)
+        chat = page.get_by_test_id("stChatInputTextArea")
+        chat.wait_for(state="visible", timeout=timeout * 1000)
+        while not chat.is_enabled():
+            time.sleep(0.02)
+        return time.perf_counter() - started, _rss_mb(proc.pid)
+    finally:
+        page.close()
+        _stop(proc)
+
+
+def prepare_before(ref: str, work: Path) -> Variant:
     tree = work / "before"
     subprocess.run(["git", "worktree", "add", "--detach", str(tree), ref], cwd=ROOT, check=True, capture_output=True)
     cache = work / "before-cache"
     cache.mkdir()
     if (CACHE / "multilingual-e5-small").is_dir():
         shutil.copytree(CACHE / "multilingual-e5-small", cache / "multilingual-e5-small", copy_function=os.link)
-    return tree / "src", cache
+    return Variant(f"before ({ref})", tree, cache)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def report(floor: Variant, variants: list[Variant], args: argparse.Namespace) -> dict[str, Any]:
+    base_wall, base_peak = median(floor.walls["floor"]), max(floor.peaks["floor"])
+    print(f"## Cold start against the floor ({args.runs} runs, interleaved; load average {os.getloadavg()[0]:.2f})\n")
+    print(f"floor: median {base_wall:.2f} s (best {min(floor.walls['floor']):.2f} s), peak {base_peak} MB\n")
+    print("| variant | figure | median | × floor | best | peak / RSS | over the floor's peak | answer |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows = []
+    for variant in variants:
+        for figure, walls in variant.walls.items():
+            peak = max(variant.peaks.get(figure, [0]))
+            row = {
+                "variant": variant.name,
+                "figure": figure,
+                "median_s": round(median(walls), 3),
+                "ratio": round(median(walls) / base_wall, 2),
+                "best_s": round(min(walls), 3),
+                "peak_mb": peak,
+                "over_floor_mb": peak - base_peak if peak else None,
+                "runs_s": [round(w, 3) for w in walls],
+                "answer": variant.answers.get(figure, ""),
+            }
+            rows.append(row)
+            over = f"{row['over_floor_mb']:+d} MB" if peak else ""
+            print(
+                f"| {variant.name} | {figure} | {row['median_s']:.2f} s | **{row['ratio']:.2f}×** | {row['best_s']:.2f} s "
+                f"| {f'{peak} MB' if peak else ''} | {over} | {row['answer']} |"
+            )
+    return {"floor": {"median_s": base_wall, "peak_mb": base_peak, "runs_s": floor.walls["floor"]}, "rows": rows}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", help="a git ref to compare against (e.g. the commit before a change)")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--no-serve", action="store_true", help="skip the qa serve measurement")
+    parser.add_argument("--before", help="a git ref to compare against (its own worktree and model cache)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--reader", default="off,on", help="QA_READER modes to measure (default off,on)")
+    parser.add_argument("--no-serve", action="store_true", help="skip `qa serve` → /ready")
+    parser.add_argument("--no-chat", action="store_true", help="skip the Streamlit chat (no browser)")
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "cold_start.json"), help="where the runs go")
     args = parser.parse_args()
+    readers = [r.strip() for r in args.reader.split(",") if r.strip()]
     work = Path(tempfile.mkdtemp(prefix="qa-cold-"))
-    variants = {"after": (ROOT / "src", CACHE)}
+    after = Variant("this checkout", ROOT, CACHE)
+    variants = [after]
+    floor = Variant("floor", ROOT, CACHE)
+    playwright = browser = None
     try:
         if args.before:
-            variants = {"before": prepare_before(args.before, work), **variants}
+            variants.insert(0, prepare_before(args.before, work))
         index = work / "index"
-        subprocess.run(
-            [PYTHON, "-m", "qa.cli", "ingest", "-q", "--index", str(index), str(ROOT / "corpus")],
-            env=variant_env(*variants["after"]),
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
-        for src, cache in variants.values():  # builds each variant's ONNX file once, outside the timings
-            timed(ask_command(index), variant_env(src, cache))
-        walls: dict[str, list[float]] = {name: [] for name in variants}
-        peaks: dict[str, list[int]] = {name: [] for name in variants}
-        answers: dict[str, str] = {}
-        for _ in range(args.runs):  # interleaved, so both see the same machine
-            for name, (src, cache) in variants.items():
-                wall, peak, out = timed(ask_command(index), variant_env(src, cache))
-                walls[name].append(wall)
-                peaks[name].append(peak)
-                answers[name] = out.strip().splitlines()[0] if out.strip() else ""
-        print(f"## Cold `qa ask` ({args.runs} runs each, interleaved; load average {os.getloadavg()[0]:.2f})\n")
-        print("| variant | best wall | median wall | peak RSS | answer |\n|---|---|---|---|---|")
-        for name in variants:
-            print(
-                f"| {name} | {min(walls[name]):.2f} s | {statistics.median(walls[name]):.2f} s | "
-                f"{max(peaks[name])} MB | {answers[name]} |"
-            )
-        if "before" in variants:
-            print(
-                f"\nafter/before: best wall {min(walls['after']) / min(walls['before']):.2f}×, "
-                f"peak RSS {max(peaks['after']) / max(peaks['before']):.2f}×"
-            )
-        for name, (src, cache) in variants.items():
-            env = variant_env(src, cache)
-            done = subprocess.run([PYTHON, "-c", STEPS, str(index), QUESTION], env=env, capture_output=True, text=True)
-            steps = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"\n## Steps, {name} (heavy modules imported: {', '.join(steps['imported']) or 'none'})\n")
-            print("| step | seconds | RSS after | peak RSS so far |\n|---|---|---|---|")
-            for step, seconds, rss, peak in steps["rows"]:
-                print(f"| {step} | {seconds:.2f} | {rss} MB | {peak} MB |")
-            heaviest = ", ".join(f"{m} {s:.2f} s" for m, s in import_times(index, env))
-            print(f"\nheaviest imports of a cold `qa ask` ({name}): {heaviest}")
-        if not args.no_serve:
-            print("\n## `qa serve` until /ready\n\n| variant | seconds to /ready | RSS when ready |\n|---|---|---|")
-            for name, (src, cache) in variants.items():
-                ready, rss = serve_until_ready(index, variant_env(src, cache))
-                print(f"| {name} | {ready:.2f} s | {rss} MB |")
+        ingest = qa_command(index, "ingest", "-q", str(ROOT / "corpus"))
+        subprocess.run(ingest, env=after.env(), cwd=ROOT, check=True, capture_output=True)
+        for variant in variants:  # each variant's ONNX files built once, outside the timings
+            for reader in readers:
+                run_child(qa_command(index, "ask", QUESTION), variant.env(reader), variant.root)
+        floor_cmd = floor_command(after)
+        if not args.no_chat:
+            from playwright.sync_api import sync_playwright
+
+            playwright = sync_playwright().start()
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for run in range(args.runs):  # interleaved, so every figure sees the same machine
+            print(f"run {run + 1}/{args.runs}…", file=sys.stderr, flush=True)
+            wall, peak, _ = run_child(floor_cmd, floor.env())
+            floor.record("floor", wall, peak)
+            for variant in variants:
+                for reader in readers:
+                    for command, what in (("ask", QUESTION), ("search", QUESTION)):
+                        figure = f"qa {command}, reader {reader}"
+                        wall, peak, out = run_child(qa_command(index, command, what), variant.env(reader), variant.root)
+                        variant.record(figure, wall, peak)
+                        variant.answers[figure] = out.strip().splitlines()[0] if out.strip() else ""
+                    if not args.no_serve:
+                        wall, rss = serve_until_ready(variant, index, reader)
+                        variant.record(f"qa serve → /ready, reader {reader}", wall, rss)
+                    if browser is not None:
+                        wall, rss = chat_until_usable(variant, index, reader, browser)
+                        variant.record(f"chat usable, reader {reader}", wall, rss)
+        result = report(floor, variants, args)
+        for variant in variants:
+            heaviest = ", ".join(f"{m} {s:.2f} s" for m, s in import_times(variant, index, readers[0]))
+            print(f"\nheaviest imports of a cold `qa ask` ({variant.name}, reader {readers[0]}): {heaviest}")
+            result.setdefault("imports", {})[variant.name] = heaviest
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     finally:
+        if browser is not None:
+            browser.close()
+        if playwright is not None:
+            playwright.stop()
         if args.before:
             subprocess.run(["git", "worktree", "remove", "--force", str(work / "before")], cwd=ROOT, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)

@@ -25,12 +25,13 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _open_kb(args: argparse.Namespace) -> Any:
+def _open_kb(args: argparse.Namespace, preload: str | None = None) -> Any:
+    """The knowledge base of the command's settings; ``preload`` (``search``/``ask``): its models load meanwhile."""
     from qa.config import load_settings
     from qa.kb import KnowledgeBase
 
     settings = load_settings(index_dir=args.index, embedding_model=args.model, chroma_url=args.chroma_url)
-    kb = KnowledgeBase.open(settings=settings, progress=lambda msg: _stderr(f"qa: {msg}…"))
+    kb = KnowledgeBase.open(settings=settings, progress=lambda msg: _stderr(f"qa: {msg}…"), preload=preload)
     kb.writer_lock.on_wait = lambda msg: _stderr(f"qa: {msg}")
     return kb
 
@@ -104,7 +105,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    kb = _open_kb(args)
+    kb = _open_kb(args, preload="search")
     hits = kb.search(args.question, k=args.k, **_filters(args))
     if args.json:
         print(json.dumps([p.to_dict() for p in hits], ensure_ascii=False, indent=2))
@@ -138,7 +139,7 @@ def format_answer(answer: Any) -> str:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    kb = _open_kb(args)
+    kb = _open_kb(args, preload="ask" if args.answerer in (None, "extractive") else "search")
     chosen = _filters(args)
     if args.json:
         answer = kb.ask(args.question, k=args.k, answerer=args.answerer, **chosen)

@@ -44,6 +44,7 @@ class KnowledgeBase:
         client: Any = None,
         progress: Progress | None = None,
         embed_slice: int | None = None,
+        preload: str | None = None,
     ) -> None:
         self.settings = settings
         self.embedder: Embedder = embedder or make_embedder(
@@ -54,6 +55,15 @@ class KnowledgeBase:
             slice_size=embed_slice,
             backend=settings.embedding_backend,
         )
+        self._answerers = Answerers(
+            settings.answerer,
+            base_url=settings.llm_base_url,
+            api_key=settings.llm_api_key,
+            model_cache=settings.model_cache,
+            progress=progress,
+        )
+        if preload:  # the models load while the index opens
+            self.preload(answerer=preload == "ask")
         self.index = Index.open(Path(settings.index_dir), settings.collection, chroma_url=settings.chroma_url, client=client)
         self.manifest, self.store, self.view = self.index.manifest, self.index.store, self.index.view
         self.writer_lock, self.commit_lock = self.index.writer_lock, self.index.commit_lock
@@ -78,13 +88,6 @@ class KnowledgeBase:
         )
         # fail at open, before any model is loaded, if the index was built with another model
         self.store.check_compatible(self.embedder.model_id)
-        self._answerers = Answerers(
-            settings.answerer,
-            base_url=settings.llm_base_url,
-            api_key=settings.llm_api_key,
-            model_cache=settings.model_cache,
-            progress=progress,
-        )
         self._warm = False
         self._warm_lock = threading.Lock()
 
@@ -98,16 +101,19 @@ class KnowledgeBase:
         client: Any = None,
         progress: Progress | None = None,
         embed_slice: int | None = None,
+        preload: str | None = None,
         **overrides: Any,
     ) -> KnowledgeBase:
         """Open (or create) the index at ``path`` (default: ``QA_INDEX_DIR``). ``embed_slice``: how many
         chunks an ingest embeds per turn of the shared model (a server uses small slices so that a search
-        waits for one slice of an ingest, not for all of it; default the batch size)."""
+        waits for one slice of an ingest, not for all of it; default the batch size). ``preload``: ``"search"``
+        or ``"ask"`` when a question is coming: what it needs starts loading (:meth:`preload`) before the
+        index opens."""
         if settings is None:
             settings = load_settings(index_dir=path, **overrides)
         elif path is not None or overrides:
             settings = settings.replace(index_dir=path, **overrides)
-        return cls(settings, embedder=embedder, client=client, progress=progress, embed_slice=embed_slice)
+        return cls(settings, embedder=embedder, client=client, progress=progress, embed_slice=embed_slice, preload=preload)
 
     def close(self) -> None:
         self.index.close()
@@ -282,6 +288,25 @@ class KnowledgeBase:
             else:
                 load_nlp()
             self._warm = True
+
+    def preload(self, *, answerer: bool = True) -> None:
+        """Start loading what a question needs on background threads, and return at once: the embedding model, and
+        with ``answerer`` the default answerer's own models (the reading answerer's reader, span model and combiner;
+        the lexical answerer has none). A question asked meanwhile waits for the part it uses, and a part that fails
+        to load fails again, with its message, when the question needs it. The load mostly overlaps (ONNX Runtime
+        builds its sessions without the GIL); :meth:`warm` waits for the same parts."""
+
+        def load(what: str, fn: Callable[[], object]) -> None:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - the question that needs it reports the error
+                logger.debug("preloading the %s failed", what, exc_info=True)
+
+        jobs: list[tuple[str, Callable[[], object]]] = [("embedding model", getattr(self.embedder, "load", lambda: None))]
+        if answerer:
+            jobs.append(("answerer", lambda: getattr(self.answerer(), "load", lambda: None)()))
+        for what, fn in jobs:
+            threading.Thread(target=load, args=(what, fn), name=f"qa-preload-{what.split()[0]}", daemon=True).start()
 
     @property
     def is_warm(self) -> bool:

@@ -20,6 +20,7 @@ logit alone chooses and decides abstention) or ``"combined"`` (the default).
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,11 +135,16 @@ class ReadingAnswerer:
         return self.lexical.nlp
 
     def load(self) -> ReadingAnswerer:
-        """Load (and build, once) every model this stage uses."""
+        """Load (and build, once) every model this stage uses: the reader and the span model side by side (ONNX
+        Runtime opens their sessions without the GIL)."""
+        loads = []
         if self.stage == "reader" or (self.stage == "combined" and self.combiner.uses("reader")):
-            self.reader.load()
+            loads.append(self.reader.load)
         if self.stage == "combined" and self.spans is not None:
-            self.spans.load()
+            loads.append(self.spans.load)
+        with ThreadPoolExecutor(max(1, len(loads)), thread_name_prefix="qa-reading-load") as pool:
+            for done in [pool.submit(load) for load in loads]:
+                done.result()
         return self
 
     # -- answering -----------------------------------------------------------------------------------------------
