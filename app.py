@@ -23,8 +23,8 @@ st.set_page_config(page_title=t("page_title"), page_icon="📰")
 
 @st.cache_resource(show_spinner=False)
 def knowledge_base() -> KnowledgeBase:
-    """One index per process, shared by every browser session (the model loads in warm())."""
-    return KnowledgeBase.open(settings=settings)
+    """One index per process, shared by every browser session (the model starts loading as it opens; warm() waits)."""
+    return KnowledgeBase.open(settings=settings, preload="ask")
 
 
 def article_text(doc_id: str) -> str | None:
@@ -69,7 +69,8 @@ try:
     kb = knowledge_base()
     if not kb.is_warm:
         with st.status(t("loading"), expanded=True) as status:
-            kb.warm(progress=lambda step: status.write(t(f"loading_{step}")))
+            # spaCy (« qui » / « où » questions only) loads after the page is drawn: see the end of the script
+            kb.warm(progress=lambda step: status.write(t(f"loading_{step}")), nlp=False)
             status.update(label=t("ready"), state="complete", expanded=False)
     stats = kb.stats()
 except QAError as exc:
@@ -77,6 +78,9 @@ except QAError as exc:
     st.stop()
 
 messages: list[dict] = st.session_state.setdefault("messages", [])
+# the chat box first (it stays pinned to the bottom of the page): usable as soon as the model is warm, while the
+# sidebar's widgets are still being drawn; the question is answered below, once the history and the options are known
+question = st.chat_input(t("placeholder"), disabled=not stats["articles"])
 
 with st.sidebar:
     st.subheader(t("corpus"))
@@ -121,18 +125,16 @@ with st.sidebar:
 if not stats["articles"]:
     st.warning(t("empty_index"))
 
-question = None
 for message in messages:
     with st.chat_message(message["role"]):
         if message["role"] == "user":
-            question = message["text"]
-            st.markdown(ui.escape_markdown(question))
+            st.markdown(ui.escape_markdown(message["text"]))
         elif "answer" in message:
             show_answer(message["view"])
         else:
             st.error(message["error"])
 
-if question := st.chat_input(t("placeholder"), disabled=not stats["articles"]):
+if question:
     history = ui.history_pairs(messages)
     messages.append({"role": "user", "text": question})
     with st.chat_message("user"):
@@ -150,3 +152,5 @@ if question := st.chat_input(t("placeholder"), disabled=not stats["articles"]):
             view = ui.answer_view(answer, t, article_text, asked=question)
             messages.append({"role": "assistant", "answer": answer, "view": view})
             show_answer(view)
+
+kb.preload(model=False, answerer=False, nlp=True)  # once per process, now that the page is drawn

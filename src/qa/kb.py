@@ -62,6 +62,8 @@ class KnowledgeBase:
             model_cache=settings.model_cache,
             progress=progress,
         )
+        self._preloaded: set[str] = set()
+        self._preload_lock = threading.Lock()
         if preload:  # the models load while the index opens
             self.preload(answerer=preload == "ask")
         self.index = Index.open(Path(settings.index_dir), settings.collection, chroma_url=settings.chroma_url, client=client)
@@ -253,19 +255,22 @@ class KnowledgeBase:
         chosen = answerer if answerer is not None and not isinstance(answerer, str) else self.answerer(answerer)
         return chosen, ChainState(question=question, history=tuple(history or ()), filters=checked, k=k)
 
-    def warm(self, progress: Callable[[str], None] | None = None, *, background: bool = True) -> None:
+    def warm(self, progress: Callable[[str], None] | None = None, *, background: bool = True, nlp: bool = True) -> None:
         """Load the embedding model and the answer path now (servers and the UI call this once at
         start, so the first question does not pay for it).
 
-        ``progress`` is told each step as it starts: ``"model"``, then ``"index"`` when the index
-        holds chunks (one question asked end to end loads the vector index and the answer path),
-        then ``"answerer"``: the default answerer's spaCy pipeline, which only « qui » and « où »
-        questions need and which takes seconds to load, loads in a background thread (``background``;
-        a question that needs it meanwhile waits for it). Thread-safe and done once.
+        ``progress`` is told each step as it starts: ``"model"`` (the default answerer's own models load
+        beside it: :meth:`preload`), then ``"index"`` when the index holds chunks (one question asked end
+        to end loads the vector index and the answer path), then ``"answerer"`` when the answerer has models
+        to wait for. With ``nlp``, the lexical answerer's spaCy pipeline, which only « qui » and « où »
+        questions need and whose import holds the GIL for seconds, then starts loading in a background
+        thread (``background``; a question that needs it meanwhile waits for it); the chat leaves it out
+        here and starts it once its page is drawn (``preload(nlp=True)``). Thread-safe and done once.
         """
         with self._warm_lock:
             if self._warm:
                 return
+            self.preload(answerer=True)
             if progress:
                 progress("model")
             self.embedder.embed_query("warm up")
@@ -273,28 +278,25 @@ class KnowledgeBase:
                 if progress:
                     progress("index")
                 self.ask("Quand cela s'est-il passé ?", k=1, answerer="extractive")  # never an LLM call, nor spaCy
-            if progress:
-                progress("answerer")
             answerer = self.answerer()
             load = getattr(answerer, "load", None)
             if callable(load):  # the reading answerer: the reader, the combiner and the span model (built once)
+                if progress:
+                    progress("answerer")
                 load()
-
-            def load_nlp() -> None:
-                getattr(answerer, "nlp", None)  # the extractive answerer loads spaCy on first use
-
-            if background:
-                threading.Thread(target=load_nlp, name="qa-warm-nlp", daemon=True).start()
-            else:
-                load_nlp()
+            if nlp and background:
+                self.preload(model=False, answerer=False, nlp=True)
+            elif nlp:
+                _load_nlp(answerer)
             self._warm = True
 
-    def preload(self, *, answerer: bool = True) -> None:
-        """Start loading what a question needs on background threads, and return at once: the embedding model, and
-        with ``answerer`` the default answerer's own models (the reading answerer's reader, span model and combiner;
-        the lexical answerer has none). A question asked meanwhile waits for the part it uses, and a part that fails
-        to load fails again, with its message, when the question needs it. The load mostly overlaps (ONNX Runtime
-        builds its sessions without the GIL); :meth:`warm` waits for the same parts."""
+    def preload(self, *, model: bool = True, answerer: bool = True, nlp: bool = False) -> None:
+        """Start loading what a question needs on background threads, and return at once: the embedding model
+        (``model``), the default answerer's own models (``answerer``: the reading answerer's reader, span model and
+        combiner; the lexical answerer has none), the lexical answerer's spaCy pipeline (``nlp``: « qui » and « où »
+        questions only). A question asked meanwhile waits for the part it uses, and a part that fails to load fails
+        again, with its message, when the question needs it. The models' loads mostly overlap (ONNX Runtime builds
+        its sessions without the GIL); :meth:`warm` waits for them. Each part is started once per knowledge base."""
 
         def load(what: str, fn: Callable[[], object]) -> None:
             try:
@@ -302,11 +304,18 @@ class KnowledgeBase:
             except Exception:  # noqa: BLE001 - the question that needs it reports the error
                 logger.debug("preloading the %s failed", what, exc_info=True)
 
-        jobs: list[tuple[str, Callable[[], object]]] = [("embedding model", getattr(self.embedder, "load", lambda: None))]
+        jobs: dict[str, Callable[[], object]] = {}
+        if model:
+            jobs["model"] = getattr(self.embedder, "load", lambda: None)
         if answerer:
-            jobs.append(("answerer", lambda: getattr(self.answerer(), "load", lambda: None)()))
-        for what, fn in jobs:
-            threading.Thread(target=load, args=(what, fn), name=f"qa-preload-{what.split()[0]}", daemon=True).start()
+            jobs["answerer"] = lambda: getattr(self.answerer(), "load", lambda: None)()
+        if nlp:
+            jobs["nlp"] = lambda: _load_nlp(self.answerer())
+        with self._preload_lock:
+            jobs = {what: fn for what, fn in jobs.items() if what not in self._preloaded}
+            self._preloaded.update(jobs)
+        for what, fn in jobs.items():
+            threading.Thread(target=load, args=(what, fn), name=f"qa-preload-{what}", daemon=True).start()
 
     @property
     def is_warm(self) -> bool:
@@ -346,3 +355,8 @@ class KnowledgeBase:
         if offset < 0 or not 1 <= limit <= MAX_K:
             raise QueryError(f"offset={offset}, limit={limit}: offset must be >= 0 and limit 1 to {MAX_K}")
         return self.manifest.count(), self.manifest.page(offset, limit)
+
+
+def _load_nlp(answerer: object) -> None:
+    """The lexical answerer's spaCy pipeline, loaded now (it loads on first use)."""
+    getattr(answerer, "nlp", None)
