@@ -213,14 +213,20 @@ def serve_until_ready(variant: Variant, index: Path, reader: str, timeout: float
         _stop(proc)
 
 
-def chat_until_usable(variant: Variant, index: Path, reader: str, browser: Any, timeout: float = 180) -> tuple[float, int]:
-    """Seconds from `streamlit run app.py` to the chat box enabled in the browser (the page loaded as soon as the
-    server answers), and the server's RSS (MB) then."""
+STREAMLIT_ALONE = 'import streamlit as st\n\nst.title("qa")\nst.chat_input("Quand ?")\n'
+"""The Streamlit reference: a page with a title and a chat box, nothing of qa (what Streamlit itself costs)."""
+
+
+def chat_until_usable(
+    variant: Variant, index: Path, reader: str, browser: Any, script: Path | None = None, timeout: float = 180
+) -> tuple[float, int]:
+    """Seconds from `streamlit run app.py` (or ``script``) to the chat box enabled in a new browser context (cold
+    cache; the page loaded as soon as the server answers), and the server's RSS (MB) then."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
-    command = [PYTHON, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1"]
-    command += ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    command = [PYTHON, "-m", "streamlit", "run", str(script or "app.py"), "--server.port", str(port)]
+    command += ["--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     proc = subprocess.Popen(
         command,
         env=variant.env(reader, QA_INDEX_DIR=str(index)),
@@ -228,7 +234,8 @@ def chat_until_usable(variant: Variant, index: Path, reader: str, browser: Any, 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    page = browser.new_page()
+    context = browser.new_context()
+    page = context.new_page()
     try:
         while True:
             try:
@@ -244,7 +251,7 @@ def chat_until_usable(variant: Variant, index: Path, reader: str, browser: Any, 
             time.sleep(0.02)
         return time.perf_counter() - started, _rss_mb(proc.pid)
     finally:
-        page.close()
+        context.close()
         _stop(proc)
 
 
@@ -269,8 +276,10 @@ def report(floor: Variant, variants: list[Variant], args: argparse.Namespace) ->
     print("| variant | figure | median | × floor | best | peak / RSS | over the floor's peak | answer |")
     print("|---|---|---|---|---|---|---|---|")
     rows = []
-    for variant in variants:
+    for variant in [floor, *variants]:
         for figure, walls in variant.walls.items():
+            if figure == "floor":
+                continue
             peak = max(variant.peaks.get(figure, [0]))
             row = {
                 "variant": variant.name,
@@ -305,7 +314,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="qa-cold-"))
     after = Variant("this checkout", ROOT, CACHE)
     variants = [after]
-    floor = Variant("floor", ROOT, CACHE)
+    floor = Variant("reference", ROOT, CACHE)
     playwright = browser = None
     try:
         if args.before:
@@ -317,6 +326,8 @@ def main() -> int:
             for reader in readers:
                 run_child(qa_command(index, "ask", QUESTION), variant.env(reader), variant.root)
         floor_cmd = floor_command(after)
+        alone = work / "streamlit_alone.py"
+        alone.write_text(STREAMLIT_ALONE, encoding="utf-8")
         if not args.no_chat:
             from playwright.sync_api import sync_playwright
 
@@ -326,6 +337,9 @@ def main() -> int:
             print(f"run {run + 1}/{args.runs}…", file=sys.stderr, flush=True)
             wall, peak, _ = run_child(floor_cmd, floor.env())
             floor.record("floor", wall, peak)
+            if browser is not None:
+                wall, rss = chat_until_usable(floor, index, "off", browser, script=alone)
+                floor.record("Streamlit alone (title + chat box, no qa)", wall, rss)
             for variant in variants:
                 for reader in readers:
                     for command, what in (("ask", QUESTION), ("search", QUESTION)):

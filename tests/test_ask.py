@@ -132,3 +132,47 @@ def test_cli_ask_streams_from_an_openai_compatible_server(use_fake_embedder, fak
     assert "[1] ue-kazakhstan" in out
     [request] = fake_openai.chat_requests
     assert QUESTION in json.dumps(request.body, ensure_ascii=False)
+
+
+def test_the_extractive_chain_runs_its_steps_without_langchain(tmp_path):
+    """`ask` runs the chain's steps as calls unless LangChain takes part: a cold process answering with the extractive
+    answerer never imports langchain_core (0.42 s of a cold start); the LCEL chain gives the very same answer."""
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(ROOT / "tests")!r})
+from helpers import SEED, FakeEmbedder
+from qa import KnowledgeBase
+kb = KnowledgeBase.open({str(tmp_path / "index")!r}, embedder=FakeEmbedder())
+kb.ingest([SEED])
+plain = kb.ask({QUESTION!r}).to_dict()
+loaded = sorted(m for m in sys.modules if m.startswith(("langchain", "langsmith")))
+from qa.answering.chain import build_chain
+chosen, state = kb._ask_inputs({QUESTION!r}, None, 5, None, {{}})
+lcel = build_chain(kb.retriever.search, chosen).invoke(state).to_dict()
+print(json.dumps({{"loaded": loaded, "same": plain == lcel, "text": plain["text"]}}))
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"loaded": [], "same": True, "text": report["text"]} and "novembre 1994" in report["text"]
+
+
+def test_langchain_runs_the_chain_when_an_llm_answers_or_tracing_is_on(seeded, monkeypatch):
+    from qa.answering import chain
+
+    extractive = seeded.answerer("extractive")
+    llm = LLMAnswerer(FakeListChatModel(responses=["En novembre 1994 [1]."]), name="fake")
+    for variable in chain.TRACING_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    assert not chain.uses_langchain(extractive) and chain.uses_langchain(llm)
+    monkeypatch.setenv("LANGCHAIN_TRACING_V2", "true")
+    assert chain.uses_langchain(extractive)
+    monkeypatch.setenv("LANGCHAIN_TRACING_V2", "false")
+    assert not chain.uses_langchain(extractive)
+    built = []
+    real = chain.build_chain
+    monkeypatch.setattr(chain, "build_chain", lambda *a: built.append(a) or real(*a))
+    assert "novembre 1994" in seeded.ask(QUESTION, answerer=llm).text and len(built) == 1

@@ -50,6 +50,46 @@ def test_import_qa_loads_no_heavy_library(tmp_path):
     assert json.loads(done.stdout) == []
 
 
+def test_the_command_line_imports_qa_training_only_for_its_commands(tmp_path):
+    code = (
+        "import sys; from qa.cli import build_parser; "
+        "build_parser(['ask', 'x']).parse_args(['ask', 'x']); assert 'qa.training' not in sys.modules; "
+        "args = build_parser(['train-span', '--layers', '4']).parse_args(['train-span', '--layers', '4']); "
+        "assert args.layers == 4 and 'qa.training.span' in sys.modules; print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+    helped = subprocess.run(
+        [sys.executable, "-m", "qa.cli", "--help"], env=_env(tmp_path), capture_output=True, text=True, timeout=120
+    )
+    assert all(name in helped.stdout for name in ("train-reader", "fit-combiner", "train-span", "ask"))
+
+
+def test_preload_loads_the_model_on_a_thread_and_a_question_waits_for_it(tmp_path, fake_embedder):
+    import threading
+
+    from qa import KnowledgeBase
+
+    from helpers import SEED
+
+    loaded, release = [], threading.Event()
+
+    class SlowToLoad(type(fake_embedder)):  # type: ignore[misc]
+        def load(self):
+            release.wait(30)
+            loaded.append(threading.current_thread().name)
+
+    embedder = SlowToLoad()
+    with KnowledgeBase.open(tmp_path / "index", embedder=embedder) as kb:
+        kb.ingest([SEED])
+    with KnowledgeBase.open(tmp_path / "index", embedder=embedder, preload="ask") as kb:  # returns at once
+        assert loaded == []
+        release.set()
+        kb.warm()  # preloads once more: nothing started twice
+        assert "novembre 1994" in kb.ask(QUESTION).text
+    assert loaded[0] == "qa-preload-model" and loaded.count("qa-preload-model") == 1
+
+
 def _tiny_model_folder(tmp_path):
     """What ``_check_supported`` accepts: a mean-pooled, normalised BERT folder (no weights needed here)."""
     folder = tmp_path / "tiny-model"
@@ -142,3 +182,52 @@ def test_a_cold_qa_ask_answers_without_torch_nor_a_second_tokenizer(tmp_path):
     assert json.loads(report) == {"code": 0, "imported": [], "tokenizers": 1}
     onnx_folder = MODEL_CACHE / "multilingual-e5-small.onnx"
     assert (onnx_folder / DATA_FILE).is_file() and (onnx_folder / MODEL_FILE).stat().st_size < 1_000_000
+
+
+# What a cold `qa ask` may import beyond the standard library: anything else is a new cost on every cold question
+# (see benchmarks/cold_start.py). Internals of these (_cython_*, cython_runtime, _distutils_hack) are not listed.
+COLD_ALLOWED = {
+    "numpy": "vectors",
+    "onnxruntime": "the e5 graphs (and with QA_READER=on the reader's and the span model's)",
+    "tokenizers": "the XLM-R tokenizer, once",
+    "chromadb_rust_bindings": "Chroma's engine read directly (qa.index.engine), not the chromadb client",
+    "Stemmer": "the French stemmer of the BM25 analyser",
+    "safetensors": "the reader's head weights (QA_READER=on)",
+}
+COLD_QA_FORBIDDEN = ("qa.training", "qa.http", "qa.ui", "qa.evaluation", "qa.embeddings.torch")
+
+COLD_MODULES = """
+import json, sys
+from qa.cli import main
+code = main(["ask", sys.argv[1]])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def seed_index(tmp_path_factory):
+    """The seed article indexed with the real model, for the cold processes below."""
+    index = tmp_path_factory.mktemp("cold") / "index"
+    env = {**_env(index.parent), "QA_INDEX_DIR": str(index)}
+    subprocess.run(
+        [sys.executable, "-m", "qa.cli", "ingest", "-q", str(SEED)], env=env, check=True, capture_output=True, timeout=600
+    )
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reader", ["off", "on"])
+def test_a_cold_qa_ask_imports_only_the_allowed_packages(seed_index, reader):
+    env = {**seed_index, "QA_READER": reader}
+    done = subprocess.run([sys.executable, "-c", COLD_MODULES, QUESTION], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer, _, report = done.stdout.rstrip().rpartition("\n")
+    modules = json.loads(report)["modules"]
+    assert answer.startswith(("En novembre 1994.", "En décembre 1993."))  # the reader's own answer (issue 21)
+    packages = {m.split(".")[0] for m in modules} - set(sys.stdlib_module_names) - {"qa", "__main__"}
+    internals = {p for p in packages if p.startswith("_") or p == "cython_runtime"}
+    unexpected = sorted(packages - internals - set(COLD_ALLOWED))
+    assert not unexpected, f"a cold `qa ask` now imports {unexpected}: import it where it is used, or allow it here"
+    assert "chromadb_rust_bindings" in packages and ("safetensors" in packages) == (reader == "on")
+    forbidden = sorted(m for m in modules if m.startswith(COLD_QA_FORBIDDEN))
+    assert not forbidden, f"a cold `qa ask` imports {forbidden}"
