@@ -71,9 +71,10 @@ bench-query: setup
 bench-load: setup
 	$(BIN)/python benchmarks/load_test.py --clients 1,8,32 --duration 15
 
-# cold `qa ask`, its steps, `qa serve` to /ready: this checkout against BEFORE (a git ref), interleaved
-BEFORE ?= bda02a6
-bench-cold: setup
+# cold start against the floor measured in the same run (qa ask, qa search, qa serve → /ready, the chat in chromium;
+# reader off and on), this checkout and BEFORE (a git ref) interleaved
+BEFORE ?= 347f422
+bench-cold: setup browser
 	$(BIN)/python benchmarks/cold_start.py --before $(BEFORE) --runs 5
 
 # the reader/writer concurrency test 20 times while an ingest of the PIAF paragraphs loads the CPU

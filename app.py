@@ -66,21 +66,25 @@ def reply(events: Iterator[str | Answer]) -> Answer:
 st.title(t("title"))
 st.caption(t("intro"))
 try:
-    kb = knowledge_base()
+    kb = knowledge_base()  # the index opens while the model starts loading on threads
+    stats = kb.stats()
+except QAError as exc:
+    st.error(str(exc))
+    st.stop()
+# the chat box first (it stays pinned to the bottom of the page): one can type while the model finishes loading just
+# below; a question sent meanwhile is answered once it has loaded, after the history and the sidebar's options
+question = st.chat_input(t("placeholder"), disabled=not stats["articles"])
+try:
     if not kb.is_warm:
         with st.status(t("loading"), expanded=True) as status:
             # spaCy (« qui » / « où » questions only) loads after the page is drawn: see the end of the script
             kb.warm(progress=lambda step: status.write(t(f"loading_{step}")), nlp=False)
             status.update(label=t("ready"), state="complete", expanded=False)
-    stats = kb.stats()
 except QAError as exc:
     st.error(str(exc))
     st.stop()
 
 messages: list[dict] = st.session_state.setdefault("messages", [])
-# the chat box first (it stays pinned to the bottom of the page): usable as soon as the model is warm, while the
-# sidebar's widgets are still being drawn; the question is answered below, once the history and the options are known
-question = st.chat_input(t("placeholder"), disabled=not stats["articles"])
 
 with st.sidebar:
     st.subheader(t("corpus"))

@@ -13,9 +13,12 @@ difference to the floor's peak (`ru_maxrss` of the process).
 
 Measured per variant and `QA_READER` mode (`off`, `on`): `qa ask` (wall, peak RSS, the answer's first line),
 `qa search` (wall, peak RSS), `qa serve` until `/ready` answers ready (wall, RSS then), and `streamlit run app.py`
-until the chat box is enabled in Debian's chromium (Playwright; the chat box appears once the model is warm). Also
-the heaviest imports of a cold `qa ask` (`python -X importtime`). Results: Markdown on stdout, JSON with every run in
-`benchmarks/results/cold_start.json`.
+until the chat box is enabled in Debian's chromium (Playwright, a new browser context each time), then, the seed
+question typed and sent at once, until its answer is shown (the whole cold path, whatever the page lets one do
+before the model is loaded). For reference, `streamlit run` of a page with a title and a chat box and nothing of qa:
+what Streamlit and the browser cost alone. Also the heaviest imports of a cold `qa ask` (`python -X importtime`; with
+the model loading on threads, an import's time includes its waits for the GIL). Results: Markdown on stdout, JSON
+with every run in `benchmarks/results/cold_start.json`.
 """
 
 from __future__ import annotations
@@ -219,9 +222,10 @@ STREAMLIT_ALONE = 'import streamlit as st\n\nst.title("qa")\nst.chat_input("Quan
 
 def chat_until_usable(
     variant: Variant, index: Path, reader: str, browser: Any, script: Path | None = None, timeout: float = 180
-) -> tuple[float, int]:
-    """Seconds from `streamlit run app.py` (or ``script``) to the chat box enabled in a new browser context (cold
-    cache; the page loaded as soon as the server answers), and the server's RSS (MB) then."""
+) -> tuple[float, float | None, int]:
+    """From `streamlit run app.py` (or ``script``), in a new browser context (cold cache; the page loaded as soon as
+    the server answers): seconds to the chat box enabled; then, the question typed and sent at once, seconds to its
+    answer shown (None for ``script``); and the server's RSS (MB) then."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
@@ -249,7 +253,15 @@ def chat_until_usable(
         chat.wait_for(state="visible", timeout=timeout * 1000)
         while not chat.is_enabled():
             time.sleep(0.02)
-        return time.perf_counter() - started, _rss_mb(proc.pid)
+        usable = time.perf_counter() - started
+        answered = None
+        if script is None:
+            chat.fill(QUESTION)
+            chat.press("Enter")
+            reply = page.get_by_test_id("stChatMessage").nth(1).get_by_text(re.compile(r"199[34]")).first
+            reply.wait_for(state="visible", timeout=timeout * 1000)
+            answered = time.perf_counter() - started
+        return usable, answered, _rss_mb(proc.pid)
     finally:
         context.close()
         _stop(proc)
@@ -338,7 +350,7 @@ def main() -> int:
             wall, peak, _ = run_child(floor_cmd, floor.env())
             floor.record("floor", wall, peak)
             if browser is not None:
-                wall, rss = chat_until_usable(floor, index, "off", browser, script=alone)
+                wall, _, rss = chat_until_usable(floor, index, "off", browser, script=alone)
                 floor.record("Streamlit alone (title + chat box, no qa)", wall, rss)
             for variant in variants:
                 for reader in readers:
@@ -351,8 +363,10 @@ def main() -> int:
                         wall, rss = serve_until_ready(variant, index, reader)
                         variant.record(f"qa serve → /ready, reader {reader}", wall, rss)
                     if browser is not None:
-                        wall, rss = chat_until_usable(variant, index, reader, browser)
-                        variant.record(f"chat usable, reader {reader}", wall, rss)
+                        wall, answered, rss = chat_until_usable(variant, index, reader, browser)
+                        variant.record(f"chat usable (box enabled), reader {reader}", wall, rss)
+                        if answered is not None:
+                            variant.record(f"chat: first answer shown, reader {reader}", answered)
         result = report(floor, variants, args)
         for variant in variants:
             heaviest = ", ".join(f"{m} {s:.2f} s" for m, s in import_times(variant, index, readers[0]))
