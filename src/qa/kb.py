@@ -88,7 +88,8 @@ class KnowledgeBase:
             chunk_overlap=settings.chunk_overlap,
             max_file_bytes=int(settings.max_file_mb * 1e6),
         )
-        # fail at open, before any model is loaded, if the index was built with another model
+        # fail at open, before a question loads anything, if the index was built with another model (a preload
+        # started above is abandoned with the process; the model builds atomically)
         self.store.check_compatible(self.embedder.model_id)
         self._warm = False
         self._warm_lock = threading.Lock()

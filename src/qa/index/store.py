@@ -188,8 +188,9 @@ class ChunkStore:
 
     def spec(self) -> dict[str, Any] | None:
         """The build record of the index, or None if it holds nothing yet."""
-        col = self._existing()
-        return dict(col.metadata or {}) if col is not None else None
+        with self._using():  # not while the client is swapped (a refresh, the first write)
+            col = self._existing()
+            return dict(col.metadata or {}) if col is not None else None
 
     def check_compatible(self, model_id: str, chunk_tokens: int | None = None, chunk_overlap: int | None = None) -> None:
         """Raise :class:`IndexMismatchError` if the index was built another way."""
