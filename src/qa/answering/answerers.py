@@ -14,14 +14,16 @@ from qa.answering.extractive import ExtractiveAnswerer
 from qa.schema import Passage
 
 _EXTRACTIVE: ExtractiveAnswerer | None = None
+_EXTRACTIVE_LOCK = threading.Lock()
 
 
 def extractive_answerer() -> ExtractiveAnswerer:
     """The process-wide extractive answerer (its spaCy pipeline loads once)."""
     global _EXTRACTIVE
-    if _EXTRACTIVE is None:
-        _EXTRACTIVE = ExtractiveAnswerer()
-    return _EXTRACTIVE
+    with _EXTRACTIVE_LOCK:  # a knowledge base's preload thread may ask for it beside the first question
+        if _EXTRACTIVE is None:
+            _EXTRACTIVE = ExtractiveAnswerer()
+        return _EXTRACTIVE
 
 
 def sentence_scores(question: str, passages: list[Passage]) -> list[tuple[int, float]]:

@@ -142,7 +142,11 @@ class ReadingAnswerer:
             loads.append(self.reader.load)
         if self.stage == "combined" and self.spans is not None:
             loads.append(self.spans.load)
-        with ThreadPoolExecutor(max(1, len(loads)), thread_name_prefix="qa-reading-load") as pool:
+        if len(loads) < 2:
+            for load in loads:
+                load()
+            return self
+        with ThreadPoolExecutor(len(loads), thread_name_prefix="qa-reading-load") as pool:
             for done in [pool.submit(load) for load in loads]:
                 done.result()
         return self

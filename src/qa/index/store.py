@@ -234,19 +234,19 @@ class ChunkStore:
         """Reopen the embedded client (another process changed the data); False if it cannot."""
         if self.reopen is None:
             return False
-        with self._cond:  # no other thread of this process is inside a call to the old client
-            self._cond.wait_for(lambda: self._users == 0)
+        with self._cond:
             reopen, engine = self.reopen, self.writer is not None
             self._swap(lambda: reopen(engine))
         return True
 
     def _swap(self, make: Callable[[], Any]) -> None:
-        """Replace the client by ``make()`` (under ``_cond``, no call in flight); a read-only engine is closed first,
-        so that the process never holds two engines on one folder."""
+        """Replace the client by ``make()`` once no other thread of this process is inside a call to the old one
+        (the caller holds ``_cond``); a read-only engine is closed first, so that the process never holds two engines
+        on one folder."""
+        self._cond.wait_for(lambda: self._users == 0)
         self._collection = None
-        close = getattr(self.client, "close", None) if getattr(self.client, "read_only", False) else None
-        if close is not None:
-            close()
+        if getattr(self.client, "read_only", False):
+            self.client.close()
         self.client = make()
 
     def _writable(self) -> None:
@@ -256,7 +256,6 @@ class ChunkStore:
         with self._cond:
             if self.writer is None:
                 return
-            self._cond.wait_for(lambda: self._users == 0)
             writer, self.writer = self.writer, None
             self._swap(writer)
 
