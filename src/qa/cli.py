@@ -165,6 +165,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from qa.evaluation import evaluate_squad, format_report, load_squads, plot_recall_curves, split_questions
     from qa.kb import KnowledgeBase
 
+    if args.format == "news":
+        return _eval_news(args)
     articles, questions = load_squads(args.file)
     if args.split != "all":
         from qa.answering.reader import load_manifest
@@ -211,6 +213,59 @@ def cmd_eval(args: argparse.Namespace) -> int:
         report_path.write_text(markdown, encoding="utf-8")
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else markdown)
     return 0
+
+
+def _eval_news(args: argparse.Namespace) -> int:
+    """``qa eval news QUESTIONS.jsonl``: the corpus is the first ``--corpus-size`` articles of ``--articles`` (and
+    every article a question names)."""
+    import tempfile
+
+    from tqdm import tqdm
+
+    from qa.config import load_settings
+    from qa.evaluation import evaluate_news, format_news_report, load_news_articles, load_news_questions
+    from qa.kb import KnowledgeBase
+
+    questions = [q for f in args.file for q in load_news_questions(f)]
+    if args.split != "all":
+        questions = [q for q in questions if q.split == args.split]
+    questions = questions[: args.limit] if args.limit else questions
+    articles = load_news_articles(args.articles, args.corpus_size, ids={q.doc_id for q in questions})
+    missing = sorted({q.doc_id for q in questions} - {a.id for a in articles})
+    if missing:
+        _stderr(
+            f"qa: error: {args.articles}: no article {missing[0]} ({len(missing)} missing): "
+            "give --articles the file the questions were written on"
+        )
+        return 1
+    index = args.index or tempfile.mkdtemp(prefix="qa-eval-")
+    settings = load_settings(index_dir=index, embedding_model=args.model, chroma_url=args.chroma_url)
+    kb = KnowledgeBase.open(settings=settings, progress=lambda msg: _stderr(f"qa: {msg}…"))
+    kb.add_articles(tqdm(articles, desc="ingest", unit=" articles", file=sys.stderr, mininterval=1))
+    result = evaluate_news(kb, questions, k=args.k, answerer=args.answerer)
+    result.update(
+        file=", ".join(str(f) for f in args.file),
+        split=args.split,
+        index=str(index),
+        articles=len(articles),
+        chunks=kb.stats()["chunks"],
+        model=kb.embedder.model_id,
+        answerer=args.answerer
+        or ("extractive (reader)" if settings.answerer == "extractive" and _reader_on() else settings.answerer),
+    )
+    markdown = format_news_report(result)
+    if args.report:
+        Path(args.report).write_text(markdown, encoding="utf-8")
+    if not args.per_question:
+        result.pop("per_question")
+    print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else markdown)
+    return 0
+
+
+def _reader_on() -> bool:
+    from qa.answering.reader import enabled
+
+    return enabled()
 
 
 def _stage_result(result: dict[str, Any]) -> dict[str, Any]:
@@ -301,6 +356,12 @@ TRAINING_COMMANDS = {
         "add_span_arguments",
         "cmd_train_span",
     ),
+    "gen-news": (
+        "generate training questions from news articles (OrangeSum), with near misses and unanswerable variants",
+        "qa.training.news",
+        "add_arguments",
+        "cmd_gen_news",
+    ),
 }
 """The training commands: ``name → (help, module, its options' function, its command)``, imported only when run."""
 
@@ -346,8 +407,19 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("eval", parents=[common], help="measure retrieval and answers on a SQuAD-format file")
-    p.add_argument("format", choices=["squad"], help="the file format (SQuAD v1/v2 JSON: PIAF, FQuAD, SQuAD)")
-    p.add_argument("file", nargs="+", help="the SQuAD-format JSON file(s)")
+    p.add_argument(
+        "format",
+        choices=["squad", "news"],
+        help="squad: SQuAD v1/v2 JSON (PIAF, FQuAD, SQuAD); news: the news question set (JSONL) over --articles",
+    )
+    p.add_argument("file", nargs="+", help="the SQuAD-format JSON file(s), or the news questions (JSONL)")
+    p.add_argument(
+        "--articles",
+        default="../shared/data/orangesum-12k.jsonl.gz",
+        help="news: the articles the questions were written on, qa ingest's JSONL, gzipped or not",
+    )
+    p.add_argument("--corpus-size", type=int, default=2000, help="news: index the first N articles of --articles (default 2000)")
+    p.add_argument("--per-question", action="store_true", help="news: keep each question's outcome in the JSON")
     p.add_argument("-k", "--k", type=int, default=5, help="passages read per question (default 5)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N questions (all paragraphs are indexed)")
     p.add_argument("--compare", action="store_true", help="also measure each stage: dense, lexical, hybrid, rerank")
@@ -358,7 +430,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "--split",
         choices=["all", "dev", "train"],
         default="all",
-        help="ask only the questions of the reader's dev (or train) articles; every paragraph is indexed (default all)",
+        help="ask only the questions of the dev (or train) articles — squad: the reader's split, news: the set's own; "
+        "every article is indexed (default all)",
     )
     p.add_argument(
         "--stages", action="store_true", help="answers stage by stage: lexical only, reader only, combined (extractive:…)"

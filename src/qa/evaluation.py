@@ -1,5 +1,7 @@
 """Evaluation on SQuAD-format data (PIAF, FQuAD, SQuAD): each paragraph is one
-article, each question's gold article is its paragraph.
+article, each question's gold article is its paragraph; and on the hand-written news
+question set (``benchmarks/data/news-questions.jsonl``): questions over OrangeSum articles,
+some of them near-miss traps, some unanswerable from the corpus.
 """
 
 from __future__ import annotations
@@ -25,6 +27,93 @@ class Question:
     doc_id: str
     """The paragraph (article) that holds the answer."""
     answers: list[str] = field(default_factory=list)
+    kind: str = "plain"
+    """``plain``, ``near-miss`` (another sentence states the same thing of another date, place, person or
+    figure: ``trap``) or ``unanswerable`` (no article of the corpus gives the fact: no answers)."""
+    trap: str = ""
+    split: str = ""
+    """``train`` or ``dev`` (the news set is split by article: :func:`news_split`)."""
+
+
+NEWS_KINDS = ("plain", "near-miss", "unanswerable")
+NEWS_DEV_SHARE = 0.5
+NEWS_SEED = 21
+
+
+def news_split(article_id: str, dev_share: float = NEWS_DEV_SHARE, seed: int = NEWS_SEED) -> str:
+    """``dev`` or ``train`` for an article, from a hash of its id: every question of an article is on the same
+    side, and an article keeps its side whatever else the set holds."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}:{article_id}".encode()).digest()
+    return "dev" if int.from_bytes(digest[:8], "big") / 2**64 < dev_share else "train"
+
+
+def load_news_questions(path: str | Path) -> list[Question]:
+    """The news question set: one JSON object per line (``id``, ``question``, ``article``, ``kind``, ``answers``
+    as ``[{"text", "start"}]``, ``trap`` for near misses); ``split`` from :func:`news_split` unless given."""
+    questions: list[Question] = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DocumentError(
+            str(path), f"cannot read the question set ({exc.strerror}): give the news-questions JSONL file"
+        ) from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            q = json.loads(line)
+            kind = q.get("kind", "plain")
+            if kind not in NEWS_KINDS:
+                raise ValueError(f"'kind' must be one of {', '.join(NEWS_KINDS)}")
+            answers = [a["text"] if isinstance(a, dict) else str(a) for a in q.get("answers", [])]
+            if (kind == "unanswerable") == bool(answers):
+                raise ValueError("an unanswerable question has no answers, the others at least one")
+            trap = q.get("trap") or ""
+            questions.append(
+                Question(
+                    id=str(q["id"]),
+                    text=str(q["question"]),
+                    doc_id=str(q["article"]),
+                    answers=answers,
+                    kind=kind,
+                    trap=trap.get("text", "") if isinstance(trap, dict) else str(trap),
+                    split=q.get("split") or news_split(str(q["article"])),
+                )
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            message = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise DocumentError(str(path), f"not a news question ({message}): fix the line", n) from None
+    return questions
+
+
+def load_news_articles(path: str | Path, limit: int = 0, ids: set[str] | None = None) -> list[Article]:
+    """The first ``limit`` articles (0: all) of a ``qa ingest`` JSONL file, gzipped or not, as ``qa ingest`` reads
+    them (same ids, text and metadata: an index built by ``qa ingest`` from the same lines is reused as is); with
+    ``ids``, also every later article whose id is in it."""
+    import gzip
+
+    from qa.documents import parse_jsonl_record
+
+    articles: list[Article] = []
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if limit and len(articles) >= limit and not ids:
+                    break
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if limit and n > limit and str(record.get("id")) not in (ids or set()):
+                    continue
+                articles.append(parse_jsonl_record(record, str(path), n))
+    except OSError as exc:
+        raise DocumentError(str(path), f"cannot read the articles ({exc}): give the orangesum JSONL(.gz) file") from None
+    except ValueError as exc:
+        raise DocumentError(str(path), f"not JSON Lines ({exc})") from None
+    return articles
 
 
 def load_squad(path: str | Path, prefix: str = "") -> tuple[list[Article], list[Question]]:
@@ -252,6 +341,112 @@ def evaluate_squad(
         if answers and confident and unanswerable_confidence:
             result["thresholds"] = threshold_table(confident, unanswerable_confidence)
     return result
+
+
+def evaluate_news(
+    kb: Any, questions: Sequence[Question], *, k: int = 5, answerer: str | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Answers on the news question set (:func:`load_news_questions`); the index holds the corpus articles.
+
+    Answerable questions (``plain`` and ``near-miss``): the quote holds a gold answer, EM / F1 of the short answer,
+    false abstentions, the cited passage from the question's article, and for near misses how often the trap was
+    quoted instead. Unanswerable questions: the abstention rate. The confidences give a threshold table (what each
+    abstention threshold would give), to choose one on the train part and read it on the dev part."""
+    from tqdm import tqdm
+
+    rows: list[dict[str, Any]] = []
+    latencies: list[float] = []
+    confident: list[tuple[float, float]] = []
+    unanswerable_confidence: list[float] = []
+    for q in tqdm(questions, desc="ask", unit=" q", disable=not progress):
+        t = time.perf_counter()
+        answer = kb.ask(q.text, k=k, answerer=answerer)
+        latencies.append((time.perf_counter() - t) * 1000)
+        quotes = [c.quote for c in answer.citations]
+        row = {"id": q.id, "kind": q.kind, "abstained": bool(answer.abstained)}
+        if q.kind == "unanswerable":
+            if answer.confidence is not None:
+                unanswerable_confidence.append(answer.confidence)
+        else:
+            hit = float(not answer.abstained and quote_contains_answer(quotes, q.answers))
+            prediction = "" if answer.abstained else (answer.short_answer or (quotes[0] if quotes else answer.text))
+            row.update(
+                hit=hit,
+                em=exact_match(prediction, q.answers),
+                f1=f1_score(prediction, q.answers),
+                article=float(bool(answer.citations) and answer.citations[0].passage.doc_id == q.doc_id),
+                trap=float(bool(q.trap) and not hit and not answer.abstained and quote_contains_answer(quotes, [q.trap])),
+            )
+            if answer.confidence is not None:
+                confident.append((answer.confidence, hit or _would_hit(kb, q, k, answerer, answer)))
+        rows.append(row)
+    answerable = [r for r in rows if r["kind"] != "unanswerable"]
+    near = [r for r in answerable if r["kind"] == "near-miss"]
+    unanswerable = [r for r in rows if r["kind"] == "unanswerable"]
+
+    def mean(values: Sequence[float]) -> float:
+        return round(sum(values) / len(values), 4) if values else 0.0
+
+    result: dict[str, Any] = {
+        "questions": len(rows),
+        "k": k,
+        "kinds": {kind: sum(r["kind"] == kind for r in rows) for kind in NEWS_KINDS},
+        "articles_asked": len({q.doc_id for q in questions}),
+        "answers": {
+            "quote_contains_answer": mean([r["hit"] for r in answerable]),
+            "exact_match": mean([r["em"] for r in answerable]),
+            "f1": mean([r["f1"] for r in answerable]),
+            "false_abstention_rate": mean([float(r["abstained"]) for r in answerable]),
+            "cited_article_right": mean([r["article"] for r in answerable]),
+            "ask_ms_p50": _percentile(latencies, 0.5),
+            "ask_ms_p95": _percentile(latencies, 0.95),
+        },
+        "near_miss": {
+            "quote_contains_answer": mean([r["hit"] for r in near]),
+            "trap_quoted": mean([r["trap"] for r in near]),
+        },
+        "unanswerable": {"abstention_rate": mean([float(r["abstained"]) for r in unanswerable])},
+        "per_question": rows,
+    }
+    if confident and unanswerable_confidence:
+        result["thresholds"] = threshold_table(confident, unanswerable_confidence)
+    return result
+
+
+def format_news_report(result: dict[str, Any]) -> str:
+    """:func:`evaluate_news`'s figures as Markdown."""
+    a, n, u = result["answers"], result["near_miss"], result["unanswerable"]
+    kinds = ", ".join(f"{kind} {count}" for kind, count in result["kinds"].items())
+    lines = [
+        f"# qa eval news — {result.get('file', '')} ({result.get('split', 'all')} part)",
+        "",
+        f"{result['questions']} questions ({kinds}) over {result['articles_asked']} articles; "
+        f"{result.get('articles', '?')} articles indexed ({result.get('chunks', '?')} chunks), k={result['k']}, "
+        f"answerer `{result.get('answerer', '?')}`",
+        "",
+        "| quote holds the answer | EM | F1 | false abstentions | cited article right | near misses: right / trap quoted "
+        "| abstains when unanswerable | ask p50 ms | p95 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+        _row(
+            a["quote_contains_answer"],
+            a["exact_match"],
+            a["f1"],
+            a["false_abstention_rate"],
+            a["cited_article_right"],
+            f"{n['quote_contains_answer']} / {n['trap_quoted']}",
+            u["abstention_rate"],
+            a["ask_ms_p50"],
+            a["ask_ms_p95"],
+        ),
+    ]
+    if result.get("thresholds"):
+        header = _row("threshold", "false abstentions", "quote contains answer", "abstains when unanswerable")
+        lines += ["", "## Abstention threshold", "", header, "|---|---|---|---|"]
+        for r in result["thresholds"]:
+            lines.append(
+                _row(r["threshold"], r["false_abstention_rate"], r["quote_contains_answer"], r["unanswerable_abstention_rate"])
+            )
+    return "\n".join(lines) + "\n"
 
 
 def _would_hit(kb: Any, q: Question, k: int, answerer: str | None, answer: Any) -> float:

@@ -101,6 +101,19 @@ def add_combiner_arguments(p: argparse.ArgumentParser) -> None:
         help="N: also fit on the names condition (answer sentence + its copy naming another place or person), "
         "each such question counted N times (default 0: not collected)",
     )
+    p.add_argument("--dev-questions", type=int, default=300, help="dev questions per group other than PIAF's (default 300)")
+    p.add_argument(
+        "--sources",
+        default="squad,generated,squad2,news",
+        help="whose training rows the combiner is fitted on: squad (PIAF), generated (qa gen-news), squad2, news "
+        "(the hand-written set's training part); default all",
+    )
+    p.add_argument("--news", default="", help="the news question set (JSONL): its training part is fitted on, and "
+                   "the threshold is no higher than it allows; its dev part is only reported")  # fmt: skip
+    p.add_argument("--news-weight", type=int, default=3, help="how many times the news training rows count (default 3)")
+    p.add_argument("--news-index", default="~/.cache/qa/news-eval/index", help="the news corpus index (qa eval news --index)")
+    p.add_argument("--news-articles", default="../shared/data/orangesum-12k.jsonl.gz", help="the articles of the news set")
+    p.add_argument("--corpus-size", type=int, default=2000, help="the news corpus: the first N articles (default 2000)")
     p.add_argument("--drop", default="", help="features not to use, comma-separated (or a group: reader, span)")
     p.add_argument("--l2", type=float, default=1.0, help="L2 penalty of the logistic regression (default 1)")
     p.add_argument("--refit", action="store_true", help="refit from the cached features")

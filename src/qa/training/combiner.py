@@ -20,6 +20,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +33,27 @@ from qa.training.data import Example, load_examples, other_paragraphs, split_exa
 from qa.training.retrieval import doc_id, knowledge_base
 
 
-def collect(kb: Any, examples: list[Example], k: int, desc: str, candidates: int) -> list[dict[str, Any]]:
+def collect(
+    kb: Any, examples: list[Example], k: int, desc: str, candidates: int, banned: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """Per question and condition (``answerable`` / ``removed``): the features and labels of the lexical answerer's
-    first ``candidates`` sentences."""
+    first ``candidates`` sentences (``banned``: articles never retrieved — the news set's dev part)."""
     from tqdm import tqdm
 
     reading = kb.answerer("extractive:combined")
     rows = []
     for ex in tqdm(examples, desc=desc, unit=" q", file=sys.stderr, mininterval=2):
-        for removed in (False, True):
-            passages = kb.search(ex.question, k=k, exclude=[doc_id(ex)] if removed else None)
+        # an unanswerable question (SQuAD 2.0, a generated swap) is asked once, with everything indexed: it counts
+        # with the "removed" rows (nothing should be quoted)
+        for removed in (True,) if ex.impossible else (False, True):
+            excluded = [doc_id(ex)] if removed and not ex.impossible else []
+            passages = kb.search(ex.question, k=k, exclude=(excluded + list(banned)) or None)
             ranked = reading.lexical.score_sentences(ex.question, passages)[:candidates]
             if not ranked:
                 rows.append({"id": ex.id, "removed": removed, "x": np.zeros((0, len(FEATURES))), "y": np.zeros(0)})
                 continue
             _, _, x = reading.candidates(ex.question, ranked, passages, every=True)
-            y = np.array([float(quote_contains_answer([s.text], ex.answers)) for s in ranked])
+            y = np.array([float(not ex.impossible and quote_contains_answer([s.text], ex.answers)) for s in ranked])
             rows.append({"id": ex.id, "removed": removed, "x": x, "y": y})
     return rows
 
@@ -257,18 +263,59 @@ def fit_rows(
     return spec, scores
 
 
+def _cached(path: Path, refit: bool, make: Any) -> list[dict[str, Any]]:
+    """Rows cached at ``path``: read with ``refit`` when there, else collected by ``make()`` and saved."""
+    if refit and path.is_file():
+        return _load(path)
+    rows = make()
+    _save(path, rows)
+    return rows
+
+
+def news_examples(path: Path, part: str) -> list[Example]:
+    """The hand-written news questions of ``part`` (``train`` / ``dev``) as examples: each article is its own
+    paragraph (its id the key, so ``doc_id`` is the article id), the unanswerable ones ``impossible``."""
+    from qa.evaluation import load_news_questions
+    from qa.training.data import Paragraph
+
+    out = []
+    for q in load_news_questions(path):
+        if q.split == part:
+            paragraph = Paragraph(q.doc_id, q.doc_id, "", [])
+            out.append(Example(q.id, q.text, paragraph, q.answers, impossible=q.kind == "unanswerable"))
+    return out
+
+
+def news_kb(args: argparse.Namespace) -> Any:
+    """The news evaluation index (``qa eval news --index``'s: the first ``--corpus-size`` articles), built here when
+    missing."""
+    from tqdm import tqdm
+
+    from qa.config import load_settings
+    from qa.evaluation import load_news_articles
+    from qa.kb import KnowledgeBase
+
+    kb = KnowledgeBase.open(settings=load_settings(index_dir=Path(args.news_index).expanduser()))
+    if kb.stats()["articles"] < args.corpus_size:
+        articles = load_news_articles(args.news_articles, args.corpus_size)
+        kb.add_articles(tqdm(articles, desc="index (news)", unit=" articles", file=sys.stderr, mininterval=1))
+    return kb
+
+
 def fit_combiner(args: argparse.Namespace) -> int:
+    """Collect (or read from the cache) the candidates' features of each group's training and dev questions and of
+    the news set's parts, fit on the training rows of ``--sources``, choose the threshold (:func:`fit_rows` on the
+    PIAF dev rows, and no higher than the news set's training part allows), report each dev set."""
+    import hashlib
+
     started = time.time()
     work = Path(args.work_dir).expanduser()
     work.mkdir(parents=True, exist_ok=True)
     artifact = Path(args.artifact)
     reader_manifest = load_manifest(artifact)
     split = reader_manifest["split"]
-    dataset = load_examples([Path(d) for d in args.data])
-    train, dev = split_examples(dataset, split["dev_share"], split["seed"])
-    random.Random(split["seed"]).shuffle(train)
-    train = train[: args.train_questions]
-    span_sha = _span_sha(artifact)
+    dataset = load_examples([Path(d) for d in args.data], impossible=True)
+    train_all, dev_all = split_examples(dataset, split["dev_share"], split["seed"])
     models = models_key(artifact)
     collected = max(args.candidates, args.collect_candidates)
     if args.refit:  # features collected for more candidates serve too (cut by first_candidates)
@@ -276,64 +323,128 @@ def fit_combiner(args: argparse.Namespace) -> int:
             (n for n in range(collected, 65) if feature_caches(work, args.k, models, n, 0)[1].is_file()),
             default=collected,
         )
-    cache, dev_cache = feature_caches(work, args.k, models, collected, len(train))
-    stem = cache.stem.rsplit("-", 1)[0]
     kb: Any = None
-    if args.refit and cache.is_file():
-        train_rows = _load(cache)
-    else:  # the questions are always drawn in the same order: a cache for fewer of them is a prefix to extend
-        done = _largest_prefix(work, stem, len(train)) if args.refit else 0
-        train_rows = _load(feature_caches(work, args.k, models, collected, done)[0]) if done else []
-        kb = knowledge_base(dataset, work)
-        train_rows += collect(kb, train[done:], args.k, "features (train split)", collected)
-        _save(cache, train_rows)
-    if args.refit and dev_cache.is_file():
-        dev_rows = _load(dev_cache)
-    else:
+
+    def piaf_kb() -> Any:
+        nonlocal kb
         kb = kb or knowledge_base(dataset, work)
-        dev_rows = collect(kb, dev, args.k, "features (dev split)", collected)
-        _save(dev_cache, dev_rows)
-    train_swapped: list[dict[str, Any]] = []
-    dev_swapped: list[dict[str, Any]] = []
-    if args.swap_names:
-        swap_cache = work / f"swapped-k{args.k}-{models}-c{collected}-{len(train)}.npz"
-        swap_dev_cache = work / f"swapped-dev-k{args.k}-{models}-c{collected}.npz"
-        if args.refit and swap_cache.is_file() and swap_dev_cache.is_file():
-            train_swapped, dev_swapped = _load(swap_cache), _load(swap_dev_cache)
-        else:
-            kb = kb or knowledge_base(dataset, work)
-            others = other_paragraphs(dataset)
-            train_swapped = collect_swapped(kb, train, args.k, "names swapped (train split)", collected, others, split["seed"])
-            _save(swap_cache, train_swapped)
-            dev_swapped = collect_swapped(kb, dev, args.k, "names swapped (dev split)", collected, others, split["seed"])
-            _save(swap_dev_cache, dev_swapped)
-    train_rows = [first_candidates(r, args.candidates) for r in train_rows]
-    dev_rows = [first_candidates(r, args.candidates) for r in dev_rows]
-    dev_swapped = [first_candidates(r, args.candidates) for r in dev_swapped]
-    train_swapped = [first_candidates(r, args.candidates) for r in train_swapped]
-    train_rows += [r for r in train_swapped if r["y"].max(initial=0) > 0] * args.swap_names
+        return kb
+
+    group_of = {f["file"]: f["group"] for f in dataset.files}
+    by_group: dict[str, tuple[list[Example], list[Example]]] = {}
+    for group in sorted(set(group_of.values())):
+        train = [e for e in train_all if dataset.groups.get(e.paragraph.key) == group]
+        dev = [e for e in dev_all if dataset.groups.get(e.paragraph.key) == group]
+        random.Random(split["seed"]).shuffle(train)
+        random.Random(split["seed"]).shuffle(dev)
+        by_group[group] = (train[: args.train_questions], dev if group == "squad" else dev[: args.dev_questions])
+    train_rows: dict[str, list[dict[str, Any]]] = {}
+    dev_rows: dict[str, list[dict[str, Any]]] = {}
+    for group, (train, dev) in by_group.items():
+        files = sorted(f["sha256"][:12] for f in dataset.files if f["group"] == group)
+        key = "" if group == "squad" else "-" + hashlib.sha256(":".join(files).encode()).hexdigest()[:10]
+        cache, dev_cache = feature_caches(work, args.k, models, collected, len(train))
+        cache = cache.with_name(cache.name.replace("features-", f"features{key}-"))
+        dev_cache = dev_cache.with_name(dev_cache.name.replace("features-", f"features{key}-"))
+        if group == "squad" and args.refit and not cache.is_file():  # a cache for fewer questions is a prefix to extend
+            stem = cache.stem.rsplit("-", 1)[0]
+            done = _largest_prefix(work, stem, len(train))
+            if done:
+                head = _load(feature_caches(work, args.k, models, collected, done)[0])
+                _save(cache, head + collect(piaf_kb(), train[done:], args.k, "features (train split)", collected))
+        train_rows[group] = _cached(
+            cache, args.refit, lambda t=train, g=group: collect(piaf_kb(), t, args.k, f"features ({g}, train)", collected)
+        )
+        dev_rows[group] = _cached(
+            dev_cache, args.refit, lambda d=dev, g=group: collect(piaf_kb(), d, args.k, f"features ({g}, dev)", collected)
+        )
+    news_rows: dict[str, list[dict[str, Any]]] = {}
+    if args.news:
+        news_path = Path(args.news)
+        digest = hashlib.sha256(news_path.read_bytes()).hexdigest()[:10]
+        nkb: Any = None
+        dev_ids = sorted({e.paragraph.key for e in news_examples(news_path, "dev")})
+        for part in ("train", "dev"):
+            examples = news_examples(news_path, part)
+            path = work / f"news-{part}-k{args.k}-{models}-c{collected}-{digest}.npz"
+
+            def make(examples: list[Example] = examples, part: str = part) -> list[dict[str, Any]]:
+                nonlocal nkb
+                nkb = nkb or news_kb(args)
+                # the train part never retrieves a dev article: what it teaches cannot come from the dev part
+                return collect(nkb, examples, args.k, f"features (news, {part})", collected, dev_ids if part == "train" else ())
+
+            news_rows[part] = _cached(path, args.refit, make)
+    swapped: dict[str, list[dict[str, Any]]] = {}
+    if args.swap_names and "squad" in by_group:  # the names condition, on PIAF (see collect_swapped)
+        others = other_paragraphs(dataset)
+        for part, examples in zip(("train", "dev"), by_group["squad"], strict=True):
+            stem = "swapped" if part == "train" else "swapped-dev"
+            count = f"-{len(examples)}" if part == "train" else ""
+            swapped[part] = _cached(
+                work / f"{stem}-k{args.k}-{models}-c{collected}{count}.npz",
+                args.refit,
+                lambda e=examples, p=part: collect_swapped(
+                    piaf_kb(), e, args.k, f"names swapped ({p})", collected, others, split["seed"]
+                ),
+            )
+    cut = {g: [first_candidates(r, args.candidates) for r in rows] for g, rows in train_rows.items()}
+    if swapped:
+        rows = [first_candidates(r, args.candidates) for r in swapped["train"]]
+        cut["squad"] = cut.get("squad", []) + [r for r in rows if r["y"].max(initial=0) > 0] * args.swap_names
+    dev_cut = {g: [first_candidates(r, args.candidates) for r in rows] for g, rows in dev_rows.items()}
+    news_cut = {p: [first_candidates(r, args.candidates) for r in rows] for p, rows in news_rows.items()}
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    unknown = [s for s in sources if s not in (*cut, "news")]
+    if unknown:
+        raise SystemExit(f"qa: error: --sources {unknown[0]}: not one of {', '.join([*cut, 'news'])}")
+    fit_on = [r for g in sources if g in cut for r in cut[g]]
+    if "news" in sources and "train" in news_cut:
+        fit_on += news_cut["train"] * args.news_weight
     names = used_features(args.drop)
-    spec, scores = fit_rows(train_rows, dev_rows, names, args.l2, args.false_abstention)
-    y = np.concatenate([r["y"] for r in train_rows])
-    if dev_swapped:
+    spec, scores = fit_rows(fit_on, dev_cut.get("squad", []), names, args.l2, args.false_abstention)
+    if "train" in news_cut:  # the threshold no higher than the news training part allows
         from qa.answering.combiner import Combiner
 
-        scores["names_swapped"] = names_contrast(Combiner(spec), dev_swapped)
+        news_thr = choose_threshold(
+            _answerable_confidence(news_cut["train"], _picks(Combiner(spec), news_cut["train"])), args.false_abstention
+        )
+        scores["threshold_piaf_dev"] = spec["threshold"]
+        scores["threshold_news_train"] = round(news_thr, 6)
+        spec["threshold"] = round(min(spec["threshold"], news_thr), 6)
+    if swapped:
+        from qa.answering.combiner import Combiner
+
+        scores["names_swapped"] = names_contrast(Combiner(spec), [first_candidates(r, args.candidates) for r in swapped["dev"]])
+    scores["dev_sets"] = _dev_report(
+        spec, {**{f"{g} (dev)": rows for g, rows in dev_cut.items()}, **{f"news {p}": rows for p, rows in news_cut.items()}}
+    )
+    y = np.concatenate([r["y"] for r in fit_on])
     spec.update(
         false_abstention_target=args.false_abstention,
         scores=scores,
         fitted_on={
-            "train_questions": len(train),
+            "sources": sources,
+            "train_questions": {g: len(by_group[g][0]) for g in sources if g in by_group},
+            "news_train_questions": len(news_rows.get("train", [])) and len({r["id"] for r in news_rows["train"]}),
+            "news_weight": args.news_weight,
             "train_rows": int(len(y)),
             "positives": int(y.sum()),
-            "conditions": ["with its paragraph", "its paragraph left out"],
+            "conditions": ["with its paragraph", "its paragraph left out", "unanswerable questions (SQuAD 2.0, swapped names)"],
             "k": args.k,
         },
         candidates=args.candidates,
         reader_weights_sha256=reader_manifest["weights_sha256"],
-        span_weights_sha256=span_sha,
-        data=dataset.files,
-        split={"by": "article title", "seed": split["seed"], "dev_share": split["dev_share"]},
+        span_weights_sha256=_span_sha(artifact),
+        data=dataset.files
+        + (
+            [{"file": Path(args.news).name, "sha256": _sha(Path(args.news)), "group": "news (hand-written)"}] if args.news else []
+        ),
+        split={
+            "by": "article title, each group apart; the news set by its own split",
+            "seed": split["seed"],
+            "dev_share": split["dev_share"],
+        },
         command="qa fit-combiner " + " ".join(getattr(args, "argv", None) or []),
         seconds=round(time.time() - started, 1),
         created=dt.date.today().isoformat(),
@@ -353,3 +464,41 @@ def fit_combiner(args: argparse.Namespace) -> int:
         (artifact / COMBINER_FILE).write_text(json.dumps(spec, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"wrote {artifact / COMBINER_FILE}", file=sys.stderr)
     return 0
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _picks(combiner: Any, rows: list[dict[str, Any]]) -> list[Pick]:
+    out: list[Pick] = []
+    for r in rows:
+        if not len(r["y"]):
+            out.append((-1, 0.0))
+            continue
+        choice = combiner.choose(r["x"])
+        out.append((choice, float(combiner.probabilities(r["x"])[choice])))
+    return out
+
+
+def _dev_report(spec: dict[str, Any], sets: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """At the chosen threshold, per row set: the combined answer's scores (quote holds the answer, false
+    abstentions, abstention on the unanswerable rows) and the lexical answerer's first sentence's top-1."""
+    from qa.answering.combiner import Combiner
+
+    combiner = Combiner(spec)
+    out = {}
+    for name, rows in sets.items():
+        if not rows:
+            continue
+        picks = _picks(combiner, rows)
+        out[name] = {
+            **stage_scores(rows, picks, spec["threshold"]),
+            "top1_combined": _top1(rows, picks),
+            "top1_lexical": _top1(rows, [(0 if len(r["y"]) else -1, 0.0) for r in rows]),
+            "answerable": sum(not r["removed"] for r in rows),
+            "unanswerable": sum(r["removed"] for r in rows),
+        }
+    return out

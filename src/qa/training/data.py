@@ -43,6 +43,9 @@ class Example:
     """Indices (into ``paragraph.sentences``) of the sentences that hold the answer."""
     answer_starts: list[int] = field(default_factory=list)
     """SQuAD ``answer_start`` of each answer (character offset in ``paragraph.text``; -1 when absent)."""
+    impossible: bool = False
+    """A SQuAD 2.0 unanswerable question (``load_examples(impossible=True)`` only): no sentence answers it, not
+    even the one holding its ``answers`` (its plausible answers)."""
 
     @property
     def title(self) -> str:
@@ -56,6 +59,8 @@ class Dataset:
     files: list[dict[str, Any]]
     skipped: int = 0
     """Questions whose answer no candidate sentence holds (it spans a sentence boundary): not used."""
+    groups: dict[str, str] = field(default_factory=dict)
+    """Paragraph key → its split group: the titles of one group are split together (:func:`split_examples`)."""
 
 
 def sha256_of(path: Path) -> str:
@@ -66,17 +71,34 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def load_examples(paths: list[Path]) -> Dataset:
+def file_group(data: dict[str, Any]) -> str:
+    """How a data file is split: ``generated`` (``qa gen-news``: its ``meta``), ``squad2`` (SQuAD 2.0: unanswerable
+    questions) or ``squad`` (PIAF, SQuAD 1.1: split together, as the shipped reader's split was made)."""
+    if isinstance(data.get("meta"), dict) and data["meta"].get("generated_by"):
+        return "generated"
+    if data.get("version") == "v2.0" or any(
+        qa.get("is_impossible") for e in data.get("data", [])[:3] for p in e.get("paragraphs", []) for qa in p.get("qas", [])
+    ):
+        return "squad2"
+    return "squad"
+
+
+def load_examples(paths: list[Path], impossible: bool = False) -> Dataset:
+    """The questions of SQuAD-format files whose answer a candidate sentence holds; with ``impossible``, also the
+    SQuAD 2.0 unanswerable ones (``Example.impossible``, with their plausible answers, no positive)."""
     paragraphs: list[Paragraph] = []
     examples: list[Example] = []
     files: list[dict[str, Any]] = []
+    groups: dict[str, str] = {}
     skipped = 0
     for fi, path in enumerate(paths):
         path = Path(path)
         try:
-            entries = json.loads(path.read_text(encoding="utf-8"))["data"]
+            data = json.loads(path.read_text(encoding="utf-8"))
+            entries = data["data"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DocumentError(str(path), f"not a SQuAD-format JSON file ({exc})") from None
+        group = file_group(data)
         count = 0
         for i, entry in enumerate(entries):
             title = str(entry.get("title", "")) or f"{path.name}:{i}"
@@ -84,7 +106,15 @@ def load_examples(paths: list[Path]) -> Dataset:
                 text = para["context"]
                 paragraph = Paragraph(f"{fi}:{i}-{j}", title, text, candidate_sentences(text))
                 paragraphs.append(paragraph)
+                groups[paragraph.key] = group
                 for qa in para.get("qas", []):
+                    if qa.get("is_impossible") and impossible:
+                        plausible = qa.get("plausible_answers") or []
+                        examples.append(
+                            Example(str(qa["id"]), qa["question"], paragraph, [a["text"] for a in plausible], impossible=True)
+                        )
+                        count += 1
+                        continue
                     if qa.get("is_impossible") or not qa.get("answers"):
                         continue
                     answers = [a["text"] for a in qa["answers"]]
@@ -100,14 +130,26 @@ def load_examples(paths: list[Path]) -> Dataset:
                         skipped += 1
                         continue
                     examples.append(Example(str(qa["id"]), qa["question"], paragraph, answers, positives, starts))
-        files.append({"file": path.name, "sha256": sha256_of(path), "questions": count})
-    return Dataset(paragraphs, examples, files, skipped)
+        files.append({"file": path.name, "sha256": sha256_of(path), "questions": count, "group": group})
+    return Dataset(paragraphs, examples, files, skipped, groups)
 
 
 def split_examples(dataset: Dataset, dev_share: float, seed: int) -> tuple[list[Example], list[Example]]:
-    train_titles, dev_titles = split_titles([p.title for p in dataset.paragraphs], dev_share, seed)
-    train = [e for e in dataset.examples if e.title in train_titles]
-    dev = [e for e in dataset.examples if e.title in dev_titles]
+    """``(train, dev)`` by article title, each group of files (:func:`file_group`) split on its own: PIAF's split
+    is the same whatever generated or SQuAD 2.0 files come with it."""
+    train_titles: set[tuple[str, str]] = set()
+    dev_titles: set[tuple[str, str]] = set()
+    for group in sorted(set(dataset.groups.values())):
+        titles = [p.title for p in dataset.paragraphs if dataset.groups.get(p.key) == group]
+        train_g, dev_g = split_titles(titles, dev_share, seed)
+        train_titles |= {(group, t) for t in train_g}
+        dev_titles |= {(group, t) for t in dev_g}
+
+    def key(e: Example) -> tuple[str, str]:
+        return (dataset.groups.get(e.paragraph.key, "squad"), e.title)
+
+    train = [e for e in dataset.examples if key(e) in train_titles]
+    dev = [e for e in dataset.examples if key(e) in dev_titles]
     return train, dev
 
 
