@@ -363,7 +363,14 @@ def evaluate_news(
         answer = kb.ask(q.text, k=k, answerer=answerer)
         latencies.append((time.perf_counter() - t) * 1000)
         quotes = [c.quote for c in answer.citations]
-        row = {"id": q.id, "kind": q.kind, "abstained": bool(answer.abstained)}
+        row = {
+            "id": q.id,
+            "kind": q.kind,
+            "abstained": bool(answer.abstained),
+            "confidence": answer.confidence,
+            "quote": quotes[0] if quotes else "",
+            "answer": answer.short_answer or answer.text,
+        }
         if q.kind == "unanswerable":
             if answer.confidence is not None:
                 unanswerable_confidence.append(answer.confidence)

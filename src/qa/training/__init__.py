@@ -63,6 +63,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work-dir")
     p.add_argument("--limit", type=int, default=0, help="train on the first N training questions only (smoke tests)")
     p.add_argument("--dev-limit", type=int, default=0, help="evaluate on the first N dev questions only")
+    p.add_argument(
+        "--mix",
+        default="",
+        help="shares of the data groups in training, e.g. squad=0.5,generated=0.35,squad2=0.15 (squad: PIAF and other "
+        "SQuAD 1.1 files, generated: qa gen-news, squad2: SQuAD 2.0); default: every question once, shuffled",
+    )
+    p.add_argument(
+        "--dev-groups", default="squad", help="the groups whose dev split is evaluated (default squad: PIAF's dev split)"
+    )
     p.add_argument("--dev-hits", default="", help="write per-question dev hits (JSON) here")
     p.add_argument("--no-artifact", action="store_true", help="evaluate only, do not write --out")
     p.add_argument("-q", "--quiet", action="store_true")

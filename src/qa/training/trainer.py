@@ -73,7 +73,46 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "limit",
         "max_steps",
     )
-    return {k: getattr(args, k) for k in keys}
+    config = {k: getattr(args, k) for k in keys}
+    if getattr(args, "mix", ""):  # absent from checkpoints made before --mix: they trained without
+        config["mix"] = args.mix
+    return config
+
+
+def parse_mix(mix: str) -> dict[str, float]:
+    """``squad=0.5,generated=0.35,squad2=0.15`` → the share of each group of data files in the training order."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in mix.split(","))):
+        group, _, share = part.partition("=")
+        try:
+            out[group.strip()] = float(share)
+        except ValueError:
+            raise ModelError(f"--mix {part!r}: write group=share, e.g. squad=0.5,generated=0.5") from None
+    if not out or any(v < 0 for v in out.values()) or not sum(out.values()):
+        raise ModelError(f"--mix {mix!r}: give positive shares, e.g. squad=0.5,generated=0.5")
+    return out
+
+
+def mixed_order(groups: list[str], mix: dict[str, float], steps: int, per_step: int, seed: int) -> list[list[int]]:
+    """``steps`` steps of ``per_step`` training indices, each question's group drawn with the shares of ``mix``,
+    each group's questions taken in a fixed-seed shuffled order (again from the start once all are used)."""
+    rng = random.Random(seed)
+    pools = {g: [i for i, gi in enumerate(groups) if gi == g] for g in mix}
+    missing = [g for g, pool in pools.items() if not pool]
+    if missing:
+        raise ModelError(f"--mix names {missing[0]}, but no data file of that group (squad, generated, squad2) is given")
+    for pool in pools.values():
+        rng.shuffle(pool)
+    at = dict.fromkeys(pools, 0)
+    names, weights = list(mix), [mix[g] for g in mix]
+    order = []
+    for _ in range(steps):
+        step = []
+        for g in rng.choices(names, weights, k=per_step):
+            step.append(pools[g][at[g] % len(pools[g])])
+            at[g] += 1
+        order.append(step)
+    return order
 
 
 def _model(folder: Path, layers: int, kind: str = "cross") -> tuple[Any, Any, list[str]]:
@@ -298,6 +337,9 @@ def train_reader(args: argparse.Namespace) -> int:
     split_sizes = (len(train), len(dev))
     if args.limit:
         train = train[: args.limit]
+    if args.dev_groups:  # e.g. PIAF's dev split only: generated files' dev parts are large and not the yardstick
+        wanted = {g.strip() for g in args.dev_groups.split(",")}
+        dev = [e for e in dev if dataset.groups.get(e.paragraph.key) in wanted]
     if args.dev_limit:
         dev = dev[: args.dev_limit]
     others = other_paragraphs(dataset)
@@ -318,7 +360,10 @@ def train_reader(args: argparse.Namespace) -> int:
     qps = args.questions_per_step
     rng = random.Random(args.seed)
     order: list[list[int]] = []
-    for _ in range(args.epochs):
+    if args.mix:
+        groups = [dataset.groups.get(e.paragraph.key, "squad") for e in train]
+        order = mixed_order(groups, parse_mix(args.mix), args.max_steps or len(train) // qps, qps, args.seed)
+    for _ in range(0 if args.mix else args.epochs):
         idx = list(range(len(train)))
         rng.shuffle(idx)
         order += [idx[i : i + qps] for i in range(0, len(idx), qps)]
