@@ -251,7 +251,11 @@ def _eval_news(args: argparse.Namespace) -> int:
         chunks=kb.stats()["chunks"],
         model=kb.embedder.model_id,
         answerer=args.answerer
-        or ("extractive (reader)" if settings.answerer == "extractive" and _reader_on() else settings.answerer),
+        or (
+            "extractive (reading answerer)"
+            if settings.answerer == "extractive" and settings.reader == "on"
+            else settings.answerer
+        ),
     )
     markdown = format_news_report(result)
     if args.report:
@@ -260,12 +264,6 @@ def _eval_news(args: argparse.Namespace) -> int:
         result.pop("per_question")
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else markdown)
     return 0
-
-
-def _reader_on() -> bool:
-    from qa.answering.reader import enabled
-
-    return enabled()
 
 
 def _stage_result(result: dict[str, Any]) -> dict[str, Any]:

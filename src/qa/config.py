@@ -55,6 +55,12 @@ class Settings:
     """Where the offline model is built once. ``QA_MODEL_CACHE``."""
     answerer: str = "extractive"
     """``extractive`` or ``provider:model``. ``QA_ANSWERER``."""
+    reader: str = "off"
+    """``on``: the ``extractive`` answerer is the reading answerer (the trained reader, span model and combiner
+    re-read the lexical answerer's best sentences); ``off``: the lexical answerer alone. ``QA_READER``."""
+    reader_artifact: Path | None = None
+    """The reading answerer's models (a folder with ``manifest.json``, ``span.json``, ``combiner.json``); unset:
+    the ones shipped inside the ``qa`` package. ``QA_READER_ARTIFACT``."""
     llm_base_url: str | None = None
     """Base URL of the OpenAI-compatible or Ollama server for LLM answerers. ``QA_LLM_BASE_URL``."""
     llm_api_key: str | None = None
@@ -125,6 +131,8 @@ class Settings:
                 f"embedding_backend={self.embedding_backend!r}: set QA_EMBEDDING_BACKEND to one of "
                 f"{', '.join(EMBEDDING_BACKENDS)}"
             )
+        if self.reader not in ("on", "off"):
+            raise ConfigError(f"reader={self.reader!r}: set QA_READER to on or off")
         if self.language not in LANGUAGES:
             raise ConfigError(f"language={self.language!r}: set QA_LANGUAGE to one of {', '.join(LANGUAGES)}")
 
@@ -144,6 +152,11 @@ def _coerce(name: str, value: Any) -> Any:
     try:
         if kind == "Path":
             return Path(value).expanduser()
+        if kind == "Path | None":
+            return None if value in (None, "") else Path(value).expanduser()
+        if name == "reader":
+            flag = str(value).strip().lower()
+            return {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}.get(flag, flag)
         if kind == "int":
             return int(value)
         if kind == "float":

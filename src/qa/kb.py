@@ -61,6 +61,8 @@ class KnowledgeBase:
             api_key=settings.llm_api_key,
             model_cache=settings.model_cache,
             progress=progress,
+            reader=settings.reader == "on",
+            reader_artifact=settings.reader_artifact,
         )
         self._preloaded: set[str] = set()
         self._preload_lock = threading.Lock()

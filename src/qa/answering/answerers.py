@@ -42,9 +42,12 @@ class Answerers:
         api_key: str | None = None,
         model_cache: Path | None = None,
         progress: Any = None,
+        reader: bool | None = None,
+        reader_artifact: Path | None = None,
     ) -> None:
         self.default, self.base_url, self.api_key, self.model_cache = default, base_url, api_key, model_cache
         self.progress = progress
+        self.reader, self.reader_artifact = reader, reader_artifact
         self._built: dict[str, Answerer | ConversationalAnswerer] = {}
         self._lock = threading.Lock()
 
@@ -53,7 +56,13 @@ class Answerers:
         with self._lock:
             if spec not in self._built:
                 self._built[spec] = make_answerer(
-                    spec, base_url=self.base_url, api_key=self.api_key, model_cache=self.model_cache, progress=self.progress
+                    spec,
+                    base_url=self.base_url,
+                    api_key=self.api_key,
+                    model_cache=self.model_cache,
+                    progress=self.progress,
+                    reader=self.reader,
+                    reader_artifact=self.reader_artifact,
                 )
             return self._built[spec]
 
@@ -65,15 +74,18 @@ def make_answerer(
     api_key: str | None = None,
     model_cache: Path | None = None,
     progress: Any = None,
+    reader: bool | None = None,
+    reader_artifact: Path | None = None,
 ) -> Answerer | ConversationalAnswerer:
     """``extractive`` (default, offline) or an LLM answerer for ``openai:…``, ``ollama:…``, ``llamacpp:…``.
 
-    ``extractive`` is the lexical :class:`~qa.answering.extractive.ExtractiveAnswerer`, or with ``QA_READER=on`` the
+    ``extractive`` is the lexical :class:`~qa.answering.extractive.ExtractiveAnswerer`, or with ``reader`` (the
+    ``reader`` setting; None: ``QA_READER``) the
     reading answerer (:class:`qa.answering.reading.ReadingAnswerer`: the trained reader and the combiner over the
     lexical answerer's candidates); ``extractive:lexical``, ``extractive:reader`` and
     ``extractive:combined`` name one stage (``qa eval`` compares them). LLM answerers fall back on the extractive
     answer's citations when the model cites nothing. ``progress`` is told what a model's first load builds (the
-    reader's and the span model's ONNX files).
+    reader's and the span model's ONNX files). ``reader_artifact``: the reading answerer's models (None: shipped).
     """
     from qa.answering.llm import make_llm_answerer, parse_answerer
     from qa.answering.reader import enabled
@@ -81,10 +93,10 @@ def make_answerer(
     provider, stage = parse_answerer(spec)
     extractive = extractive_answerer()
     if provider == "extractive":
-        if stage == "lexical" or (not stage and not enabled()):
+        if stage == "lexical" or (not stage and not (enabled() if reader is None else reader)):
             return extractive
         from qa.answering.reading import ReadingAnswerer
 
         cache = model_cache or Path("~/.cache/qa/models")
-        return ReadingAnswerer(extractive, cache, stage=stage or "combined", progress=progress)
+        return ReadingAnswerer(extractive, cache, stage=stage or "combined", progress=progress, artifact=reader_artifact)
     return make_llm_answerer(spec, base_url=base_url, api_key=api_key, fallback=extractive.answer)

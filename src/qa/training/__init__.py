@@ -126,6 +126,12 @@ def add_combiner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop", default="", help="features not to use, comma-separated (or a group: reader, span)")
     p.add_argument("--l2", type=float, default=1.0, help="L2 penalty of the logistic regression (default 1)")
     p.add_argument("--refit", action="store_true", help="refit from the cached features")
+    p.add_argument(
+        "--collect-only",
+        default="",
+        help="only collect these groups' features (e.g. squad, or generated,squad2,news) and stop: several processes "
+        "collect side by side, then --refit fits on all the caches",
+    )
     p.add_argument("--no-artifact", action="store_true", help="report only, do not write combiner.json")
 
 

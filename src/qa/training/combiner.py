@@ -340,7 +340,10 @@ def fit_combiner(args: argparse.Namespace) -> int:
         by_group[group] = (train[: args.train_questions], dev if group == "squad" else dev[: args.dev_questions])
     train_rows: dict[str, list[dict[str, Any]]] = {}
     dev_rows: dict[str, list[dict[str, Any]]] = {}
+    only = {g.strip() for g in args.collect_only.split(",") if g.strip()}
     for group, (train, dev) in by_group.items():
+        if only and group not in only:
+            continue
         files = sorted(f["sha256"][:12] for f in dataset.files if f["group"] == group)
         key = "" if group == "squad" else "-" + hashlib.sha256(":".join(files).encode()).hexdigest()[:10]
         cache, dev_cache = feature_caches(work, args.k, models, collected, len(train))
@@ -359,7 +362,7 @@ def fit_combiner(args: argparse.Namespace) -> int:
             dev_cache, args.refit, lambda d=dev, g=group: collect(piaf_kb(), d, args.k, f"features ({g}, dev)", collected)
         )
     news_rows: dict[str, list[dict[str, Any]]] = {}
-    if args.news:
+    if args.news and (not only or "news" in only):
         news_path = Path(args.news)
         digest = hashlib.sha256(news_path.read_bytes()).hexdigest()[:10]
         nkb: Any = None
@@ -375,6 +378,9 @@ def fit_combiner(args: argparse.Namespace) -> int:
                 return collect(nkb, examples, args.k, f"features (news, {part})", collected, dev_ids if part == "train" else ())
 
             news_rows[part] = _cached(path, args.refit, make)
+    if only:  # another process collects the other groups; `--refit` then fits on every cache
+        print(f"collected {', '.join(sorted(only))} into {work}", file=sys.stderr)
+        return 0
     swapped: dict[str, list[dict[str, Any]]] = {}
     if args.swap_names and "squad" in by_group:  # the names condition, on PIAF (see collect_swapped)
         others = other_paragraphs(dataset)

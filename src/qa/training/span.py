@@ -98,6 +98,13 @@ def add_span_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="1: also its answer sentence with a question's name swapped for another name, null answer (default 0)",
     )
+    p.add_argument(
+        "--unanswerable",
+        action="store_true",
+        help="also train on SQuAD 2.0 / generated unanswerable questions: their plausible sentence gets the null answer",
+    )
+    p.add_argument("--group-limit", default="", help="at most N training questions per group, e.g. generated=2500,squad2=3000")
+    p.add_argument("--dev-groups", default="squad", help="the groups whose dev split is evaluated (default squad: PIAF's)")
     p.add_argument("--init", default="", help="start from the span model in this artifact folder (default: e5's own layers)")
     p.add_argument("--dev-share", type=float, default=0.15, help="share of articles held out for dev (default 0.15)")
     p.add_argument("--seed", type=int, default=13)
@@ -192,6 +199,37 @@ def negative_features(
             pairs += [(example, swapped)] if swapped else []
     # one pair per call: a batch would be padded, and the trainer's states attend to every token of an encoding
     return [Feature(e, s, encode_span_pairs(tokenizer, [(e.question, s)])[2][0], 0, 0, True) for e, s in pairs]
+
+
+def plausible_features(tokenizer: Any, examples: list[Example]) -> list[Feature]:
+    """For unanswerable questions (SQuAD 2.0, generated swaps): the sentence of their paragraph that holds their
+    plausible answer — it looks like the answer and is not — with the null answer."""
+    from qa.evaluation import quote_contains_answer
+
+    features = []
+    for example in examples:
+        for s, e in example.paragraph.sentences:
+            sentence = example.paragraph.text[s:e]
+            if example.answers and quote_contains_answer([sentence], example.answers):
+                encoding = encode_span_pairs(tokenizer, [(example.question, sentence)])[2][0]
+                features.append(Feature(example, sentence, encoding, 0, 0, True))
+                break
+    return features
+
+
+def cap_groups(examples: list[Example], groups: dict[str, str], limits: str, seed: int) -> list[Example]:
+    """At most N training questions of a group (``generated=2500,squad2=3000``), drawn with a fixed seed."""
+    caps = {g.strip(): int(n) for g, _, n in (p.partition("=") for p in limits.split(",") if p.strip())}
+    if not caps:
+        return examples
+    rng = random.Random(seed)
+    kept: list[Example] = []
+    for group in sorted({groups.get(e.paragraph.key, "squad") for e in examples}):
+        members = [e for e in examples if groups.get(e.paragraph.key, "squad") == group]
+        if group in caps and len(members) > caps[group]:
+            members = rng.sample(members, caps[group])
+        kept += members
+    return kept
 
 
 def make_features(tokenizer: Any, examples: list[Example]) -> list[Feature]:
@@ -427,7 +465,10 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "negatives_other",
         "init",
     )
-    return {k: getattr(args, k) for k in keys}
+    config = {k: getattr(args, k) for k in keys}
+    if getattr(args, "unanswerable", False) or getattr(args, "group_limit", ""):  # checkpoints before these: neither
+        config.update(unanswerable=args.unanswerable, group_limit=args.group_limit)
+    return config
 
 
 def _write_artifact(out: Path, tensors: dict[str, Any], manifest: dict[str, Any]) -> Path:
@@ -460,8 +501,12 @@ def train_span(args: argparse.Namespace) -> int:
     say = (lambda msg: None) if args.quiet else (lambda msg: print(f"qa: {msg}", file=sys.stderr, flush=True))
     t_start = time.monotonic()
 
-    dataset = load_examples([Path(p) for p in args.data])
+    dataset = load_examples([Path(p) for p in args.data], impossible=args.unanswerable)
     train, dev = split_examples(dataset, args.dev_share, args.seed)
+    train = cap_groups(train, dataset.groups, args.group_limit, args.seed)
+    dev = [e for e in dev if not e.impossible and dataset.groups.get(e.paragraph.key) in set(args.dev_groups.split(","))]
+    impossible = [e for e in train if e.impossible]
+    train = [e for e in train if not e.impossible]
     split_sizes = (len(train), len(dev))
     if args.limit:
         train = train[: args.limit]
@@ -483,6 +528,10 @@ def train_span(args: argparse.Namespace) -> int:
         )
         say(f"{len(negatives)} null-answer pairs (other sentences of the paragraph and of the article)")
         usable += negatives
+    if impossible:
+        plausible = plausible_features(tokenizer, impossible)
+        say(f"{len(plausible)} null-answer pairs from {len(impossible)} unanswerable questions (their plausible sentence)")
+        usable += plausible
     say(
         f"{len(dataset.examples)} questions, split by article: {len(train)} train ({answers} with the answer's span "
         f"in their sentence), {len(dev)} dev ({len({e.title for e in dev})} articles held out)"
