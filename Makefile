@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup browser index run test test-fast lint eval-piaf bench-ingest bench-query bench-load bench-cold bench-consistency clean-index
+.PHONY: setup browser index run test test-fast lint eval-piaf eval-news gen-news bench-ingest bench-query bench-load bench-cold bench-consistency clean-index
 
 setup: $(STAMP)
 
@@ -83,6 +83,24 @@ bench-consistency: setup
 
 clean-index:
 	rm -rf .qa/index
+
+# the news question set (benchmarks/data/news-questions.jsonl, issue 21): the reading answerer and the lexical one on
+# its dev part, over the first 2,000 OrangeSum articles (indexed once into NEWS_INDEX with the real model, ~10 min)
+NEWS ?= ../shared/data/orangesum-12k.jsonl.gz
+NEWS_INDEX ?= $(HOME)/.cache/qa/news-eval/index
+eval-news: setup
+	mkdir -p benchmarks/results
+	QA_READER=off $(BIN)/qa eval news benchmarks/data/news-questions.jsonl --articles $(NEWS) --split dev \
+		--index $(NEWS_INDEX) --report benchmarks/results/news-dev-lexical.md
+	QA_READER=on $(BIN)/qa eval news benchmarks/data/news-questions.jsonl --articles $(NEWS) --split dev \
+		--index $(NEWS_INDEX) --report benchmarks/results/news-dev-reader.md
+
+# training questions generated from news (issue 21): articles 2,000-12,000 of OrangeSum (the eval corpus is the first
+# 2,000) into ~/.cache/qa/news-gen (the files hold the articles' text: never in the repository); seeded
+NEWS_GEN := $(HOME)/.cache/qa/news-gen
+gen-news: setup
+	$(BIN)/qa gen-news --articles $(NEWS) --out $(NEWS_GEN)/news-gen.json
+	$(BIN)/qa gen-news --articles $(NEWS) --limit 1000 --out $(NEWS_GEN)/news-gen-1k.json
 
 # the reader model (issue 13): trains from the offline e5 weights on PIAF v1.0 + v1.1-extra (split by article),
 # one core at low priority, then writes models/reader (weights that differ from e5-small + manifest.json).
