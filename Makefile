@@ -103,17 +103,18 @@ gen-news: setup
 	$(BIN)/qa gen-news --articles $(NEWS) --limit 1000 --out $(NEWS_GEN)/news-gen-1k.json
 
 # the reader model (issue 13): trains from the offline e5 weights on PIAF v1.0 + v1.1-extra (split by article),
-# one core at low priority, then writes models/reader (weights that differ from e5-small + manifest.json).
+# one core at low priority, then writes $(READER_ARTIFACT) (weights that differ from e5-small + manifest.json).
 # CI never runs this: the tests load the committed artifact. READER_ARGS=--resume continues a stopped run.
 READER_DATA ?= ../shared/data/piaf-v1.0.json ../shared/data/piaf-v1.1-extra.json
+READER_ARTIFACT ?= src/qa/answering/reading/models
 READER_ARGS ?=
 .PHONY: train-reader
 train-reader: setup
-	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-reader $(READER_DATA) $(READER_ARGS)
+	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-reader $(READER_DATA) --out $(READER_ARTIFACT) $(READER_ARGS)
 
 # the short-answer span model (issue 13): the same data and split, in two runs: the answer's span on each question's
 # own sentence (SPAN_BASE), then, from it, one epoch that adds the null answer on sentences that do not hold it;
-# writes models/reader/span.safetensors + span.json. SPAN_ARGS=--resume continues a stopped second run.
+# writes $(READER_ARTIFACT)/span.safetensors + span.json. SPAN_ARGS=--resume continues a stopped second run.
 SPAN_BASE ?= $(HOME)/.cache/qa/span-base
 SPAN_ARGS ?=
 .PHONY: train-span
@@ -121,12 +122,12 @@ train-span: setup
 	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-span $(READER_DATA) --stop-after 739 --out $(SPAN_BASE) \
 		--work-dir $(HOME)/.cache/qa/span-train-base
 	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-span $(READER_DATA) --init $(SPAN_BASE) --epochs 1 --lr 1e-4 \
-		--negatives-same 2 --negatives-other 1 $(SPAN_ARGS)
+		--negatives-same 2 --negatives-other 1 --out $(READER_ARTIFACT) $(SPAN_ARGS)
 
 # the reading answerer's combiner (issue 13): indexes the PIAF paragraphs, fits on the training split, threshold on dev;
-# writes models/reader/combiner.json. COMBINER_ARGS="--train-questions 600 --candidates 5 --refit" refits from the
+# writes $(READER_ARTIFACT)/combiner.json. COMBINER_ARGS="--train-questions 600 --candidates 5 --refit" refits from the
 # cached features.
 COMBINER_ARGS ?= --train-questions 600 --candidates 5 --collect-candidates 8
 .PHONY: fit-combiner
 fit-combiner: setup
-	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa fit-combiner $(READER_DATA) $(COMBINER_ARGS)
+	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa fit-combiner $(READER_DATA) --artifact $(READER_ARTIFACT) $(COMBINER_ARGS)

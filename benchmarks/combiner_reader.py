@@ -7,7 +7,7 @@
 the same index; rows whose candidate count differs are counted and keep the cached logits), replaces the reader's logits by
 those of the reader artifact in ``--reader`` (e.g. one trained with ``qa train-reader --neg-hard``), refits the
 combiner exactly as ``qa fit-combiner`` does (:func:`qa.training.combiner.fit_rows`) and reports the dev split's
-stages for both readers. ``--reader models/reader`` is the control: it gives the shipped fit's numbers.
+stages for both readers. ``--reader src/qa/answering/reading/models`` is the control: it gives the shipped fit's numbers.
 Writes ``benchmarks/results/combiner_reader.json``.
 """
 
@@ -26,8 +26,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from common import RESULTS  # noqa: E402
 
-from qa.answering.combiner import FEATURES, first_candidates, set_relative  # noqa: E402
-from qa.answering.reader import Reader, load_manifest  # noqa: E402
+from qa.answering.reading.combiner import FEATURES, first_candidates, set_relative  # noqa: E402
+from qa.answering.reading.finetuned import DEFAULT_ARTIFACT  # noqa: E402
+from qa.answering.reading.reader import READER, Reader  # noqa: E402
 from qa.training.combiner import _load, feature_caches, fit_rows, models_key, used_features  # noqa: E402
 from qa.training.data import load_examples, split_examples  # noqa: E402
 from qa.training.retrieval import doc_id, knowledge_base  # noqa: E402
@@ -36,7 +37,7 @@ from qa.training.retrieval import doc_id, knowledge_base  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reader", required=True, help="the reader artifact folder to put in the combiner")
-    ap.add_argument("--artifact", default=str(ROOT / "models" / "reader"), help="the shipped artifact (its cache)")
+    ap.add_argument("--artifact", default=str(DEFAULT_ARTIFACT), help="the shipped artifact (its cache)")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--work-dir", default=str(Path.home() / ".cache" / "qa" / "combiner-fit"))
     ap.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "qa" / "models"))
@@ -47,7 +48,7 @@ def main() -> int:
     args = ap.parse_args()
 
     artifact, work = Path(args.artifact), Path(args.work_dir).expanduser()
-    manifest = load_manifest(artifact)
+    manifest = READER.load_manifest(artifact)
     paths = feature_caches(work, args.k, models_key(artifact), args.collected, args.train_questions)
     caches = dict(zip(("train", "dev"), paths, strict=True))
     missing = [str(p) for p in caches.values() if not p.is_file()]

@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def dev_split_arguments(ap: Any) -> None:
     """The options of the benchmarks that read the trained models on the PIAF dev split (reader.py, span.py)."""
-    ap.add_argument("--artifact", default=str(ROOT / "models" / "reader"))
+    ap.add_argument("--artifact", default=str(ROOT / "src" / "qa" / "answering" / "reading" / "models"))
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--cache-dir", default=os.environ.get("QA_MODEL_CACHE") or str(Path.home() / ".cache" / "qa" / "models"))
     ap.add_argument("--limit", type=int, default=0, help="first N dev questions only")

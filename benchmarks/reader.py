@@ -1,10 +1,10 @@
 """The reader on the dev split it never saw: sentence choice vs today's extractive answerer, no-answer, speed.
 
-    .venv/bin/python benchmarks/reader.py [--artifact models/reader] [--cosine] [--no-answer] [--limit N]
+    .venv/bin/python benchmarks/reader.py [--artifact src/qa/answering/reading/models] [--cosine] [--no-answer] [--limit N]
 
 The dev split is the shipped model's own (its manifest's data files, seed and dev share: whole articles held
 out of training). Each dev question gets its gold paragraph; the candidates are the project's sentences
-(:func:`qa.answering.reader.candidate_sentences`, what the extractive answerer reads). Measured:
+(:func:`qa.answering.reading.reader.candidate_sentences`, what the extractive answerer reads). Measured:
 
 - top-1 sentence holds the answer (compared like ``qa eval``'s quote metric), for the ``ExtractiveAnswerer``
   (``score_sentences``), the untrained e5-small cosine (``--cosine``) and the reader run by ONNX Runtime;
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from common import dev_split_arguments  # noqa: E402
 
 from qa.answering.extractive import ExtractiveAnswerer, question_type  # noqa: E402
-from qa.answering.reader import Reader, load_manifest  # noqa: E402
+from qa.answering.reading.reader import READER, Reader  # noqa: E402
 from qa.evaluation import quote_contains_answer  # noqa: E402
 from qa.schema import Passage  # noqa: E402
 from qa.training.data import load_examples, other_paragraphs, split_examples  # noqa: E402
@@ -81,7 +81,7 @@ def main() -> int:
     args = ap.parse_args()
 
     artifact = Path(args.artifact)
-    manifest = load_manifest(artifact)
+    manifest = READER.load_manifest(artifact)
     files = [Path(args.data_dir) / f["file"] for f in manifest["data"]]
     dataset = load_examples(files)
     if [f["sha256"] for f in dataset.files] != [f["sha256"] for f in manifest["data"]]:

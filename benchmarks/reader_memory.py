@@ -44,8 +44,8 @@ def main() -> int:
     if not PIAF.exists():
         print(f"{PIAF} not found: this benchmark reads PIAF questions and paragraphs", file=sys.stderr)
         return 2
-    from qa.answering.reader import Reader, reader_folder_for
-    from qa.answering.span_reader import SpanReader, span_folder_for
+    from qa.answering.reading.reader import READER, Reader
+    from qa.answering.reading.span import SPAN, SpanReader
     from qa.chunking import split_sentences
     from qa.config import load_settings
     from qa.embeddings.onnx import OnnxEmbedder
@@ -71,8 +71,8 @@ def main() -> int:
     own = {
         name: sum(f.stat().st_size for f in folder.glob("*.data"))
         for name, folder in (
-            ("reader", reader_folder_for(reader.manifest, cache)),
-            ("span", span_folder_for(spans.manifest, cache)),
+            ("reader", READER.folder_for(reader.manifest, cache)),
+            ("span", SPAN.folder_for(spans.manifest, cache)),
         )
     }
     added = {k: steps["reader_and_span"][k] - steps["embedder"][k] for k in steps["start"]}

@@ -1,6 +1,6 @@
 """The span reader on the dev split it never saw: the short answer cut out of each question's gold sentence.
 
-    .venv/bin/python benchmarks/span.py [--artifact models/reader] [--limit N] [--rules] [--predictions FILE]
+    .venv/bin/python benchmarks/span.py [--artifact src/qa/answering/reading/models] [--limit N] [--rules] [--predictions FILE]
 
 The dev split is the shipped model's own (``span.json``: data files, seed, dev share: whole articles held out).
 Each dev question gets its gold sentence (the one that holds the answer, :mod:`qa.training.data`); the span reader,
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from common import dev_split_arguments  # noqa: E402
 
-from qa.answering.span_reader import SpanReader, load_span_manifest  # noqa: E402
+from qa.answering.reading.span import SPAN, SpanReader  # noqa: E402
 from qa.evaluation import exact_match, f1_score  # noqa: E402
 from qa.schema import Passage  # noqa: E402
 from qa.training.data import load_examples, split_examples  # noqa: E402
@@ -41,7 +41,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "span.json"))
     args = ap.parse_args()
 
-    manifest = load_span_manifest(Path(args.artifact))
+    manifest = SPAN.load_manifest(Path(args.artifact))
     split = manifest["split"]
     dataset = load_examples([Path(args.data_dir) / f["file"] for f in manifest["data"]])
     _, dev = split_examples(dataset, split["dev_share"], split["seed"])

@@ -15,16 +15,8 @@ from pathlib import Path
 import pytest
 
 import qa
-from qa.answering.reader import (
-    DEFAULT_ARTIFACT,
-    MANIFEST_FILE,
-    MAX_TOKENS,
-    WEIGHTS_FILE,
-    Reader,
-    candidate_sentences,
-    load_manifest,
-    sha256_file,
-)
+from qa.answering.reading import DEFAULT_ARTIFACT, READER, Reader, candidate_sentences, sha256_file
+from qa.answering.reading.reader import MANIFEST_FILE, MAX_TOKENS, WEIGHTS_FILE
 from qa.chunking import split_sentences
 from qa.errors import ModelError
 from qa.evaluation import quote_contains_answer
@@ -98,7 +90,7 @@ def test_positive_is_the_answer_sentence_and_negatives_do_not_hold_the_answer(tm
 
 def test_piaf_split_keeps_every_article_on_one_side() -> None:
     """The shipped model's own split: same data files (by hash), same sizes, no article on both sides."""
-    manifest = load_manifest()
+    manifest = READER.load_manifest()
     files = [DATA / f["file"] for f in manifest["data"]]
     if not all(p.exists() for p in files):
         pytest.skip("PIAF is not in ../shared/data")
@@ -112,7 +104,7 @@ def test_piaf_split_keeps_every_article_on_one_side() -> None:
 
 # -- the shipped artifact ------------------------------------------------------------------------------------------
 def test_shipped_artifact_matches_its_manifest() -> None:
-    manifest = load_manifest(DEFAULT_ARTIFACT)
+    manifest = READER.load_manifest(DEFAULT_ARTIFACT)
     weights = DEFAULT_ARTIFACT / manifest["weights"]
     assert sha256_file(weights) == manifest["weights_sha256"]
     assert weights.stat().st_size <= 30 * 1024 * 1024
@@ -134,13 +126,13 @@ def test_tampered_or_missing_weights_are_refused(tmp_path: Path) -> None:
         fh.seek(-1, 2)
         fh.write(bytes([last[0] ^ 1]))
     with pytest.raises(ModelError, match="does not match its manifest"):
-        load_manifest(copy)
+        READER.load_manifest(copy)
     (copy / WEIGHTS_FILE).unlink()
     with pytest.raises(ModelError, match="QA_READER=off"):
-        load_manifest(copy)
+        READER.load_manifest(copy)
     (copy / MANIFEST_FILE).unlink()
     with pytest.raises(ModelError, match="train-reader"):
-        load_manifest(copy)
+        READER.load_manifest(copy)
 
 
 def test_candidates_are_the_project_sentences() -> None:
@@ -151,7 +143,7 @@ def test_candidates_are_the_project_sentences() -> None:
 
 
 def test_qa_reader_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    from qa.answering.reader import enabled
+    from qa.answering.reading import enabled
 
     monkeypatch.delenv("QA_READER", raising=False)
     assert not enabled()  # opt-in until the reading answerer gets the seed trap right
@@ -205,7 +197,7 @@ def test_real_reader_puts_the_two_office_openings_far_above_the_rest(reader: Rea
 @pytest.mark.slow
 def test_scoring_does_not_import_torch(reader: Reader) -> None:
     code = (
-        "import sys; from pathlib import Path; from qa.answering.reader import Reader; "
+        "import sys; from pathlib import Path; from qa.answering.reading import Reader; "
         f"r = Reader(Path({str(MODEL_CACHE)!r})); s = r.score('Qui ?', ['Jean Martin est président.', 'Il pleut.']); "
         "assert s.shape == (2,), s; assert 'torch' not in sys.modules, 'torch imported'"
     )
@@ -257,8 +249,8 @@ def test_the_reader_and_the_span_model_hold_only_their_own_layers_and_match_torc
     from safetensors.torch import load_file
     from transformers import AutoModel
 
-    from qa.answering.reader import PASSAGE_PREFIX, QUERY_PREFIX, apply_weights, load_manifest, reader_folder_for
-    from qa.answering.span_reader import SpanReader, span_folder_for
+    from qa.answering.reading import SPAN, SpanReader
+    from qa.answering.reading.finetuned import PASSAGE_PREFIX, QUERY_PREFIX
     from qa.embeddings.onnx import OnnxEmbedder
 
     embedder = OnnxEmbedder("multilingual-e5-small", MODEL_CACHE).load()
@@ -267,14 +259,15 @@ def test_the_reader_and_the_span_model_hold_only_their_own_layers_and_match_torc
     assert first == 6 and stack is embedder._stack  # noqa: SLF001
     assert spans._below == (8, stack)  # noqa: SLF001
     layer = 384 * 384 * 4 + 384 * 1536 * 2  # one e5-small layer's matrices, in floats
-    reader_data = (reader_folder_for(reader.manifest, MODEL_CACHE) / "model.onnx.data").stat().st_size
-    span_data = (span_folder_for(spans.manifest, MODEL_CACHE) / "model.onnx.data").stat().st_size
+    reader_data = (READER.folder_for(reader.manifest, MODEL_CACHE) / "model.onnx.data").stat().st_size
+    span_data = (SPAN.folder_for(spans.manifest, MODEL_CACHE) / "model.onnx.data").stat().st_size
     assert 6 * layer * 4 <= reader_data < 7 * layer * 4  # its 6 layers, fp32: no e5 layer, no word table
     assert 4 * layer * 4 <= span_data < 5 * layer * 4
 
     texts = [QUERY_PREFIX + ALMATY_QUESTION, PASSAGE_PREFIX + "En novembre 1994, l'UE a ouvert un bureau à Almaty."]
     bert = AutoModel.from_pretrained(str(MODEL_CACHE / "multilingual-e5-small"), dtype=torch.float32).eval()
-    apply_weights(bert, torch.nn.Linear(1, 1), load_file(str(reader.artifact / load_manifest(reader.artifact)["weights"])))
+    weights = READER.weights(reader.artifact, READER.load_manifest(reader.artifact))
+    READER.apply_weights(bert, torch.nn.Linear(1, 1), load_file(str(weights)))
     batch = reader._tokenizer.encode_batch(texts)  # noqa: SLF001
     ids = torch.tensor([e.ids for e in batch])
     mask = torch.tensor([e.attention_mask for e in batch])

@@ -11,25 +11,15 @@ import numpy as np
 import pytest
 
 from qa.answering.answerers import make_answerer
-from qa.answering.combiner import (
-    COMBINER_FILE,
-    FEATURES,
-    FORMAT,
-    Candidate,
-    Combiner,
-    features,
-    first_candidates,
-    fit_logistic,
-)
 from qa.answering.extractive import ExtractiveAnswerer
 from qa.answering.llm import parse_answerer
-from qa.answering.reader import DEFAULT_ARTIFACT
-from qa.answering.reading import CANDIDATES, ReadingAnswerer, reply_of
-from qa.answering.span_reader import SpanReading
+from qa.answering.reading import CANDIDATES, DEFAULT_ARTIFACT, ReadingAnswerer, SpanReading, reply_of
+from qa.answering.reading.combiner import COMBINER_FILE, FEATURES, FORMAT, Candidate, Combiner, features, first_candidates
 from qa.answering.text import REFUSAL
 from qa.errors import ModelError
 from qa.evaluation import format_report, load_squads, split_questions
 from qa.schema import Passage
+from qa.training.combiner import fit_logistic
 
 from helpers import SEED
 
@@ -269,6 +259,76 @@ def test_a_combiner_on_a_subset_of_the_features_reads_only_its_columns() -> None
     assert np.allclose(combiner.probabilities(x), [1 / (1 + np.exp(2.0)), 1 / (1 + np.exp(-2.0))])
 
 
+class NullSpans(FakeSpans):
+    """A span model trained with the null answer: its margins are features."""
+
+    null = True
+    reads = 0
+
+    def read(self, question: str, sentences: list[str]) -> list[SpanReading | None]:
+        self.reads += 1
+        return super().read(question, sentences)
+
+
+def test_the_runtime_runs_only_the_models_its_combiner_reads_and_fitting_runs_them_all() -> None:
+    from qa.training.combiner import all_features
+
+    names = ["coverage", "lexical_score"]  # neither the reader's nor the span model's features
+    spec = {"format": FORMAT, "features": names, "mean": [0, 0], "scale": [1, 1], "coef": [1.0, 0.0]}
+    reader, spans = FakeReader("Almaty"), NullSpans("novembre 1994")
+    reading = ReadingAnswerer(
+        ExtractiveAnswerer(nlp=False),
+        Path("/nonexistent"),
+        reader=reader,
+        combiner=Combiner({**spec, "intercept": 0.0, "threshold": 0.5}),
+        spans=spans,
+    )
+    ranked = reading.lexical.score_sentences(QUESTION, passages())
+    logits, readings, x = reading.candidates(QUESTION, ranked, passages())
+    assert reader.calls == [] and spans.reads == 0 and readings == [None] * len(ranked)
+    assert not x[:, FEATURES.index("reader_logit")].any() and not x[:, FEATURES.index("span_margin")].any()
+    every = all_features(reading, QUESTION, ranked, passages())
+    assert reader.calls == [len(ranked)] and spans.reads == 1
+    by_text = {s.text: i for i, s in enumerate(ranked)}
+    assert every[by_text[ALMATY], FEATURES.index("reader_logit")] == 3.0
+    assert every[by_text[ALMATY], FEATURES.index("span_margin")] == 1.0  # the null-trained model's margin
+    assert min(every[:, FEATURES.index("span_margin")]) == -20.0  # a sentence without the answer: NO_ANSWER
+    lexical = [FEATURES.index(n) for n in FEATURES if n not in ("reader_logit", "reader_margin", "reader_best")]
+    lexical = [i for i in lexical if FEATURES[i] not in ("span_margin", "span_margin_gap")]
+    assert np.array_equal(every[:, lexical], x[:, lexical])
+
+
+def test_the_reading_package_loads_its_modules_on_first_use() -> None:
+    import os
+    import subprocess
+    import sys
+
+    import qa
+
+    code = (
+        "import sys; import qa.answering.reading as r; r.enabled(); "
+        "assert not [m for m in sys.modules if m.startswith('qa.answering.reading.')], sorted(sys.modules); "
+        "assert r.ReadingAnswerer.__module__ == 'qa.answering.reading.answerer'; "
+        "assert 'qa.answering.reading.reader' in sys.modules and 'qa.answering.reading.span' not in sys.modules"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(qa.__file__).resolve().parents[1]), "QA_READER": "off"}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
+
+
+def test_the_shipped_models_are_package_data() -> None:
+    import tomllib
+
+    import qa
+
+    package = Path(qa.__file__).resolve().parent
+    assert DEFAULT_ARTIFACT == package / "answering" / "reading" / "models"
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = pyproject["tool"]["setuptools"]["package-data"]["qa"]
+    shipped = {p for p in DEFAULT_ARTIFACT.iterdir() if p.is_file()}
+    assert {"manifest.json", "reader.safetensors", "span.json", "span.safetensors", "combiner.json"} <= {p.name for p in shipped}
+    assert shipped <= {p for g in globs for p in package.glob(g)}  # a wheel carries every one
+
+
 def test_shipped_combiner_was_fitted_on_the_training_split_with_its_dev_scores() -> None:
     combiner = Combiner.load(DEFAULT_ARTIFACT)
     spec = combiner.spec
@@ -400,8 +460,8 @@ def test_qa_ask_answers_with_the_reader_from_the_command_line(real_kb, capsys: p
 
 @pytest.mark.slow
 def test_one_tokenizer_is_shared_with_each_views_own_settings() -> None:
-    from qa.answering.reader import load_tokenizer
-    from qa.answering.span_reader import load_span_tokenizer
+    from qa.answering.reading.reader import load_tokenizer
+    from qa.answering.reading.span import load_span_tokenizer
     from qa.embeddings.base import shared_tokenizer
 
     from helpers import MODEL_CACHE

@@ -16,25 +16,22 @@ import numpy as np
 import pytest
 
 import qa
-from qa.answering.reader import DEFAULT_ARTIFACT, sha256_file
-from qa.answering.span_reader import (
+from qa.answering.reading import DEFAULT_ARTIFACT, SPAN, SpanReader, sha256_file
+from qa.answering.reading.span import (
     MAX_ANSWER_TOKENS,
     MAX_TOKENS,
     SPAN_MANIFEST,
     SPAN_WEIGHTS,
-    SpanReader,
     best_span,
     decode,
     dequantise,
-    load_span_manifest,
-    quantise_rows,
     sentence_tokens,
     strip_span,
     widen_to_words,
 )
 from qa.errors import ModelError
 from qa.training.data import Example, Paragraph
-from qa.training.span import answer_in_sentence, token_span
+from qa.training.span import answer_in_sentence, quantise_rows, token_span
 
 from helpers import MODEL_CACHE
 
@@ -170,7 +167,7 @@ def test_int8_rows_round_trip() -> None:
 
 # -- the shipped artifact -------------------------------------------------------------------------------------------
 def test_shipped_span_artifact_matches_its_manifest() -> None:
-    manifest = load_span_manifest(DEFAULT_ARTIFACT)
+    manifest = SPAN.load_manifest(DEFAULT_ARTIFACT)
     weights = DEFAULT_ARTIFACT / manifest["weights"]
     assert sha256_file(weights) == manifest["weights_sha256"] == manifest["weights_sha256"].lower()
     assert weights.stat().st_size <= 8.5 * 1e6
@@ -194,17 +191,17 @@ def test_tampered_or_missing_span_weights_are_refused(tmp_path: Path) -> None:
         fh.seek(-1, 2)
         fh.write(bytes([last[0] ^ 1]))
     with pytest.raises(ModelError, match=r"span\.safetensors does not match .*span\.json.*qa train-span"):
-        load_span_manifest(copy)
+        SPAN.load_manifest(copy)
     (copy / SPAN_WEIGHTS).unlink()
     with pytest.raises(ModelError, match="span weights .* are missing: run `qa train-span`"):
-        load_span_manifest(copy)
+        SPAN.load_manifest(copy)
     manifest = json.loads((copy / SPAN_MANIFEST).read_text())
     (copy / SPAN_MANIFEST).write_text(json.dumps(manifest | {"format": 99}))
     with pytest.raises(ModelError, match="format 99"):
-        load_span_manifest(copy)
+        SPAN.load_manifest(copy)
     (copy / SPAN_MANIFEST).unlink()
     with pytest.raises(ModelError, match="no span model in .*: run `qa train-span`"):
-        load_span_manifest(copy)
+        SPAN.load_manifest(copy)
 
 
 def test_cli_has_train_span() -> None:
@@ -212,7 +209,7 @@ def test_cli_has_train_span() -> None:
 
     args = build_parser().parse_args(["train-span", "--layers", "4", "--quantize", "int8", "--budget-min", "5", "--resume"])
     assert (args.layers, args.quantize, args.budget_min, args.resume, args.seed) == (4, "int8", 5.0, True, 13)
-    assert args.out == "models/reader" and args.work_dir == "~/.cache/qa/span-train"
+    assert Path(args.out) == DEFAULT_ARTIFACT and args.work_dir == "~/.cache/qa/span-train"
     assert [Path(d).name for d in args.data] == ["piaf-v1.0.json", "piaf-v1.1-extra.json"]
 
 
@@ -269,7 +266,7 @@ def test_extract_returns_none_without_a_sentence(span_reader: SpanReader) -> Non
 @pytest.mark.slow
 def test_extracting_does_not_import_torch(span_reader: SpanReader) -> None:
     code = (
-        "import sys; from pathlib import Path; from qa.answering.span_reader import SpanReader; "
+        "import sys; from pathlib import Path; from qa.answering.reading import SpanReader; "
         f"r = SpanReader(Path({str(MODEL_CACHE)!r})); x = r.extract('Qui est président ?', 'Jean Martin est président.'); "
         "assert x is not None, x; assert 'torch' not in sys.modules, 'torch imported'"
     )

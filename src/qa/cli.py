@@ -169,9 +169,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _eval_news(args)
     articles, questions = load_squads(args.file)
     if args.split != "all":
-        from qa.answering.reader import load_manifest
+        from qa.answering.reading.reader import READER
 
-        split = load_manifest()["split"]  # the reader's own split: its dev articles were never trained on
+        split = READER.load_manifest()["split"]  # the reader's own split: its dev articles were never trained on
         questions = split_questions(articles, questions, args.split, split["dev_share"], split["seed"])
     questions = questions[: args.limit] if args.limit else questions
     # never the user's own index: a fresh one unless --index names one
@@ -337,7 +337,7 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 TRAINING_COMMANDS = {
     "train-reader": (
-        "train the reader model from the offline e5 weights (needs torch; see models/reader)",
+        "train the reader model from the offline e5 weights (needs torch; see qa/answering/reading/models)",
         "qa.training",
         "add_arguments",
         "cmd_train_reader",
@@ -349,7 +349,7 @@ TRAINING_COMMANDS = {
         "cmd_fit_combiner",
     ),
     "train-span": (
-        "train the short-answer span model from the offline e5 weights (needs torch; see models/reader)",
+        "train the short-answer span model from the offline e5 weights (needs torch; see qa/answering/reading/models)",
         "qa.training.span",
         "add_span_arguments",
         "cmd_train_span",

@@ -88,7 +88,7 @@ def make_answerer(
     reader's and the span model's ONNX files). ``reader_artifact``: the reading answerer's models (None: shipped).
     """
     from qa.answering.llm import make_llm_answerer, parse_answerer
-    from qa.answering.reader import enabled
+    from qa.answering.reading import enabled
 
     provider, stage = parse_answerer(spec)
     extractive = extractive_answerer()

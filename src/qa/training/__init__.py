@@ -20,7 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=list(DEFAULT_DATA),
         help="SQuAD-format files (default: PIAF v1.0 + v1.1-extra in ../shared/data)",
     )
-    p.add_argument("--out", default="models/reader", help="artifact folder (default: models/reader)")
+    from qa.answering.reading.finetuned import DEFAULT_ARTIFACT
+
+    p.add_argument("--out", default=str(DEFAULT_ARTIFACT), help="artifact folder (default: the package's own, %(default)s)")
     p.add_argument("--work-dir", default="~/.cache/qa/reader-train", help="checkpoints (default: ~/.cache/qa/reader-train)")
     p.add_argument("--cache-dir", default="~/.cache/qa/models", help="where the offline e5 folder is (rebuilt if missing)")
     p.add_argument("--model", default="multilingual-e5-small", help="base model (the offline e5-small)")
@@ -92,7 +94,9 @@ def cmd_train_reader(args: argparse.Namespace) -> int:
 def add_combiner_arguments(p: argparse.ArgumentParser) -> None:
     """``qa fit-combiner`` (:mod:`qa.training.combiner`)."""
     p.add_argument("data", nargs="*", default=list(DEFAULT_DATA), help="SQuAD-format files (default: the PIAF files)")
-    p.add_argument("--artifact", default="models/reader", help="the reader artifact folder (default models/reader)")
+    from qa.answering.reading.finetuned import DEFAULT_ARTIFACT
+
+    p.add_argument("--artifact", default=str(DEFAULT_ARTIFACT), help="the reader artifact folder (default: the package's own)")
     p.add_argument("--work-dir", default="~/.cache/qa/combiner-fit", help="its index and feature cache")
     p.add_argument("-k", type=int, default=5, help="passages per question, as `qa ask` (default 5)")
     p.add_argument("--train-questions", type=int, default=1500, help="training questions sampled (default 1500)")

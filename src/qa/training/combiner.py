@@ -1,4 +1,4 @@
-"""``qa fit-combiner``: fit the combiner (:mod:`qa.answering.combiner`) on the training split, choose its threshold
+"""``qa fit-combiner``: fit the combiner (:mod:`qa.answering.reading.combiner`) on the training split, choose its threshold
 on the dev split.
 
 The candidates are the product's own: every PIAF paragraph of the data files is indexed (a knowledge base in
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import random
 import sys
 import time
@@ -26,11 +27,26 @@ from typing import Any
 
 import numpy as np
 
-from qa.answering.combiner import COMBINER_FILE, FEATURES, FORMAT, first_candidates, fit_choice, fit_logistic, log_loss
-from qa.answering.reader import load_manifest
+from qa.answering.reading.combiner import COMBINER_FILE, FEATURES, FORMAT, first_candidates
+from qa.answering.reading.reader import READER
 from qa.evaluation import quote_contains_answer
 from qa.training.data import Example, load_examples, other_paragraphs, split_examples, swap_name
 from qa.training.retrieval import doc_id, knowledge_base
+
+
+def all_features(reading: Any, question: str, ranked: list[Any], passages: list[Any]) -> np.ndarray:
+    """The combiner's features of the candidates ``ranked`` with every model run (the reader, and the span model
+    when it was trained with the null answer), whichever features the shipped combiner reads: what a fit may
+    choose among. ``reading``: a combined-stage :class:`~qa.answering.reading.ReadingAnswerer`."""
+    from qa.answering.reading.answerer import NO_ANSWER
+
+    texts = [s.text for s in ranked]
+    logits = np.asarray(reading.reader.score(question, texts), dtype=np.float64)
+    spans = reading.spans
+    margins = None
+    if spans is not None and spans.null:
+        margins = [r.margin if r is not None else NO_ANSWER for r in spans.read(question, texts)]
+    return reading.features(question, ranked, logits, passages, margins)
 
 
 def collect(
@@ -52,7 +68,7 @@ def collect(
             if not ranked:
                 rows.append({"id": ex.id, "removed": removed, "x": np.zeros((0, len(FEATURES))), "y": np.zeros(0)})
                 continue
-            _, _, x = reading.candidates(ex.question, ranked, passages, every=True)
+            x = all_features(reading, ex.question, ranked, passages)
             y = np.array([float(not ex.impossible and quote_contains_answer([s.text], ex.answers)) for s in ranked])
             rows.append({"id": ex.id, "removed": removed, "x": x, "y": y})
     return rows
@@ -89,7 +105,7 @@ def collect_swapped(
         ranked = reading.lexical.score_sentences(ex.question, passages)[:candidates]
         if not any(r.text == swapped for r in ranked):
             continue
-        _, _, x = reading.candidates(ex.question, ranked, passages, every=True)
+        x = all_features(reading, ex.question, ranked, passages)
         y = np.array([float(r.text != swapped and quote_contains_answer([r.text], ex.answers)) for r in ranked])
         rows.append({"id": ex.id, "removed": False, "x": x, "y": y})
     return rows
@@ -108,7 +124,7 @@ def _save(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def used_features(drop: str) -> list[str]:
     """:data:`FEATURES` without those named in ``drop`` (comma-separated features or groups: ``reader``, ``span``)."""
-    from qa.answering.combiner import GROUPS
+    from qa.answering.reading.combiner import GROUPS
 
     dropped: set[str] = set()
     for name in filter(None, (n.strip() for n in drop.split(","))):
@@ -121,16 +137,64 @@ def used_features(drop: str) -> list[str]:
     return kept
 
 
+# -- the fits (what :class:`~qa.answering.reading.combiner.Combiner` reads) -----------------------------------------
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50) -> dict[str, Any]:
+    """L2-regularised logistic regression by Newton's method on standardised features: ``mean``, ``scale``,
+    ``coef``, ``intercept`` (what :class:`~qa.answering.reading.combiner.Combiner` reads)."""
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+    w = np.zeros(z.shape[1])
+    penalty = np.full(z.shape[1], l2)
+    penalty[-1] = 0.0  # no penalty on the intercept
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(z @ w, -40, 40)))
+        grad = z.T @ (p - y) + penalty * w
+        hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if float(np.abs(step).max()) < 1e-8:
+            break
+    return {"mean": mean.tolist(), "scale": scale.tolist(), "coef": w[:-1].tolist(), "intercept": float(w[-1])}
+
+
+def fit_choice(groups: list[np.ndarray], targets: list[np.ndarray], mean: Any, scale: Any, l2: float = 1.0) -> list[float]:
+    """A conditional logit (softmax over each question's candidates, L2) on standardised features: which candidate
+    holds the answer, given that one does. ``groups``: each question's feature matrix; ``targets``: its labels."""
+    from scipy.optimize import minimize
+
+    zs = [(g - np.asarray(mean)) / np.asarray(scale) for g in groups]
+    ts = [t / t.sum() for t in targets]
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        total, grad = 0.5 * l2 * float(w @ w), l2 * w
+        for z, t in zip(zs, ts, strict=True):
+            s = z @ w
+            p = np.exp(s - s.max())
+            p /= p.sum()
+            total -= float(t @ np.log(p + 1e-12))
+            grad = grad - z.T @ (t - p)
+        return total, grad
+
+    return minimize(loss, np.zeros(zs[0].shape[1]), jac=True, method="L-BFGS-B").x.tolist()
+
+
+def log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if len(y) else math.nan
+
+
 def _span_sha(artifact: Path) -> str:
     """The span model's weights hash (its margins are features), or "none" when the artifact has none."""
-    from qa.answering.span_reader import SPAN_MANIFEST, load_span_manifest
+    from qa.answering.reading.span import SPAN, SPAN_MANIFEST
 
-    return load_span_manifest(artifact)["weights_sha256"] if (artifact / SPAN_MANIFEST).is_file() else "none"
+    return SPAN.load_manifest(artifact)["weights_sha256"] if (artifact / SPAN_MANIFEST).is_file() else "none"
 
 
 def models_key(artifact: Path) -> str:
     """The reader's and the span model's weights (12 hex digits each): what the cached features were read with."""
-    return f"{load_manifest(artifact)['weights_sha256'][:12]}-{_span_sha(artifact)[:12]}"
+    return f"{READER.load_manifest(artifact)['weights_sha256'][:12]}-{_span_sha(artifact)[:12]}"
 
 
 def feature_caches(work: Path, k: int, models: str, collected: int, questions: int) -> tuple[Path, Path]:
@@ -215,7 +279,7 @@ def fit_rows(
     """The combiner fitted on ``train_rows`` over the features ``names`` (the pointwise logistic regression and the
     listwise choice model), its thresholds chosen on ``dev_rows``: ``(spec, scores)``, the scores of each stage on
     the dev rows (lexical first sentence, the reader alone, combined)."""
-    from qa.answering.combiner import Combiner
+    from qa.answering.reading.combiner import Combiner
 
     columns = [FEATURES.index(n) for n in names]
     x = np.vstack([r["x"] for r in train_rows])
@@ -312,7 +376,7 @@ def fit_combiner(args: argparse.Namespace) -> int:
     work = Path(args.work_dir).expanduser()
     work.mkdir(parents=True, exist_ok=True)
     artifact = Path(args.artifact)
-    reader_manifest = load_manifest(artifact)
+    reader_manifest = READER.load_manifest(artifact)
     split = reader_manifest["split"]
     dataset = load_examples([Path(d) for d in args.data], impossible=True)
     train_all, dev_all = split_examples(dataset, split["dev_share"], split["seed"])
@@ -410,7 +474,7 @@ def fit_combiner(args: argparse.Namespace) -> int:
     names = used_features(args.drop)
     spec, scores = fit_rows(fit_on, dev_cut.get("squad", []), names, args.l2, args.false_abstention)
     if "train" in news_cut:  # the threshold no higher than the news training part allows
-        from qa.answering.combiner import Combiner
+        from qa.answering.reading.combiner import Combiner
 
         news_thr = choose_threshold(
             _answerable_confidence(news_cut["train"], _picks(Combiner(spec), news_cut["train"])), args.false_abstention
@@ -419,7 +483,7 @@ def fit_combiner(args: argparse.Namespace) -> int:
         scores["threshold_news_train"] = round(news_thr, 6)
         spec["threshold"] = round(min(spec["threshold"], news_thr), 6)
     if swapped:
-        from qa.answering.combiner import Combiner
+        from qa.answering.reading.combiner import Combiner
 
         scores["names_swapped"] = names_contrast(Combiner(spec), [first_candidates(r, args.candidates) for r in swapped["dev"]])
     scores["dev_sets"] = _dev_report(
@@ -492,7 +556,7 @@ def _picks(combiner: Any, rows: list[dict[str, Any]]) -> list[Pick]:
 def _dev_report(spec: dict[str, Any], sets: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """At the chosen threshold, per row set: the combined answer's scores (quote holds the answer, false
     abstentions, abstention on the unanswerable rows) and the lexical answerer's first sentence's top-1."""
-    from qa.answering.combiner import Combiner
+    from qa.answering.reading.combiner import Combiner
 
     combiner = Combiner(spec)
     out = {}

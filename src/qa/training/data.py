@@ -1,6 +1,6 @@
 """Training data for the reader: SQuAD-format files, split by article, turned into sentence lists.
 
-Every paragraph's candidates are the project's own sentences (:func:`qa.answering.reader.candidate_sentences`);
+Every paragraph's candidates are the project's own sentences (:func:`qa.answering.reading.reader.candidate_sentences`);
 a question's positive is the sentence that holds its answer (the one at ``answer_start``, or any sentence whose
 text holds the answer, compared like :func:`qa.evaluation.quote_contains_answer`). The split is by article
 (SQuAD ``title``): a held-out share of articles, drawn with a fixed seed, never seen in training.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qa.answering.reader import candidate_sentences
+from qa.answering.reading.reader import candidate_sentences
 from qa.errors import DocumentError
 from qa.evaluation import quote_contains_answer, split_titles
 

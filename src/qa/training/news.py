@@ -134,7 +134,7 @@ def generate(
     """SQuAD 2.0 entries (one per article) and counts by kind."""
     from tqdm import tqdm
 
-    from qa.answering.reader import candidate_sentences
+    from qa.answering.reading.reader import candidate_sentences
 
     rng = random.Random(seed)
     counts: Counter[str] = Counter()

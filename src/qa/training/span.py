@@ -1,5 +1,5 @@
 """``qa train-span``: fine-tune the top layers of the offline e5-small and a start/end head to cut the short answer
-out of the sentence that holds it (the runtime is :mod:`qa.answering.span_reader`).
+out of the sentence that holds it (the runtime is :mod:`qa.answering.reading.span`).
 
 Each training question gives one pair (« query: question », its answer sentence) and the answer's character span in
 that sentence: the SQuAD ``answer_start`` when it falls in the sentence, else the first case-insensitive occurrence
@@ -30,23 +30,21 @@ from typing import Any
 
 import numpy as np
 
-from qa.answering.reader import QUERY_PREFIX, sha256_file
-from qa.answering.span_reader import (
+from qa.answering.reading.finetuned import DEFAULT_ARTIFACT, QUERY_PREFIX, sha256_file
+from qa.answering.reading.span import (
     MAX_ANSWER_TOKENS,
     MAX_TOKENS,
     SCALE_SUFFIX,
+    SPAN,
     SPAN_FORMAT,
     SPAN_MANIFEST,
     SPAN_WEIGHTS,
-    apply_span_weights,
     best_span,
     decode,
     dequantise,
     encode_span_pairs,
-    load_span_manifest,
     load_span_tokenizer,
     load_span_weights,
-    quantise_rows,
     sentence_tokens,
 )
 from qa.errors import ModelError
@@ -68,7 +66,7 @@ def add_span_arguments(p: argparse.ArgumentParser) -> None:
         default=list(DEFAULT_DATA),
         help="SQuAD-format files (default: PIAF v1.0 + v1.1-extra in ../shared/data)",
     )
-    p.add_argument("--out", default="models/reader", help="artifact folder (default: models/reader)")
+    p.add_argument("--out", default=str(DEFAULT_ARTIFACT), help="artifact folder (default: the package's own, %(default)s)")
     p.add_argument("--work-dir", default="~/.cache/qa/span-train", help="checkpoints (default: ~/.cache/qa/span-train)")
     p.add_argument("--cache-dir", default="~/.cache/qa/models", help="where the offline e5 folder is (rebuilt if missing)")
     p.add_argument("--model", default="multilingual-e5-small", help="base model (the offline e5-small)")
@@ -321,6 +319,16 @@ def top_logits(
     return logits[..., 0], logits[..., 1], allowed
 
 
+def quantise_rows(tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 2-D float matrix as int8 and one float32 scale per row (symmetric: ``int8 * scale``; the runtime's
+    :func:`~qa.answering.reading.span.dequantise` reads it back)."""
+    matrix = np.asarray(tensor, dtype=np.float32)
+    scale = np.abs(matrix).max(axis=1) / 127.0
+    scale[scale == 0] = 1.0
+    q = np.clip(np.rint(matrix / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale.astype(np.float32)
+
+
 def stored_tensors(params: dict[str, Any], quantize: str) -> dict[str, Any]:
     """The tensors as the artifact stores them (numpy): fp16, or 2-D layer matrices as int8 + row scales."""
     out: dict[str, Any] = {}
@@ -542,14 +550,14 @@ def train_span(args: argparse.Namespace) -> int:
     size = sum(p.numel() for p in params.values()) / 1e6
     say(f"training layers {first}-{bert.config.num_hidden_layers - 1} + head: {size:.2f} M parameters")
     if args.init:
-        start_from = load_span_manifest(Path(args.init))
+        start_from = SPAN.load_manifest(Path(args.init))
         if start_from.get("trained_layers") != list(range(first, bert.config.num_hidden_layers)):
             raise ModelError(f"--init {args.init} trained layers {start_from.get('trained_layers')}: use --layers to match")
         import torch
 
         with torch.no_grad():
             initial = load_span_weights(Path(args.init), start_from)
-            apply_span_weights(bert, head, {k: torch.from_numpy(v) for k, v in initial.items()})
+            SPAN.apply_weights(bert, head, {k: torch.from_numpy(v) for k, v in initial.items()})
         say(f"starting from {args.init} ({start_from['weights_sha256'][:12]})")
 
     t0 = time.monotonic()

@@ -29,16 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from qa.answering.reader import (
-    ARTIFACT_FORMAT,
-    MANIFEST_FILE,
-    MAX_TOKENS,
-    PASSAGE_PREFIX,
-    QUERY_PREFIX,
-    WEIGHTS_FILE,
-    load_tokenizer,
-    sha256_file,
-)
+from qa.answering.reading.finetuned import PASSAGE_PREFIX, QUERY_PREFIX, sha256_file
+from qa.answering.reading.reader import ARTIFACT_FORMAT, MANIFEST_FILE, MAX_TOKENS, WEIGHTS_FILE, load_tokenizer
 from qa.errors import ModelError
 from qa.evaluation import quote_contains_answer
 from qa.training.data import (

@@ -13,7 +13,6 @@ hand-set but the feature list.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,50 +179,3 @@ class Combiner:
             return np.zeros(0)
         z = self._z(x) @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50) -> dict[str, Any]:
-    """L2-regularised logistic regression by Newton's method on standardised features: ``mean``, ``scale``,
-    ``coef``, ``intercept`` (what :class:`Combiner` reads)."""
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale[scale < 1e-9] = 1.0
-    z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
-    w = np.zeros(z.shape[1])
-    penalty = np.full(z.shape[1], l2)
-    penalty[-1] = 0.0  # no penalty on the intercept
-    for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-np.clip(z @ w, -40, 40)))
-        grad = z.T @ (p - y) + penalty * w
-        hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty + 1e-9)
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if float(np.abs(step).max()) < 1e-8:
-            break
-    return {"mean": mean.tolist(), "scale": scale.tolist(), "coef": w[:-1].tolist(), "intercept": float(w[-1])}
-
-
-def fit_choice(groups: list[np.ndarray], targets: list[np.ndarray], mean: Any, scale: Any, l2: float = 1.0) -> list[float]:
-    """A conditional logit (softmax over each question's candidates, L2) on standardised features: which candidate
-    holds the answer, given that one does. ``groups``: each question's feature matrix; ``targets``: its labels."""
-    from scipy.optimize import minimize
-
-    zs = [(g - np.asarray(mean)) / np.asarray(scale) for g in groups]
-    ts = [t / t.sum() for t in targets]
-
-    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        total, grad = 0.5 * l2 * float(w @ w), l2 * w
-        for z, t in zip(zs, ts, strict=True):
-            s = z @ w
-            p = np.exp(s - s.max())
-            p /= p.sum()
-            total -= float(t @ np.log(p + 1e-12))
-            grad = grad - z.T @ (t - p)
-        return total, grad
-
-    return minimize(loss, np.zeros(zs[0].shape[1]), jac=True, method="L-BFGS-B").x.tolist()
-
-
-def log_loss(p: np.ndarray, y: np.ndarray) -> float:
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if len(y) else math.nan

@@ -3,13 +3,14 @@
 A SQuAD-style start/end head on multilingual-e5-small read as a cross-encoder: the pair (« query: question »,
 sentence), at most :data:`MAX_TOKENS` tokens (only the sentence is truncated). The bottom layers are e5's, the top
 layers and a ``Linear(384, 2)`` head are fine-tuned on the PIAF train split (``qa train-span``, see
-``models/reader/README.md``). The repository ships only what differs from e5-small (``models/reader/span.safetensors``,
-fp16, or int8 with one scale per row) and ``span.json``, its manifest (sha256, data, parameters, dev-split scores).
+``qa/answering/reading/models/README.md``). The repository ships only what differs from e5-small
+(``qa/answering/reading/models/span.safetensors``, fp16, or int8 with one scale per row) and ``span.json``, its
+manifest (sha256, data, parameters, dev-split scores).
 
 On first use the weights are put on top of the rebuilt e5 folder and the layers they change (8-11) and the head are
 exported once to ONNX in the model cache (``span-<sha12>.onnx``, weights as ONNX external data, memory-mapped; the
-export needs torch); e5's layers 0-7 run in the embedder's own sessions (:func:`qa.answering.reader.below`, one copy
-of each e5 matrix per process); extracting needs only
+export needs torch; :mod:`qa.answering.reading.finetuned`); e5's layers 0-7 run in the embedder's own sessions
+(:func:`qa.answering.reading.finetuned.below`, one copy of each e5 matrix per process); extracting needs only
 ``onnxruntime``, ``tokenizers``, ``safetensors`` and numpy (no torch import).
 
 Decoding: the best (start <= end, at most :data:`MAX_ANSWER_TOKENS` tokens) by start + end logit over the sentence's
@@ -19,16 +20,14 @@ stripped.
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qa.answering.reader import DEFAULT_ARTIFACT, QUERY_PREFIX, below, first_layer, sha256_file
+from qa.answering.reading.finetuned import QUERY_PREFIX, FineTuned, FineTunedModel
 from qa.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -40,8 +39,6 @@ SPAN_WEIGHTS = "span.safetensors"
 SPAN_MANIFEST = "span.json"
 BUILD_FORMAT = 2  # bump whenever the export changes (2: its own layers only, e5's below run by the embedder's)
 MARKER = "qa_span.json"
-MODEL_FILE = "model.onnx"
-DATA_FILE = "model.onnx.data"
 SCALE_SUFFIX = ".scale"
 """An int8 tensor ``name`` comes with ``name.scale`` (one float per row): ``weight = int8 * scale``."""
 STRIP = " \t\r\n\u00a0\u202f,;:.!?«»\"'“”‘’()[]{}…–—-/"
@@ -134,34 +131,6 @@ def decode(sentence: str, encoding: Any, start_logits: np.ndarray, end_logits: n
 
 
 # -- the artifact ---------------------------------------------------------------------------------------------------
-def load_span_manifest(artifact: Path = DEFAULT_ARTIFACT) -> dict[str, Any]:
-    """The span artifact's manifest (``span.json``), after checking that its weights file is the one it describes."""
-    artifact = Path(artifact)
-    path = artifact / SPAN_MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"no span model in {artifact} ({exc}): run `qa train-span` or set QA_READER=off") from None
-    if manifest.get("format") != SPAN_FORMAT:
-        raise ModelError(f"{path} has format {manifest.get('format')!r}, this qa reads {SPAN_FORMAT}: run `qa train-span`")
-    weights = artifact / manifest.get("weights", SPAN_WEIGHTS)
-    if not weights.is_file():
-        raise ModelError(f"the span weights {weights} are missing: run `qa train-span` or set QA_READER=off")
-    actual = sha256_file(weights)
-    if actual != manifest.get("weights_sha256"):
-        raise ModelError(f"{weights} does not match {path} (sha256 {actual[:12]}…): retrain with `qa train-span` or restore it")
-    return manifest
-
-
-def quantise_rows(tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A 2-D float matrix as int8 and one float32 scale per row (symmetric: ``int8 * scale``)."""
-    matrix = np.asarray(tensor, dtype=np.float32)
-    scale = np.abs(matrix).max(axis=1) / 127.0
-    scale[scale == 0] = 1.0
-    q = np.clip(np.rint(matrix / scale[:, None]), -127, 127).astype(np.int8)
-    return q, scale.astype(np.float32)
-
-
 def dequantise(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The artifact's tensors as float32: int8 ones multiplied by their row scales, the scales dropped."""
     out: dict[str, np.ndarray] = {}
@@ -181,102 +150,53 @@ def dequantise(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def load_span_weights(artifact: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
-    return dequantise(load_file(str(Path(artifact) / manifest.get("weights", SPAN_WEIGHTS))))
+    return dequantise(load_file(str(SPAN.weights(artifact, manifest))))
 
 
-# -- the ONNX build (torch, once) -----------------------------------------------------------------------------------
-def span_folder_for(manifest: dict[str, Any], cache_dir: Path) -> Path:
-    return Path(cache_dir).expanduser().resolve() / f"span-{manifest['weights_sha256'][:12]}.onnx"
+# -- the ONNX build (torch, once; :class:`~qa.answering.reading.finetuned.FineTuned`) --------------------------------
+def _head(bert: Any, manifest: dict[str, Any]) -> tuple[Any, Any, list[str]]:
+    """A ``Linear(384, 2)`` on every token: the graph gives the start and the end logits."""
+    import torch
 
-
-def build_span_model(artifact: Path, model_folder: Path, cache_dir: Path, progress: Any = None) -> Path:
-    """The span model's ONNX file: the e5 folder with the artifact's weights on top, exported once (atomic),
-    optimised, its weights in :data:`DATA_FILE` beside the graph."""
-    manifest = load_span_manifest(artifact)
-    from qa.embeddings.onnx_build import build_fine_tuned, fine_tuned_stamp
-
-    return build_fine_tuned(
-        span_folder_for(manifest, cache_dir),
-        MARKER,
-        fine_tuned_stamp(manifest["weights_sha256"], model_folder, BUILD_FORMAT),
-        Path(model_folder),
-        lambda out: _export(Path(artifact), manifest, Path(model_folder), out),
-        f"span model ({artifact})",
-        progress,
-    )
-
-
-def _export(artifact: Path, manifest: dict[str, Any], model_folder: Path, out: Path) -> None:
-    try:
-        import onnx  # noqa: F401  (torch's exporter needs it)
-        import torch
-        import transformers
-        from transformers import AutoModel
-    except ImportError as exc:
-        raise ModelError(f"building the span model needs {exc.name}: pip install torch onnx, or set QA_READER=off") from None
-
-    from qa.embeddings.onnx_build import export_layers
-
-    transformers.utils.logging.disable_progress_bar()  # the build reports its own progress ("exporting")
-    bert = AutoModel.from_pretrained(str(model_folder), dtype=torch.float32, attn_implementation="eager").eval()
     head = torch.nn.Linear(bert.config.hidden_size, 2)
-    apply_span_weights(bert, head, {k: torch.from_numpy(v) for k, v in load_span_weights(artifact, manifest).items()})
 
     def logits(hidden: Any, mask: Any) -> Any:  # start and end logits for every token
         both = head(hidden)
         return both[..., 0], both[..., 1]
 
-    layers = int(bert.config.num_hidden_layers)
-    first = first_layer(artifact / manifest.get("weights", SPAN_WEIGHTS), layers)
-    export_layers(bert, first, layers, out, logits, ["start_logits", "end_logits"], head)
+    return head, logits, ["start_logits", "end_logits"]
 
 
-def apply_span_weights(bert: Any, head: Any, weights: dict[str, Any]) -> None:
-    """Put the artifact's tensors (``bert.<name>`` and ``head.<name>``, float) on the model, in its dtype."""
-    params = {f"bert.{k}": v for k, v in bert.state_dict().items()} | {f"head.{k}": v for k, v in head.state_dict().items()}
-    unknown = sorted(set(weights) - set(params))
-    if unknown:
-        raise ModelError(f"the span weights hold tensors the e5 model lacks: {unknown[:3]}")
-    for name, tensor in weights.items():
-        target = params[name]
-        if tuple(target.shape) != tuple(tensor.shape):
-            raise ModelError(f"the span tensor {name} has shape {tuple(tensor.shape)}, the model {tuple(target.shape)}")
-        target.copy_(tensor.to(target.dtype))
+def _tensors(artifact: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    return {k: torch.from_numpy(v) for k, v in load_span_weights(artifact, manifest).items()}
+
+
+SPAN = FineTuned(
+    kind="span",
+    manifest_file=SPAN_MANIFEST,
+    weights_file=SPAN_WEIGHTS,
+    artifact_format=SPAN_FORMAT,
+    build_format=BUILD_FORMAT,
+    marker=MARKER,
+    command="qa train-span",
+    missing="span model",
+    head=_head,
+    tensors=_tensors,
+)
+"""The span model's artifact (``span.json``, ``span.safetensors``: fp16, or int8 with one scale per row) and its
+ONNX build (``span-<sha12>.onnx``)."""
 
 
 # -- extracting (ONNX Runtime) --------------------------------------------------------------------------------------
-class SpanReader:
+class SpanReader(FineTunedModel):
     """Cuts the short answer out of a sentence; loaded (and built, once) on first use. Thread-safe."""
 
-    def __init__(
-        self, cache_dir: Path, *, artifact: Path | None = None, model: str = "multilingual-e5-small", progress: Any = None
-    ) -> None:
-        self.cache_dir = Path(cache_dir)
-        self.artifact = Path(artifact) if artifact else DEFAULT_ARTIFACT
-        self.model = model
-        self.progress = progress
-        self.manifest: dict[str, Any] = {}
-        self._session: Any = None
-        self._lock = threading.Lock()
+    spec = SPAN
 
-    def load(self) -> SpanReader:
-        if self._session is None:
-            with self._lock:
-                if self._session is None:
-                    self._load()
-        return self
-
-    def _load(self) -> None:
-        from qa.embeddings import resolve_model_folder
-        from qa.embeddings.onnx import open_session
-
-        folder = resolve_model_folder(self.model, self.cache_dir, self.progress)
-        path = build_span_model(self.artifact, folder, self.cache_dir, self.progress)
-        session = open_session(path, base=folder)
-        self.manifest = load_span_manifest(self.artifact)
-        self._below = below(self.artifact / self.manifest.get("weights", SPAN_WEIGHTS), folder, self.cache_dir, self.progress)
+    def _opened(self, folder: Path) -> None:
         self._tokenizer = load_span_tokenizer(folder)
-        self._session = session
 
     @property
     def null(self) -> bool:
@@ -298,9 +218,7 @@ class SpanReader:
             return out
         self.load()
         ids, mask, encoded = encode_span_pairs(self._tokenizer, [(question, sentences[i]) for i in todo])
-        from qa.embeddings.onnx import run_above
-
-        start_logits, end_logits = run_above(self._session, *self._below, ids, mask)
+        start_logits, end_logits = self._outputs(ids, mask)
         for row, i in enumerate(todo):
             n = len(encoded[row].ids)
             found = decode(sentences[i], encoded[row], start_logits[row, :n], end_logits[row, :n])

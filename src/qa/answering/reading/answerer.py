@@ -5,11 +5,11 @@ The default offline answerer when the reader is on (``QA_READER`` not ``off``). 
 1. the lexical :class:`~qa.answering.extractive.ExtractiveAnswerer` ranks every sentence (term coverage, answer-type
    check, passage rank) — its top :data:`CANDIDATES` are the candidates (the right sentence is among them for
    nearly every question whose passages hold it; reading fewer keeps a question fast);
-2. the trained reader (:mod:`qa.answering.reader`) gives each candidate a logit;
-3. the combiner (:mod:`qa.answering.combiner`, fitted on the training split) turns both into ``P(holds the answer)``;
+2. the trained reader (:mod:`qa.answering.reading.reader`) gives each candidate a logit;
+3. the combiner (:mod:`qa.answering.reading.combiner`, fitted on the training split) turns both into ``P(holds the answer)``;
    the best candidate is quoted, its probability is the confidence, and below the threshold chosen on the dev split
    the answerer abstains;
-4. the span model (:mod:`qa.answering.span_reader`) cuts the short answer out of the quoted sentence; where the
+4. the span model (:mod:`qa.answering.reading.span`) cuts the short answer out of the quoted sentence; where the
    answer-type rules found an answer of the asked kind at the same place, their phrasing is the reply
    (« En novembre 1994. »).
 
@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from qa.answering.combiner import Candidate, Combiner, features
 from qa.answering.extractive import ExtractiveAnswerer, ScoredSentence
 from qa.answering.questions import question_terms, question_type
-from qa.answering.reader import DEFAULT_ARTIFACT, Reader, sigmoid
+from qa.answering.reading.combiner import Candidate, Combiner, features
+from qa.answering.reading.finetuned import DEFAULT_ARTIFACT
+from qa.answering.reading.reader import Reader, sigmoid
 from qa.answering.text import REFUSAL
 from qa.schema import Answer, Citation, Passage
 
@@ -85,7 +86,7 @@ class ReadingAnswerer:
         spans: Any = None,
     ) -> None:
         """``reader``, ``combiner`` and ``spans`` replace the shipped models (tests, experiments; ``spans=False``: no
-        span model); by default they load from ``artifact`` (``models/reader``) on first use, once per process."""
+        span model); by default they load from ``artifact`` (:data:`DEFAULT_ARTIFACT`) on first use, once per process."""
         if stage not in STAGES:
             raise ValueError(f"unknown reading stage {stage!r}: one of {', '.join(STAGES)}")
         self.lexical = lexical
@@ -123,7 +124,7 @@ class ReadingAnswerer:
         def make() -> Any:
             if not (self.artifact / SPAN_MANIFEST).is_file():
                 return None
-            from qa.answering.span_reader import SpanReader
+            from qa.answering.reading.span import SpanReader
 
             return SpanReader(self.cache_dir, artifact=self.artifact, progress=self.progress)
 
@@ -203,22 +204,23 @@ class ReadingAnswerer:
         return [Reading(ranked[i], float(probs[i]), spans[i]) for i in order]
 
     def candidates(
-        self, question: str, ranked: list[ScoredSentence], passages: list[Passage], every: bool = False
+        self, question: str, ranked: list[ScoredSentence], passages: list[Passage]
     ) -> tuple[Any, list[Any], np.ndarray]:
         """For the lexical answerer's candidates ``ranked``: the reader's logits, the span model's readings (None
         each where it did not read) and the combiner's features. A model whose features the combiner does not read
         does not run (its features are 0): without the reader's, the reader; without the span model's, the span
-        model reads only the sentence quoted. ``every``: all of them run (``qa fit-combiner``)."""
+        model reads only the sentence quoted (``qa fit-combiner`` runs them all:
+        :func:`qa.training.combiner.all_features`)."""
         texts = [s.text for s in ranked]
         combined = self.stage == "combined"
-        if combined and not every and not self.combiner.uses("reader"):
+        if combined and not self.combiner.uses("reader"):
             logits = np.zeros(len(texts))
         else:
             logits = np.asarray(self.reader.score(question, texts), dtype=np.float64)
         spans = self.spans if combined else None
         readings: list[Any] = [None] * len(texts)
         margins = None
-        if spans is not None and spans.null and (every or self.combiner.uses("span")):
+        if spans is not None and spans.null and self.combiner.uses("span"):
             readings = spans.read(question, texts)
             margins = [r.margin if r is not None else NO_ANSWER for r in readings]
         return logits, readings, self.features(question, ranked, logits, passages, margins)
