@@ -45,3 +45,39 @@ def test_bad_toml_and_missing_config_file(tmp_path, monkeypatch):
     monkeypatch.delenv("QA_CONFIG")
     with pytest.raises(ConfigError, match="unknown setting 'colour'"):
         load_settings()
+
+
+def test_the_reader_settings(tmp_path, monkeypatch):
+    """``QA_READER`` (on/off, also 1/0, yes/no, true/false) and ``QA_READER_ARTIFACT`` are settings like the others;
+    the knowledge base hands them to its answerer."""
+    from qa import Article, KnowledgeBase
+    from qa.answering.reading import ReadingAnswerer
+    from qa.errors import ModelError
+
+    from helpers import FakeEmbedder
+
+    for value, expected in (("on", "on"), ("1", "on"), ("YES", "on"), ("off", "off"), ("false", "off")):
+        monkeypatch.setenv("QA_READER", value)
+        assert load_settings().reader == expected
+    monkeypatch.setenv("QA_READER", "maybe")
+    with pytest.raises(ConfigError, match="QA_READER"):
+        load_settings()
+    monkeypatch.setenv("QA_READER", "on")
+    monkeypatch.setenv("QA_READER_ARTIFACT", str(tmp_path / "no-models"))
+    settings = load_settings()
+    assert settings.reader_artifact == tmp_path / "no-models"
+    kb = KnowledgeBase.open(settings=settings, embedder=FakeEmbedder())
+    try:
+        answerer = kb.answerer()
+        assert isinstance(answerer, ReadingAnswerer) and answerer.artifact == tmp_path / "no-models"
+        kb.add_articles([Article(id="a", text="Le pont de Lyon a coûté 12 millions d'euros en 2020.")])
+        with pytest.raises(ModelError, match="no-models"):
+            kb.ask("Combien a coûté le pont de Lyon ?")
+    finally:
+        kb.close()
+    monkeypatch.setenv("QA_READER", "off")
+    kb = KnowledgeBase.open(settings=load_settings(), embedder=FakeEmbedder())
+    try:
+        assert not isinstance(kb.answerer(), ReadingAnswerer)
+    finally:
+        kb.close()
