@@ -102,51 +102,71 @@ gen-news: setup
 	$(BIN)/qa gen-news --articles $(NEWS) --out $(NEWS_GEN)/news-gen.json
 	$(BIN)/qa gen-news --articles $(NEWS) --limit 1000 --out $(NEWS_GEN)/news-gen-1k.json
 
-# The reading answerer's models (issues 13 and 21), trained from the offline e5 weights on PIAF v1.0 + v1.1-extra
-# (French Wikipedia), questions generated from news (`make gen-news`) and English SQuAD 2.0, each group of files split
-# by article on its own (PIAF's dev split is the one every figure is measured on); one core at low priority; each run
-# has a time budget and resumes (`--resume` in *_ARGS). CI never runs these: the tests load the committed artifact.
-PIAF_DATA ?= ../shared/data/piaf-v1.0.json ../shared/data/piaf-v1.1-extra.json
-SQUAD2 ?= ../shared/data/squad-v2.0-dev-half-en.json
-READER_DATA ?= $(PIAF_DATA) $(NEWS_GEN)/news-gen.json $(SQUAD2)
+# the reader model (issue 13): trains from the offline e5 weights on PIAF v1.0 + v1.1-extra (split by article),
+# one core at low priority, then writes $(READER_ARTIFACT) (weights that differ from e5-small + manifest.json).
+# CI never runs this: the tests load the committed artifact. READER_ARGS=--resume continues a stopped run.
+READER_DATA ?= ../shared/data/piaf-v1.0.json ../shared/data/piaf-v1.1-extra.json
 READER_ARTIFACT ?= src/qa/answering/reading/models
 READER_ARGS ?=
 .PHONY: train-reader
 train-reader: setup
-	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-reader $(READER_DATA) --mix squad=0.5,generated=0.35,squad2=0.15 \
-		--max-steps 1000 --budget-min 40 --work-dir $(HOME)/.cache/qa/reader-train-news --out $(READER_ARTIFACT) $(READER_ARGS)
+	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-reader $(READER_DATA) --out $(READER_ARTIFACT) $(READER_ARGS)
 
-# the short-answer span model, in three runs: the answer's span on each PIAF question's own sentence (SPAN_BASE); one
-# epoch that adds the null answer on PIAF sentences that do not hold it (SPAN_NULL, issue 13); one epoch on PIAF,
-# generated news and SQuAD 2.0 with their unanswerable questions' plausible sentences as null answers (issue 21);
-# writes $(READER_ARTIFACT)/span.safetensors + span.json. SPAN_ARGS=--resume continues a stopped last run.
+# the short-answer span model (issue 13): the same data and split, in two runs: the answer's span on each question's
+# own sentence (SPAN_BASE), then, from it, one epoch that adds the null answer on sentences that do not hold it;
+# writes $(READER_ARTIFACT)/span.safetensors + span.json. SPAN_ARGS=--resume continues a stopped second run.
 SPAN_BASE ?= $(HOME)/.cache/qa/span-base
-SPAN_NULL ?= $(HOME)/.cache/qa/span-null
-SPAN_DATA ?= $(PIAF_DATA) $(NEWS_GEN)/news-gen-1k.json $(SQUAD2)
 SPAN_ARGS ?=
 .PHONY: train-span
 train-span: setup
-	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-span $(PIAF_DATA) --stop-after 739 --out $(SPAN_BASE) \
+	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-span $(READER_DATA) --stop-after 739 --out $(SPAN_BASE) \
 		--work-dir $(HOME)/.cache/qa/span-train-base
-	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-span $(PIAF_DATA) --init $(SPAN_BASE) --epochs 1 --lr 1e-4 \
-		--negatives-same 2 --negatives-other 1 --out $(SPAN_NULL) --work-dir $(HOME)/.cache/qa/span-train-null
-	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-span $(SPAN_DATA) --init $(SPAN_NULL) --epochs 1 --lr 1e-4 \
-		--negatives-same 1 --negatives-other 0 --unanswerable --group-limit squad=2500,squad2=2000 --budget-min 35 \
-		--work-dir $(HOME)/.cache/qa/span-train-news --out $(READER_ARTIFACT) $(SPAN_ARGS)
+	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-span $(READER_DATA) --init $(SPAN_BASE) --epochs 1 --lr 1e-4 \
+		--negatives-same 2 --negatives-other 1 --out $(READER_ARTIFACT) $(SPAN_ARGS)
 
-# the combiner: indexes the training files' paragraphs (~2,750: PIAF, 1,000 generated news articles, SQuAD 2.0) with the
-# real model, collects the reading answerer's candidates for 600 training questions per group (and the dev parts) and
-# for the news set (its training part fitted on, retrieving no dev article), fits, and sets the threshold on PIAF's dev
-# split and the news training part; writes $(READER_ARTIFACT)/combiner.json. Two processes collect side by side, then
-# one fits; COMBINER_ARGS="--refit" alone refits from the cached features (seconds).
-COMBINER_DATA ?= $(PIAF_DATA) $(NEWS_GEN)/news-gen-1k.json $(SQUAD2)
-COMBINER_ARGS ?= --train-questions 600 --dev-questions 100 --candidates 5 --collect-candidates 8 \
-	--news benchmarks/data/news-questions.jsonl --work-dir $(HOME)/.cache/qa/combiner-fit-news
+# the reading answerer's combiner (issue 13): indexes the PIAF paragraphs, fits on the training split, threshold on dev;
+# writes $(READER_ARTIFACT)/combiner.json. COMBINER_ARGS="--train-questions 600 --candidates 5 --refit" refits from the
+# cached features.
+COMBINER_ARGS ?= --train-questions 600 --candidates 5 --collect-candidates 8
 .PHONY: fit-combiner
 fit-combiner: setup
+	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa fit-combiner $(READER_DATA) --artifact $(READER_ARTIFACT) $(COMBINER_ARGS)
+
+# The issue-21 variant (measured, not shipped: README "News"): the same three models trained on PIAF, questions
+# generated from news (`make gen-news`) and English SQuAD 2.0, each group of files split by article on its own (PIAF's
+# dev split is the one every figure is measured on), the combiner also on the news set's training part; written to
+# NEWS_ARTIFACT (QA_READER_ARTIFACT=$(NEWS_ARTIFACT) QA_READER=on to use it). One core each, time budgets, --resume.
+PIAF_DATA ?= ../shared/data/piaf-v1.0.json ../shared/data/piaf-v1.1-extra.json
+SQUAD2 ?= ../shared/data/squad-v2.0-dev-half-en.json
+NEWS_ARTIFACT ?= $(HOME)/.cache/qa/reader-news
+NEWS_READER_DATA ?= $(PIAF_DATA) $(NEWS_GEN)/news-gen.json $(SQUAD2)
+.PHONY: train-reader-news train-span-news fit-combiner-news
+train-reader-news: setup gen-news
+	mkdir -p $(NEWS_ARTIFACT) && cp $(READER_ARTIFACT)/* $(NEWS_ARTIFACT)/
+	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-reader $(NEWS_READER_DATA) --mix squad=0.5,generated=0.35,squad2=0.15 \
+		--max-steps 1000 --budget-min 40 --work-dir $(HOME)/.cache/qa/reader-train-news --out $(NEWS_ARTIFACT) $(READER_ARGS)
+
+# the span model: one more epoch from the shipped one (PIAF's span + null answer, issue 13) on PIAF, generated news and
+# SQuAD 2.0, their unanswerable questions' plausible sentences given the null answer
+SPAN_DATA ?= $(PIAF_DATA) $(NEWS_GEN)/news-gen-1k.json $(SQUAD2)
+train-span-news: setup gen-news
+	nice -n 19 env OMP_NUM_THREADS=1 $(BIN)/qa train-span $(SPAN_DATA) --init $(READER_ARTIFACT) --epochs 1 --lr 1e-4 \
+		--negatives-same 1 --negatives-other 0 --unanswerable --group-limit squad=2500,squad2=2000 --budget-min 35 \
+		--work-dir $(HOME)/.cache/qa/span-train-news --out $(NEWS_ARTIFACT) $(SPAN_ARGS)
+
+# the combiner (after both): indexes the training files' paragraphs (~2,750: PIAF, 1,000 generated news articles,
+# SQuAD 2.0) with the real model, collects the reading answerer's candidates for 600 training questions per group (and
+# the dev parts) and for the news set (its training part fitted on, retrieving no dev article), fits on PIAF, SQuAD 2.0
+# and the news training part (generated news left out: it hurt the news training part), and sets the threshold on
+# PIAF's dev split and the news training part (10 % false abstentions); writes $(NEWS_ARTIFACT)/combiner.json. Two
+# processes collect side by side, then one fits (the last command alone refits from the cached features in seconds).
+NEWS_COMBINER_DATA ?= $(PIAF_DATA) $(NEWS_GEN)/news-gen-1k.json $(SQUAD2)
+NEWS_COMBINER_ARGS ?= --train-questions 600 --dev-questions 100 --candidates 5 --collect-candidates 8 \
+	--news benchmarks/data/news-questions.jsonl --work-dir $(HOME)/.cache/qa/combiner-fit-news
+fit-combiner-news: setup
 	for groups in squad generated,squad2,news; do \
-	  nice -n 19 env OMP_NUM_THREADS=1 QA_READER_ARTIFACT=$(READER_ARTIFACT) $(BIN)/qa fit-combiner $(COMBINER_DATA) \
-	    --artifact $(READER_ARTIFACT) $(COMBINER_ARGS) --collect-only $$groups & \
+	  nice -n 19 env OMP_NUM_THREADS=1 QA_READER_ARTIFACT=$(NEWS_ARTIFACT) $(BIN)/qa fit-combiner $(NEWS_COMBINER_DATA) \
+	    --artifact $(NEWS_ARTIFACT) $(NEWS_COMBINER_ARGS) --collect-only $$groups & \
 	done; wait
-	env QA_READER_ARTIFACT=$(READER_ARTIFACT) $(BIN)/qa fit-combiner $(COMBINER_DATA) --artifact $(READER_ARTIFACT) \
-		$(COMBINER_ARGS) --refit
+	env QA_READER_ARTIFACT=$(NEWS_ARTIFACT) $(BIN)/qa fit-combiner $(NEWS_COMBINER_DATA) --artifact $(NEWS_ARTIFACT) \
+		$(NEWS_COMBINER_ARGS) --refit --sources squad,squad2,news --false-abstention 0.10
