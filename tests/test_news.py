@@ -301,3 +301,20 @@ def test_mixed_order_follows_the_shares() -> None:
     assert len(order) == 400 and all(len(step) == 4 for step in order)
     assert 0.4 < drawn["squad"] / 1600 < 0.6
     assert order == mixed_order(groups, parse_mix("squad=0.5,generated=0.5"), 400, 4, seed=3)
+
+
+def test_fit_combiner_reads_the_news_set_by_part(tmp_path: Path) -> None:
+    """``qa fit-combiner --news``: each article its own paragraph (its id is what retrieval excludes), the
+    unanswerable questions flagged, the two parts apart."""
+    from qa.training.combiner import news_examples
+    from qa.training.retrieval import doc_id
+
+    _, questions = _write(tmp_path)
+    parts = {part: news_examples(questions, part) for part in ("train", "dev")}
+    assert sorted(e.id for e in parts["train"] + parts["dev"]) == ["q1", "q2", "q3"]
+    for part, examples in parts.items():
+        for e in examples:
+            source = next(q for q in QUESTIONS if q["id"] == e.id)
+            assert news_split(source["article"]) == part and doc_id(e) == source["article"]
+            assert e.impossible == (source["kind"] == "unanswerable")
+            assert e.answers == [a["text"] for a in source["answers"]]

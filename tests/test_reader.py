@@ -174,7 +174,8 @@ def reader() -> Reader:
     strict=True,
     reason="the shipped reader alone ranks « En décembre 1993, le Kazakhstan a ouvert son bureau à Bruxelles. » "
     "(logit 0.698) just above the Almaty sentence (0.667): the seed trap needs the answer-type and passage features "
-    "of the combiner; strict, so a reader that gets it right alone fails here until the mark is removed",
+    "of the combiner (the reader retrained with generated news in issue 21 widens the gap: 0.86 vs -0.44); strict, so "
+    "a reader that gets it right alone fails here until the mark is removed",
 )
 def test_real_reader_finds_the_almaty_sentence(reader: Reader) -> None:
     text = SEED.read_text(encoding="utf-8")
