@@ -157,13 +157,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from tqdm import tqdm
-
-    from qa.config import load_settings
     from qa.evaluation import evaluate_squad, format_report, load_squads, plot_recall_curves, split_questions
-    from qa.kb import KnowledgeBase
 
     if args.format == "news":
         return _eval_news(args)
@@ -174,11 +168,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         split = READER.load_manifest()["split"]  # the reader's own split: its dev articles were never trained on
         questions = split_questions(articles, questions, args.split, split["dev_share"], split["seed"])
     questions = questions[: args.limit] if args.limit else questions
-    # never the user's own index: a fresh one unless --index names one
-    index = args.index or tempfile.mkdtemp(prefix="qa-eval-")
-    settings = load_settings(index_dir=index, embedding_model=args.model, chroma_url=args.chroma_url)
-    kb = KnowledgeBase.open(settings=settings, progress=lambda msg: _stderr(f"qa: {msg}…"))
-    report = kb.add_articles(tqdm(articles, desc="ingest", unit=" articles", file=sys.stderr, mininterval=1))
+    kb, settings, index, report = _eval_index(args, articles)
     modes = [settings.retrieval]
     if args.compare:
         modes += [m for m in ("hybrid", "rerank", "dense", "lexical") if m not in modes]
@@ -215,16 +205,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_news(args: argparse.Namespace) -> int:
-    """``qa eval news QUESTIONS.jsonl``: the corpus is the first ``--corpus-size`` articles of ``--articles`` (and
-    every article a question names)."""
+def _eval_index(args: argparse.Namespace, articles: Sequence[Any]) -> tuple[Any, Any, str, Any]:
+    """``qa eval``'s knowledge base holding ``articles``: never the user's own index, a fresh one unless ``--index``
+    names one; ``(kb, settings, index folder, ingest report)``."""
     import tempfile
 
     from tqdm import tqdm
 
     from qa.config import load_settings
-    from qa.evaluation import evaluate_news, format_news_report, load_news_articles, load_news_questions
     from qa.kb import KnowledgeBase
+
+    index = args.index or tempfile.mkdtemp(prefix="qa-eval-")
+    settings = load_settings(index_dir=index, embedding_model=args.model, chroma_url=args.chroma_url)
+    kb = KnowledgeBase.open(settings=settings, progress=lambda msg: _stderr(f"qa: {msg}…"))
+    report = kb.add_articles(tqdm(articles, desc="ingest", unit=" articles", file=sys.stderr, mininterval=1))
+    return kb, settings, str(index), report
+
+
+def _eval_news(args: argparse.Namespace) -> int:
+    """``qa eval news QUESTIONS.jsonl``: the corpus is the first ``--corpus-size`` articles of ``--articles`` (and
+    every article a question names)."""
+    from qa.evaluation import evaluate_news, format_news_report, load_news_articles, load_news_questions
 
     questions = [q for f in args.file for q in load_news_questions(f)]
     if args.split != "all":
@@ -238,10 +239,7 @@ def _eval_news(args: argparse.Namespace) -> int:
             "give --articles the file the questions were written on"
         )
         return 1
-    index = args.index or tempfile.mkdtemp(prefix="qa-eval-")
-    settings = load_settings(index_dir=index, embedding_model=args.model, chroma_url=args.chroma_url)
-    kb = KnowledgeBase.open(settings=settings, progress=lambda msg: _stderr(f"qa: {msg}…"))
-    kb.add_articles(tqdm(articles, desc="ingest", unit=" articles", file=sys.stderr, mininterval=1))
+    kb, settings, index, _ = _eval_index(args, articles)
     result = evaluate_news(kb, questions, k=args.k, answerer=args.answerer)
     result.update(
         file=", ".join(str(f) for f in args.file),

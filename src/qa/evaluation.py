@@ -446,13 +446,7 @@ def format_news_report(result: dict[str, Any]) -> str:
             a["ask_ms_p95"],
         ),
     ]
-    if result.get("thresholds"):
-        header = _row("threshold", "false abstentions", "quote contains answer", "abstains when unanswerable")
-        lines += ["", "## Abstention threshold", "", header, "|---|---|---|---|"]
-        for r in result["thresholds"]:
-            lines.append(
-                _row(r["threshold"], r["false_abstention_rate"], r["quote_contains_answer"], r["unanswerable_abstention_rate"])
-            )
+    lines += _threshold_lines(result)
     return "\n".join(lines) + "\n"
 
 
@@ -484,6 +478,19 @@ def threshold_table(
             }
         )
     return rows
+
+
+def _threshold_lines(result: dict[str, Any]) -> list[str]:
+    """The threshold table of a report (none without thresholds)."""
+    if not result.get("thresholds"):
+        return []
+    header = _row("threshold", "false abstentions", "quote contains answer", "abstains when unanswerable")
+    lines = ["", "## Abstention threshold", "", header, "|---|---|---|---|"]
+    for r in result["thresholds"]:
+        lines.append(
+            _row(r["threshold"], r["false_abstention_rate"], r["quote_contains_answer"], r["unanswerable_abstention_rate"])
+        )
+    return lines
 
 
 def _row(*cells: Any) -> str:
@@ -574,13 +581,7 @@ def format_report(result: dict[str, Any], plot: str | None = None) -> str:
             "",
             f"Abstention rate on unanswerable questions (own paragraph removed): **{result['unanswerable']['abstention_rate']}**",
         ]
-    if result.get("thresholds"):
-        header = _row("threshold", "false abstentions", "quote contains answer", "abstains when unanswerable")
-        lines += ["", "## Abstention threshold", "", header, "|---|---|---|---|"]
-        for r in result["thresholds"]:
-            lines.append(
-                _row(r["threshold"], r["false_abstention_rate"], r["quote_contains_answer"], r["unanswerable_abstention_rate"])
-            )
+    lines += _threshold_lines(result)
     lines += [
         "",
         "## By question type",

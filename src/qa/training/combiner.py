@@ -30,7 +30,7 @@ import numpy as np
 from qa.answering.reading.combiner import COMBINER_FILE, FEATURES, FORMAT, first_candidates
 from qa.answering.reading.reader import READER
 from qa.evaluation import quote_contains_answer
-from qa.training.data import Example, load_examples, other_paragraphs, split_examples, swap_name
+from qa.training.data import Example, load_examples, other_paragraphs, sha256_of, sha256_text, split_examples, swap_name
 from qa.training.retrieval import doc_id, knowledge_base
 
 
@@ -291,15 +291,12 @@ def fit_rows(
     )
     spec: dict[str, Any] = {"format": FORMAT, "features": list(names), **model, "threshold": 0.5}
     combiner = Combiner(spec)
-    combined: list[Pick] = []
+    combined = _picks(combiner, dev_rows)
     reader_only: list[Pick] = []
     for r in dev_rows:
         if not len(r["y"]):
-            combined.append((-1, 0.0))
             reader_only.append((-1, 0.0))
             continue
-        choice = combiner.choose(r["x"])
-        combined.append((choice, float(combiner.probabilities(r["x"])[choice])))
         logit = r["x"][:, FEATURES.index("reader_logit")]
         best = int(np.argmax(logit))
         reader_only.append((best, float(1.0 / (1.0 + np.exp(-logit[best])))))
@@ -370,8 +367,6 @@ def fit_combiner(args: argparse.Namespace) -> int:
     """Collect (or read from the cache) the candidates' features of each group's training and dev questions and of
     the news set's parts, fit on the training rows of ``--sources``, choose the threshold (:func:`fit_rows` on the
     PIAF dev rows, and no higher than the news set's training part allows), report each dev set."""
-    import hashlib
-
     started = time.time()
     work = Path(args.work_dir).expanduser()
     work.mkdir(parents=True, exist_ok=True)
@@ -409,7 +404,7 @@ def fit_combiner(args: argparse.Namespace) -> int:
         if only and group not in only:
             continue
         files = sorted(f["sha256"][:12] for f in dataset.files if f["group"] == group)
-        key = "" if group == "squad" else "-" + hashlib.sha256(":".join(files).encode()).hexdigest()[:10]
+        key = "" if group == "squad" else "-" + sha256_text(":".join(files))[:10]
         cache, dev_cache = feature_caches(work, args.k, models, collected, len(train))
         cache = cache.with_name(cache.name.replace("features-", f"features{key}-"))
         dev_cache = dev_cache.with_name(dev_cache.name.replace("features-", f"features{key}-"))
@@ -428,7 +423,7 @@ def fit_combiner(args: argparse.Namespace) -> int:
     news_rows: dict[str, list[dict[str, Any]]] = {}
     if args.news and (not only or "news" in only):
         news_path = Path(args.news)
-        digest = hashlib.sha256(news_path.read_bytes()).hexdigest()[:10]
+        digest = sha256_of(news_path)[:10]
         nkb: Any = None
         dev_ids = sorted({e.paragraph.key for e in news_examples(news_path, "dev")})
         for part in ("train", "dev"):
@@ -508,7 +503,9 @@ def fit_combiner(args: argparse.Namespace) -> int:
         span_weights_sha256=_span_sha(artifact),
         data=dataset.files
         + (
-            [{"file": Path(args.news).name, "sha256": _sha(Path(args.news)), "group": "news (hand-written)"}] if args.news else []
+            [{"file": Path(args.news).name, "sha256": sha256_of(Path(args.news)), "group": "news (hand-written)"}]
+            if args.news
+            else []
         ),
         split={
             "by": "article title, each group apart; the news set by its own split",
@@ -534,12 +531,6 @@ def fit_combiner(args: argparse.Namespace) -> int:
         (artifact / COMBINER_FILE).write_text(json.dumps(spec, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"wrote {artifact / COMBINER_FILE}", file=sys.stderr)
     return 0
-
-
-def _sha(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _picks(combiner: Any, rows: list[dict[str, Any]]) -> list[Pick]:
