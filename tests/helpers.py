@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qa.index.lexical import LexicalRow
+from qa.schema import ArticleMeta
+
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "corpus"
 SEED = CORPUS / "ue-kazakhstan.txt"
@@ -118,3 +121,8 @@ def write_corpus(path: Path, n: int, seed: int, changed: int = 0) -> Path:
             record = {"id": f"a{i:05d}", "title": f"Article {i}", "text": " ".join(sentences), "source": "AFP"}
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path
+
+
+def lexical_row(chunk_id: str, doc_id: str, text: str, title: str = "", source: str = "", date: str = "") -> LexicalRow:
+    """A chunk for the lexical indexes (SQLite FTS5 and PostgreSQL), its metadata given flat."""
+    return LexicalRow(chunk_id, text, ArticleMeta(doc_id, title, source, "", date))

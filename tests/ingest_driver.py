@@ -50,7 +50,7 @@ def dump(index: str) -> dict:
             "manifest": manifest,
             "chroma": sorted(kb.store.all_ids()),
             "lexical": sorted(kb.manifest.chunk_map()),
-            "lexical_rows": kb.manifest.lexical.count(),
+            "lexical_rows": kb.index.lexical.count(),
             "check_ok": check.ok,
             "problems": check.problems(),
         }

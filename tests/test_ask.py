@@ -147,7 +147,7 @@ kb.ingest([SEED])
 plain = kb.ask({QUESTION!r}).to_dict()
 loaded = sorted(m for m in sys.modules if m.startswith(("langchain", "langsmith")))
 from qa.answering.chain import build_chain
-chosen, state = kb._ask_inputs({QUESTION!r}, None, 5, None, {{}})
+chosen, state = kb._ask_inputs({QUESTION!r}, None, 5, None, None, {{}})
 lcel = build_chain(kb.retriever.search, chosen).invoke(state).to_dict()
 print(json.dumps({{"loaded": loaded, "same": plain == lcel, "text": plain["text"]}}))
 """

@@ -7,7 +7,8 @@ import json
 import numpy as np
 
 from qa.cli import main
-from qa.index.store import chunk_metadata
+from qa.index.parts import ChunkPlace
+from qa.schema import ArticleMeta
 
 from helpers import write
 
@@ -27,7 +28,7 @@ def ingest_news(kb, tmp_path):
 def stray_chunk(kb, cid="ghost#0-0000000000", doc_id="ghost", text="Copenhague Copenhague fantôme"):
     """A chunk in Chroma that no committed article lists (what a crash before the commit leaves)."""
     vector = kb.embedder.embed_documents([text])
-    kb.store.upsert([cid], vector, [text], [chunk_metadata(doc_id, 0, 0, len(text), "", "", "", "")])
+    kb.store.upsert([cid], vector, [text], [ChunkPlace(ArticleMeta(doc_id), 0, 0, len(text))])
 
 
 def test_a_clean_index_checks_ok(kb, tmp_path):
@@ -54,7 +55,7 @@ def test_repair_reindexes_articles_whose_chunks_are_missing(kb, tmp_path):
     [lost] = kb.article("n3").chunk_ids
     kb.store.delete([lost])  # Chroma lost a chunk
     [lex] = kb.article("n1").chunk_ids
-    kb.manifest.drop_lexical_rows([lex])  # and the lexical index another
+    kb.index.lexical.drop_rows([lex])  # and the lexical index another
     report = kb.check()
     assert report.missing == [lost] and report.lexical_missing == [lex] and report.broken_articles == ["n1", "n3"]
     fixed = kb.repair()

@@ -54,8 +54,8 @@ def test_a_second_writer_waits_with_a_message_or_fails_fast(tmp_path, fake_embed
                 kb.ingest([news], wait=False)
             messages = []
             with pytest.raises(IndexBusyError, match="still holds"):
-                kb.writer_lock.on_wait = messages.append
-                with kb.writer_lock.hold(timeout=0.3):
+                kb.index.writer_lock.on_wait = messages.append
+                with kb.index.writer_lock.hold(timeout=0.3):
                     pass
             assert messages and "waiting…" in messages[0]
         assert kb.ingest([news], wait=False).added  # free again

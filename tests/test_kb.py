@@ -92,6 +92,21 @@ def test_filters_by_source_and_date_range(kb, tmp_path):
         kb.search("record", date_from="hier")
 
 
+def test_search_and_ask_take_one_filters_value(kb, tmp_path):
+    from qa import Filters
+
+    kb.ingest([jsonl(tmp_path / "n.jsonl", NEWS)])
+    afp = Filters.of(source="AFP", date_from="2022-01-01")
+    assert {p.doc_id for p in kb.search("record trafic lavande Tour", k=10, filters=afp)} == {"n1"}
+    assert {p.doc_id for p in kb.ask("record trafic lavande Tour", filters=afp).passages} == {"n1"}
+    assert {p.doc_id for p in kb.ask("record trafic lavande Tour", source="Reuters").passages} == {"n2"}
+    for call in (kb.search, kb.ask):
+        with pytest.raises(QueryError, match="filters given twice"):
+            call("record", filters=afp, source="Reuters")
+    with pytest.raises(QueryError, match="not a Filters value.*Filters.of"):
+        kb.search("record", filters={"source": "AFP"})
+
+
 def test_bad_questions_and_k_are_clear_errors(kb):
     kb.ingest([SEED])
     with pytest.raises(QueryError, match="empty"):
@@ -167,7 +182,7 @@ def test_langchain_retriever_returns_documents_with_citations_metadata(kb):
 def test_lexical_index_follows_ingest_update_and_delete(kb, tmp_path):
     path = jsonl(tmp_path / "n.jsonl", NEWS)
     kb.ingest([path])
-    lex = kb.manifest.lexical
+    lex = kb.index.lexical.index  # the FTS5 index under the lexical part
     assert lex.doc_ids() == {"n1", "n2", "n3"} and lex.count() == kb.stats()["chunks"]
     [hit] = kb.search("Copenhague", k=1, mode="lexical")
     assert hit.doc_id == "n3" and hit.score > 0
@@ -253,7 +268,7 @@ def test_a_write_holds_the_commit_lock_only_around_its_commit(kb, tmp_path, fake
         thread.start()
         return thread
 
-    with kb.commit_lock.shared():  # from this thread; FileLock holds exclude each other across threads
+    with kb.index.commit_lock.shared():  # from this thread; FileLock holds exclude each other across threads
         deleting = start(lambda: kb.delete("n3"))
         deleting.join(0.5)
         assert deleting.is_alive() and kb.article("n3")  # waiting to commit: nothing moved
@@ -266,7 +281,7 @@ def test_a_write_holds_the_commit_lock_only_around_its_commit(kb, tmp_path, fake
     embed, put_many = fake_embedder.embed_documents, kb.manifest.put_many
     fake_embedder.embed_documents = lambda texts: (embedded.set(), embed(texts))[1]
     kb.manifest.put_many = lambda *a, **k: (committing.set(), put_many(*a, **k))[1]
-    with kb.commit_lock.shared():
+    with kb.index.commit_lock.shared():
         adding = start(lambda: kb.add_articles([Article(id="n4", text="Le sommet de Bruxelles a fini tard.")]))
         assert embedded.wait(10)  # embedded (and written to Chroma) while the reader holds the lock
         adding.join(0.5)
@@ -278,13 +293,13 @@ def test_a_write_holds_the_commit_lock_only_around_its_commit(kb, tmp_path, fake
 
 def test_each_write_takes_the_writer_lock_once(kb, tmp_path, monkeypatch):
     holds = []
-    hold = kb.writer_lock.hold
+    hold = kb.index.writer_lock.hold
 
     def counted(*args, **kwargs):
-        holds.append(kb.writer_lock.held)  # False: taken from outside, not re-entered
+        holds.append(kb.index.writer_lock.held)  # False: taken from outside, not re-entered
         return hold(*args, **kwargs)
 
-    monkeypatch.setattr(kb.writer_lock, "hold", counted)
+    monkeypatch.setattr(kb.index.writer_lock, "hold", counted)
     kb.ingest([jsonl(tmp_path / "n.jsonl", NEWS)], prune=True)
     kb.delete("n3")
     kb.add_articles([])
@@ -308,13 +323,14 @@ def test_article_records_and_articles_convert_in_one_place(tmp_path):
     assert record.to_article() == article
 
 
-def test_manifest_integrity_methods(kb, tmp_path):
+def test_lexical_part_integrity_methods(kb, tmp_path):
     kb.ingest([jsonl(tmp_path / "n.jsonl", NEWS)])
-    rows = kb.manifest.lexical_rows()
+    lexical = kb.index.lexical
+    rows = lexical.rows()
     assert rows == kb.manifest.chunk_map() and set(rows.values()) == {"n1", "n2", "n3"}
-    assert kb.manifest.sqlite_problems() == [] and kb.manifest.unindexed_lexical_rows() == []
+    assert kb.manifest.problems() == [] and lexical.problems() == [] and lexical.unindexed_chunks() == []
     [lost] = kb.article("n2").chunk_ids
-    kb.manifest.drop_lexical_rows([lost])
-    assert lost not in kb.manifest.lexical_rows() and kb.check().lexical_missing == [lost]
-    kb.manifest.rebuild_lexical_index()
-    assert kb.manifest.sqlite_problems() == []
+    lexical.drop_rows([lost])
+    assert lost not in lexical.rows() and kb.check().lexical_missing == [lost]
+    lexical.rebuild()
+    assert lexical.problems() == []

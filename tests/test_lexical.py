@@ -8,17 +8,23 @@ from pathlib import Path
 
 import pytest
 
+from qa.filters import Filters
 from qa.index.lexical import CHUNKS_TABLE, FTS_TABLE, LexicalIndex, LexicalRow, query_expression
 from qa.retrieval.fusion import rrf_fuse, score_fuse
+from qa.schema import ArticleMeta
+
+from helpers import lexical_row
 
 ROWS = [
-    LexicalRow(
+    lexical_row(
         "kz#0", "kz", "Le bureau de la délégation de l'Union européenne a ouvert à Almaty en novembre 1994.", "UE et Kazakhstan"
     ),
-    LexicalRow("kz#1", "kz", "En décembre 1993, le Kazakhstan a ouvert son bureau à Bruxelles.", "UE et Kazakhstan"),
-    LexicalRow("foot#0", "foot", "Le match de football s'est joué au stade de France, dit la presse.", "Sport", "AFP", 20220301),
-    LexicalRow("vin#0", "vin", "Les vendanges en Bourgogne ont commencé tôt, dit la presse.", "Vins", "Le Monde", 20210915),
-    LexicalRow("vin#1", "vin", "Un millésime précoce : la presse salue les vendanges.", "Vins", "Le Monde", 0),
+    lexical_row("kz#1", "kz", "En décembre 1993, le Kazakhstan a ouvert son bureau à Bruxelles.", "UE et Kazakhstan"),
+    lexical_row(
+        "foot#0", "foot", "Le match de football s'est joué au stade de France, dit la presse.", "Sport", "AFP", "2022-03-01"
+    ),
+    lexical_row("vin#0", "vin", "Les vendanges en Bourgogne ont commencé tôt, dit la presse.", "Vins", "Le Monde", "2021-09-15"),
+    lexical_row("vin#1", "vin", "Un millésime précoce : la presse salue les vendanges.", "Vins", "Le Monde", ""),
 ]
 
 
@@ -70,11 +76,11 @@ def test_or_semantics_and_k(index: LexicalIndex) -> None:
 def test_add_is_idempotent_and_replaces(index: LexicalIndex) -> None:
     index.add(ROWS)
     assert index.count() == len(ROWS)
-    index.add([LexicalRow("foot#0", "foot", "Le tournoi de rugby à Toulouse.", "Sport", "AFP", 20220301)])
+    index.add([lexical_row("foot#0", "foot", "Le tournoi de rugby à Toulouse.", "Sport", "AFP", "2022-03-01")])
     assert index.count() == len(ROWS)
     assert index.search("football", 5) == []
     assert ids(index.search("rugby", 5)) == ["foot#0"]
-    index.add([LexicalRow("x", "d", "premier texte"), LexicalRow("x", "d", "second texte")])  # the last one wins
+    index.add([lexical_row("x", "d", "premier texte"), lexical_row("x", "d", "second texte")])  # the last one wins
     assert ids(index.search("premier", 5)) == [] and ids(index.search("second", 5)) == ["x"]
     index.add([])
 
@@ -100,14 +106,16 @@ def test_delete_doc_uses_the_doc_id_index(index: LexicalIndex, conn: sqlite3.Con
 def test_filters(index: LexicalIndex) -> None:
     q = "presse"
     assert set(ids(index.search(q, 10))) == {"foot#0", "vin#0", "vin#1"}
-    assert ids(index.search(q, 10, source="AFP")) == ["foot#0"]
-    assert set(ids(index.search(q, 10, source=["AFP", "Le Monde"]))) == {"foot#0", "vin#0", "vin#1"}
-    assert set(ids(index.search(q, 10, source=[]))) == {"foot#0", "vin#0", "vin#1"}  # empty = no filter
-    assert index.search(q, 10, source="Reuters") == []
-    assert set(ids(index.search(q, 10, date_from=20220101))) == {"foot#0"}  # undated never passes a range
-    assert ids(index.search(q, 10, date_to=20220101)) == ["vin#0"]  # undated excluded by date_to
-    assert ids(index.search(q, 10, date_from=20210915, date_to=20210915)) == ["vin#0"]  # inclusive
-    assert ids(index.search(q, 10, source="AFP", date_to=20211231)) == []
+    assert ids(index.search(q, 10, Filters.of(source="AFP"))) == ["foot#0"]
+    assert set(ids(index.search(q, 10, Filters.of(source=["AFP", "Le Monde"])))) == {"foot#0", "vin#0", "vin#1"}
+    assert set(ids(index.search(q, 10, Filters.of(source=[])))) == {"foot#0", "vin#0", "vin#1"}  # empty = no filter
+    assert index.search(q, 10, Filters.of(source="Reuters")) == []
+    assert set(ids(index.search(q, 10, Filters.of(date_from="2022-01-01")))) == {"foot#0"}  # undated never passes a range
+    assert ids(index.search(q, 10, Filters.of(date_to="2022-01-01"))) == ["vin#0"]  # undated excluded by date_to
+    assert ids(index.search(q, 10, Filters.of(date_from="2021-09-15", date_to="2021-09-15"))) == ["vin#0"]  # inclusive
+    assert ids(index.search(q, 10, Filters.of(source="AFP", date_to="2021-12-31"))) == []
+    assert set(ids(index.search(q, 10, Filters.of(exclude=["vin"])))) == {"foot#0"}
+    assert ids(index.search(q, 10, Filters.of(exclude="foot", date_from="2021-01-01"))) == ["vin#0"]
 
 
 def test_clear_count_doc_ids(index: LexicalIndex, conn: sqlite3.Connection) -> None:
@@ -188,7 +196,7 @@ def test_operators_are_not_operators(index: LexicalIndex) -> None:
 
 def test_caller_rollback_leaves_nothing(index: LexicalIndex, conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN")
-    index.add([LexicalRow("new#0", "new", "Une nouvelle usine à Lyon.")])
+    index.add([lexical_row("new#0", "new", "Une nouvelle usine à Lyon.")])
     index.delete_doc("kz")
     index.delete_chunks(["foot#0"])
     assert index.count() == 3 and ids(index.search("usine", 5)) == ["new#0"]
@@ -202,7 +210,7 @@ def test_caller_rollback_leaves_nothing(index: LexicalIndex, conn: sqlite3.Conne
 
 def test_caller_commit_keeps_everything(index: LexicalIndex, conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
-    index.add([LexicalRow("new#0", "new", "Une nouvelle usine à Lyon.")])
+    index.add([lexical_row("new#0", "new", "Une nouvelle usine à Lyon.")])
     index.delete_doc("kz")
     conn.execute("COMMIT")
     assert index.count() == 4 and ids(index.search("usine", 5)) == ["new#0"]
@@ -210,10 +218,10 @@ def test_caller_commit_keeps_everything(index: LexicalIndex, conn: sqlite3.Conne
 
 def test_a_failed_write_is_undone_and_keeps_the_callers_transaction(index: LexicalIndex, conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN")
-    index.add([LexicalRow("new#0", "new", "Une nouvelle usine à Lyon.")])
-    bad = LexicalRow("bad#0", "bad", "texte", date_num="pas une date")  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
-        index.add([LexicalRow("kz#0", "kz", "remplacé"), bad])
+    index.add([lexical_row("new#0", "new", "Une nouvelle usine à Lyon.")])
+    bad = LexicalRow("bad#0", "texte", ArticleMeta(None))  # type: ignore[arg-type]  # NOT NULL doc_id
+    with pytest.raises(sqlite3.IntegrityError):
+        index.add([lexical_row("kz#0", "kz", "remplacé"), bad])
     assert conn.in_transaction
     assert ids(index.search("Almaty", 5)) == ["kz#0"] and index.search("remplacé", 5) == []  # kz#0 not half replaced
     assert ids(index.search("usine", 5)) == ["new#0"]  # the caller's earlier work is still there
@@ -280,11 +288,11 @@ def test_common_terms_are_left_out_only_past_the_budget(monkeypatch):
     import sqlite3
 
     import qa.index.lexical
-    from qa.index.lexical import LexicalIndex, LexicalRow
+    from qa.index.lexical import LexicalIndex
 
     index = LexicalIndex(sqlite3.connect(":memory:"))
-    rows = [LexicalRow(f"c{i}", f"d{i}", "le gouvernement annonce une réforme") for i in range(50)]
-    rows.append(LexicalRow("rare", "dr", "le gouvernement annonce la réforme des retraites"))
+    rows = [lexical_row(f"c{i}", f"d{i}", "le gouvernement annonce une réforme") for i in range(50)]
+    rows.append(lexical_row("rare", "dr", "le gouvernement annonce la réforme des retraites"))
     index.add(rows)
     assert index.doc_freq(["gouvern", "retrait", "absent"]) == {"gouvern": 51, "retrait": 1}
     query = "Quelle réforme des retraites le gouvernement annonce-t-il ?"

@@ -19,17 +19,20 @@ from qa.errors import (
     QueryError,
     StoreError,
 )
+from qa.filters import Filters
 from qa.kb import KnowledgeBase
-from qa.schema import Answer, Citation, IngestReport, Passage, Skipped
+from qa.schema import Answer, ArticleMeta, Citation, IngestReport, Passage, Skipped
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Answer",
     "Article",
+    "ArticleMeta",
     "Citation",
     "ConfigError",
     "DocumentError",
+    "Filters",
     "IndexBusyError",
     "IndexMismatchError",
     "IngestReport",

@@ -31,9 +31,12 @@ def _open_kb(args: argparse.Namespace, preload: str | None = None) -> Any:
     from qa.kb import KnowledgeBase
 
     settings = load_settings(index_dir=args.index, embedding_model=args.model, chroma_url=args.chroma_url)
-    kb = KnowledgeBase.open(settings=settings, progress=lambda msg: _stderr(f"qa: {msg}…"), preload=preload)
-    kb.writer_lock.on_wait = lambda msg: _stderr(f"qa: {msg}")
-    return kb
+    return KnowledgeBase.open(
+        settings=settings,
+        progress=lambda msg: _stderr(f"qa: {msg}…"),
+        preload=preload,
+        on_wait=lambda msg: _stderr(f"qa: {msg}"),
+    )
 
 
 # -- commands ----------------------------------------------------------------------
@@ -51,13 +54,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"would prune {doc_id}  ({path})")
         print(f"{len(gone)} articles would be pruned (dry run: nothing changed)")
         return 0
-    with kb.writer_lock.hold(wait=not args.no_wait):
-        return _ingest_locked(kb, paths, args, tqdm)
-
-
-def _ingest_locked(kb: Any, paths: list[str], args: argparse.Namespace, tqdm: Any) -> int:
-    if args.rebuild:
-        kb.rebuild()
     bar = tqdm(desc="ingest", unit=" inputs", file=sys.stderr, disable=args.quiet, mininterval=0.5)
     last = 0
 
@@ -72,7 +68,7 @@ def _ingest_locked(kb: Any, paths: list[str], args: argparse.Namespace, tqdm: An
         )
 
     try:
-        report = kb.ingest(paths, progress=on_progress, prune=args.prune)
+        report = kb.ingest(paths, progress=on_progress, prune=args.prune, rebuild=args.rebuild, wait=not args.no_wait)
     finally:
         bar.close()
     if args.json:

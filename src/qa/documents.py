@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from qa.errors import DocumentError, printable
-from qa.schema import Skipped
+from qa.schema import ArticleMeta, Skipped
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,11 @@ class Article:
     derived_id: bool = False
     """True when ``id`` is a content hash: a changed file then gets a new id, and
     the article previously indexed from the same path is replaced."""
+
+    @property
+    def meta(self) -> ArticleMeta:
+        """The metadata every chunk of the article carries (one value from here to the stores)."""
+        return ArticleMeta(self.id, self.title, self.source, self.url, self.date)
 
     @property
     def content_hash(self) -> str:

@@ -14,11 +14,12 @@ from qa.config import Settings, load_settings
 from qa.documents import Article
 from qa.embeddings import Embedder, Progress, make_embedder
 from qa.errors import DocumentError, NotFoundError, QueryError
+from qa.filters import Filters
 from qa.index import Index
 from qa.index.integrity import CheckReport, check_index
 from qa.index.manifest import ArticleRecord
 from qa.index.writer import IndexWriter, IngestProgress  # IngestProgress: re-exported (qa.ui.uploads)
-from qa.retrieval.filters import MAX_K, Filters, check_k, check_question
+from qa.retrieval.filters import MAX_K, check_k, check_question
 from qa.retrieval.retriever import Retriever
 from qa.schema import Answer, IngestReport, Passage, Skipped
 
@@ -45,6 +46,7 @@ class KnowledgeBase:
         progress: Progress | None = None,
         embed_slice: int | None = None,
         preload: str | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.embedder: Embedder = embedder or make_embedder(
@@ -69,23 +71,24 @@ class KnowledgeBase:
         if preload:  # the models load while the index opens
             self.preload(answerer=preload == "ask")
         self.index = Index.open(Path(settings.index_dir), settings.collection, chroma_url=settings.chroma_url, client=client)
+        self.index.writer_lock.on_wait = on_wait  # told when a write waits for another writer (the CLI prints it)
         self.manifest, self.store, self.view = self.index.manifest, self.index.store, self.index.view
-        self.writer_lock, self.commit_lock = self.index.writer_lock, self.index.commit_lock
         self.retriever = Retriever(
             embedder=self.embedder,
             store=self.store,
-            manifest=self.manifest,
+            lexical=self.index.lexical,
             view=self.view,
             settings=settings,
             scorer=sentence_scores,
         )
         self.writer = IndexWriter(
             manifest=self.manifest,
+            lexical=self.index.lexical,
             store=self.store,
             embedder=self.embedder,
             view=self.view,
-            writer_lock=self.writer_lock,
-            commit_lock=self.commit_lock,
+            writer_lock=self.index.writer_lock,
+            commit_lock=self.index.commit_lock,
             chunk_tokens=settings.chunk_tokens,
             chunk_overlap=settings.chunk_overlap,
             max_file_bytes=int(settings.max_file_mb * 1e6),
@@ -107,18 +110,27 @@ class KnowledgeBase:
         progress: Progress | None = None,
         embed_slice: int | None = None,
         preload: str | None = None,
+        on_wait: Callable[[str], None] | None = None,
         **overrides: Any,
     ) -> KnowledgeBase:
         """Open (or create) the index at ``path`` (default: ``QA_INDEX_DIR``). ``embed_slice``: how many
         chunks an ingest embeds per turn of the shared model (a server uses small slices so that a search
         waits for one slice of an ingest, not for all of it; default the batch size). ``preload``: ``"search"``
         or ``"ask"`` when a question is coming: what it needs starts loading (:meth:`preload`) before the
-        index opens."""
+        index opens. ``on_wait`` is told (one line) when a write queues behind another writer."""
         if settings is None:
             settings = load_settings(index_dir=path, **overrides)
         elif path is not None or overrides:
             settings = settings.replace(index_dir=path, **overrides)
-        return cls(settings, embedder=embedder, client=client, progress=progress, embed_slice=embed_slice, preload=preload)
+        return cls(
+            settings,
+            embedder=embedder,
+            client=client,
+            progress=progress,
+            embed_slice=embed_slice,
+            preload=preload,
+            on_wait=on_wait,
+        )
 
     def close(self) -> None:
         self.index.close()
@@ -137,6 +149,7 @@ class KnowledgeBase:
         progress: IngestProgress | None = None,
         prune: bool = False,
         wait: bool = True,
+        rebuild: bool = False,
     ) -> IngestReport:
         """Index files and folders (``.txt``, ``.md``, ``.html``, ``.jsonl``).
 
@@ -146,9 +159,10 @@ class KnowledgeBase:
         an ingest killed at any point is finished by running it again.
         ``prune`` also removes the articles whose files under the given folders are gone
         (``report.pruned``). ``wait=False`` raises :class:`~qa.errors.IndexBusyError`
-        instead of queueing behind another ingest.
+        instead of queueing behind another ingest. ``rebuild`` forgets the index first, within
+        the same write (no other writer comes in between).
         """
-        return self.writer.ingest(paths, progress=progress, prune=prune, wait=wait)
+        return self.writer.ingest(paths, progress=progress, prune=prune, wait=wait, rebuild=rebuild)
 
     def add_articles(
         self, items: Iterable[Article | DocumentError | Skipped], *, progress: IngestProgress | None = None
@@ -173,7 +187,7 @@ class KnowledgeBase:
 
     def check(self) -> CheckReport:
         """Verify the index: counts, orphans, manifest vs Chroma, lexical vs dense (``qa check``)."""
-        return check_index(self.manifest, self.store, self.view)
+        return check_index(self.manifest, self.index.lexical, self.store, self.view)
 
     def repair(self) -> CheckReport:
         """Fix what :meth:`check` finds; returns the check report after repair (``qa check --repair``)."""
@@ -190,16 +204,18 @@ class KnowledgeBase:
         date_to: str | None = None,
         mode: str | None = None,
         exclude: Sequence[str] | None = None,
+        filters: Filters | None = None,
     ) -> list[Passage]:
         """The ``k`` passages that best answer ``question``, best first.
 
         ``mode`` is ``hybrid`` (dense + BM25 fused; the default ``QA_RETRIEVAL``),
         ``rerank`` (hybrid, re-ranked by the best answering sentence), ``dense`` or ``lexical``;
-        ``source`` and the ISO date range filter articles; ``exclude`` leaves out the listed article ids.
+        ``source`` and the ISO date range filter articles; ``exclude`` leaves out the listed article ids;
+        or give them as one :class:`~qa.filters.Filters` value (``filters=Filters.of(source=…)``), not both.
         A result holds one committed version of each article, even while a writer works.
         """
-        filters = Filters.of(source=source, date_from=date_from, date_to=date_to, exclude=exclude)
-        return self.retriever.search(question, k, filters, mode)
+        given = Filters.of(source=source, date_from=date_from, date_to=date_to, exclude=exclude)
+        return self.retriever.search(question, k, _one_filters(filters, given), mode)
 
     # -- answers -------------------------------------------------------------------
     def answerer(self, spec: str | None = None) -> Answerer | ConversationalAnswerer:
@@ -213,18 +229,19 @@ class KnowledgeBase:
         *,
         k: int = 5,
         answerer: str | Answerer | ConversationalAnswerer | None = None,
-        **filters: Any,
+        filters: Filters | None = None,
+        **kwargs: Any,
     ) -> Answer:
         """Answer ``question`` from the corpus, with citations, or abstain.
 
         ``history`` holds the previous ``(question, answer_text)`` pairs, oldest first,
-        so that follow-ups (« Et à Bruxelles ? ») are understood. ``filters`` are those
-        of :meth:`search`. ``answerer`` is a spec (``"extractive"``, ``"openai:…"``) or an
-        answerer object.
+        so that follow-ups (« Et à Bruxelles ? ») are understood. The filters are those
+        of :meth:`search`: keyword arguments (``source=…``) or one ``filters`` value. ``answerer``
+        is a spec (``"extractive"``, ``"openai:…"``) or an answerer object.
         """
         from qa.answering.chain import run_chain
 
-        chosen, state = self._ask_inputs(question, history, k, answerer, filters)
+        chosen, state = self._ask_inputs(question, history, k, answerer, filters, kwargs)
         return run_chain(self.retriever.search, chosen, state)
 
     def ask_stream(
@@ -234,13 +251,14 @@ class KnowledgeBase:
         *,
         k: int = 5,
         answerer: str | Answerer | ConversationalAnswerer | None = None,
-        **filters: Any,
+        filters: Filters | None = None,
+        **kwargs: Any,
     ) -> Iterator[str | Answer]:
         """Like :meth:`ask`, but yields the reply's text chunks as an LLM streams them,
         then the final :class:`Answer` (the extractive answerer yields the Answer alone)."""
         from qa.answering.chain import stream_answer
 
-        chosen, state = self._ask_inputs(question, history, k, answerer, filters)
+        chosen, state = self._ask_inputs(question, history, k, answerer, filters, kwargs)
         return stream_answer(self.retriever.search, chosen, state)
 
     def _ask_inputs(
@@ -249,12 +267,13 @@ class KnowledgeBase:
         history: Sequence[tuple[str, str]] | None,
         k: int,
         answerer: str | Answerer | ConversationalAnswerer | None,
-        filters: dict[str, Any],
+        filters: Filters | None,
+        kwargs: dict[str, Any],
     ) -> tuple[Answerer | ConversationalAnswerer, ChainState]:
         from qa.answering.chain import ChainState
 
         question, k = check_question(question), check_k(k)
-        checked = Filters.from_kwargs(filters)
+        checked = _one_filters(filters, Filters.from_kwargs(kwargs))
         chosen = answerer if answerer is not None and not isinstance(answerer, str) else self.answerer(answerer)
         return chosen, ChainState(question=question, history=tuple(history or ()), filters=checked, k=k)
 
@@ -358,6 +377,17 @@ class KnowledgeBase:
         if offset < 0 or not 1 <= limit <= MAX_K:
             raise QueryError(f"offset={offset}, limit={limit}: offset must be >= 0 and limit 1 to {MAX_K}")
         return self.manifest.count(), self.manifest.page(offset, limit)
+
+
+def _one_filters(value: Filters | None, given: Filters) -> Filters:
+    """The filters of a call: a ``Filters`` value or keyword filters, not both."""
+    if value is None:
+        return given
+    if not isinstance(value, Filters):
+        raise QueryError(f"filters={value!r} is not a Filters value: build it with qa.Filters.of(source=…, date_from=…)")
+    if given:
+        raise QueryError("filters given twice: pass either filters=Filters.of(…) or keyword filters, not both")
+    return value
 
 
 def _load_nlp(answerer: object) -> None:

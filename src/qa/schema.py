@@ -10,6 +10,28 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+@dataclass(frozen=True)
+class ArticleMeta:
+    """What every chunk of an article carries: one value from :class:`qa.documents.Article` through the writer to
+    the vector store, the lexical index, the manifest and back in each :class:`Passage` (``Passage.meta``)."""
+
+    doc_id: str
+    title: str = ""
+    source: str = ""
+    url: str = ""
+    date: str = ""
+    """``YYYY-MM-DD`` or empty (the loaders normalise it)."""
+
+    @property
+    def date_num(self) -> int:
+        """``date`` as ``YYYYMMDD`` (what stores compare), 0 when undated."""
+        digits = self.date[:10].replace("-", "")
+        return int(digits) if len(digits) == 8 and digits.isdigit() else 0
+
+    def as_dict(self) -> dict[str, str]:
+        return {"doc_id": self.doc_id, "title": self.title, "source": self.source, "url": self.url, "date": self.date}
+
+
 @dataclass
 class Passage:
     """One retrieved chunk of an article."""
@@ -25,6 +47,11 @@ class Passage:
     start: int = 0
     """Character offset of the chunk inside its article's text."""
     end: int = 0
+
+    @property
+    def meta(self) -> ArticleMeta:
+        """The metadata of the passage's article."""
+        return ArticleMeta(self.doc_id, self.title, self.source, self.url, self.date)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -91,14 +91,19 @@ def ask_request_model(answerers: Sequence[str]) -> type[AskRequest]:
     return create_model("AskRequest", __base__=AskRequest, answerer=(choice | None, Field(None, description=description)))
 
 
-class PassageOut(BaseModel):
-    doc_id: str
-    chunk_id: str
-    text: str
+class ArticleMetaOut(BaseModel):
+    """An article's metadata (:class:`qa.schema.ArticleMeta`), as every passage and document carries it."""
+
     title: str = ""
     source: str = ""
     url: str = ""
-    date: str = ""
+    date: str = Field("", description="YYYY-MM-DD, or empty when undated")
+
+
+class PassageOut(ArticleMetaOut):
+    doc_id: str
+    chunk_id: str
+    text: str
     score: float = 0.0
     start: int = Field(0, description="character offset of the chunk inside its article")
     end: int = 0
@@ -148,12 +153,8 @@ class IngestReportOut(BaseModel):
     seconds: float
 
 
-class DocumentSummary(BaseModel):
+class DocumentSummary(ArticleMetaOut):
     id: str
-    title: str
-    date: str
-    url: str
-    source: str
     chunks: int
     ingested_at: str
 

@@ -24,12 +24,10 @@ DocId = Annotated[str, Path(min_length=1, max_length=m.MAX_ID_CHARS, description
 def summary(record: "ArticleRecord", with_text: bool = False) -> dict[str, Any]:
     """An indexed article as the API shows it (:class:`~qa.http.models.DocumentSummary`, or
     :class:`~qa.http.models.DocumentOut` ``with_text``)."""
+    meta = record.meta.as_dict()
     out: dict[str, Any] = {
-        "id": record.doc_id,
-        "title": record.title,
-        "date": record.date,
-        "url": record.url,
-        "source": record.source,
+        "id": meta.pop("doc_id"),
+        **meta,
         "chunks": len(record.chunk_ids),
         "ingested_at": record.ingested_at,
     }

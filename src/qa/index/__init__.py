@@ -1,7 +1,9 @@
 """The index of one folder: what is stored, how it is written, what readers may see.
 
+- :mod:`qa.index.parts`: the protocols of the parts below (the seams where a backend plugs in);
 - :mod:`qa.index.manifest`: SQLite, one row per article (text, metadata, chunk ids), the ``pending``
-  journal and the generation; :mod:`qa.index.lexical` (BM25 over FTS5) lives in the same database;
+  journal and the generation; :mod:`qa.index.lexical` (BM25 over FTS5), a part of its own on the same
+  database (:mod:`qa.index.sqlite`), written in the manifest's transactions;
 - :mod:`qa.index.store`: the Chroma collection of chunks and vectors (embedded or a server);
 - :mod:`qa.index.writer`: the write protocol (journal → Chroma → one transaction → cleanup);
 - :mod:`qa.index.view`: the committed state readers trust; :mod:`qa.index.locking`: the writer and
@@ -14,8 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qa.index.lexical import SqliteLexical
 from qa.index.locking import CommitLock, WriterLock
 from qa.index.manifest import Manifest
+from qa.index.parts import CommitLockPart, LexicalStore, ManifestStore, VectorStore, WriterLockPart
+from qa.index.sqlite import SqliteDatabase
 from qa.index.store import ChunkStore, make_client, reopen_client
 from qa.index.view import CommittedView
 
@@ -24,12 +29,14 @@ MANIFEST_NAME = "manifest.sqlite3"
 
 @dataclass
 class Index:
-    """The parts of one index: the manifest (with BM25), the Chroma store, the two locks, the committed view."""
+    """The parts of one index (:mod:`qa.index.parts`): the manifest, the lexical index, the vector store, the two
+    locks, and the committed view over them."""
 
-    manifest: Manifest
-    store: ChunkStore
-    writer_lock: WriterLock
-    commit_lock: CommitLock
+    manifest: ManifestStore
+    lexical: LexicalStore
+    store: VectorStore
+    writer_lock: WriterLockPart
+    commit_lock: CommitLockPart
     view: CommittedView
 
     @classmethod
@@ -37,7 +44,9 @@ class Index:
         """The index in ``index_dir`` (created if missing); vectors in an embedded Chroma there, in the
         server at ``chroma_url``, or in the given ``client``."""
         index_dir = Path(index_dir)
-        manifest = Manifest(index_dir / MANIFEST_NAME)
+        db = SqliteDatabase(index_dir / MANIFEST_NAME)
+        lexical = SqliteLexical(db)
+        manifest = Manifest(db, lexical)
         # an embedded store we opened ourselves can be reopened when another process changes it; it is read through
         # Chroma's engine alone until the first write (qa.index.engine: no `chromadb` import for a question)
         own = client is None and not chroma_url
@@ -49,7 +58,8 @@ class Index:
             writer=(lambda: make_client(index_dir)) if own else None,
         )
         writer_lock, commit_lock = WriterLock(index_dir), CommitLock(index_dir)
-        return cls(manifest, store, writer_lock, commit_lock, CommittedView(manifest, store, writer_lock, commit_lock))
+        view = CommittedView(manifest, store, writer_lock, commit_lock)
+        return cls(manifest, lexical, store, writer_lock, commit_lock, view)
 
     def close(self) -> None:
         self.manifest.close()

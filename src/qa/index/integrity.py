@@ -10,10 +10,11 @@ indexes hold:
 - the lexical rows (BM25): exactly the listed chunks, each with its FTS row, and the FTS5
   table's own integrity check;
 - the ``pending`` journal empty (else an ingest was interrupted; repair finishes it);
-- SQLite's ``quick_check``.
+- the database's own checks (SQLite's ``quick_check``).
 
-:func:`check_index` and :func:`repair_index` take the index's parts (manifest, store, view, and for
-repair the :class:`~qa.index.writer.IndexWriter`) and use only their public methods.
+:func:`check_index` and :func:`repair_index` take the index's parts (:mod:`qa.index.parts`: manifest,
+lexical index, vector store, view, and for repair the :class:`~qa.index.writer.IndexWriter`) and use only
+their protocols, so the same check runs on either backend.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from qa.index.manifest import Manifest
-from qa.index.store import ChunkStore
+from qa.index.parts import LexicalStore, ManifestStore, VectorStore
 from qa.index.view import CommittedView
 
 if TYPE_CHECKING:  # the writer calls repair_index with itself
@@ -58,7 +58,7 @@ class CheckReport:
     broken_articles: list[str] = field(default_factory=list)
     """Articles with chunks missing from either index (repair re-indexes them from the stored text)."""
     sqlite: list[str] = field(default_factory=list)
-    """Problems SQLite itself reports (quick_check, FTS5 integrity-check)."""
+    """Problems the databases themselves report (SQLite's quick_check, FTS5's integrity-check)."""
     repaired: list[str] = field(default_factory=list)
     """What ``--repair`` did."""
 
@@ -86,7 +86,7 @@ class CheckReport:
             ("lexical_orphans", "lexical rows that no article lists"),
             ("wrong_owner", "chunks stored under another article id"),
             ("broken_articles", "articles not fully indexed"),
-            ("sqlite", "SQLite integrity problems"),
+            ("sqlite", "database integrity problems"),
         ):
             items = getattr(self, name)
             if items:
@@ -105,7 +105,7 @@ class CheckReport:
         return {**asdict(self), "ok": self.ok}
 
 
-def check_index(manifest: Manifest, store: ChunkStore, view: CommittedView) -> CheckReport:
+def check_index(manifest: ManifestStore, lexical: LexicalStore, store: VectorStore, view: CommittedView) -> CheckReport:
     """Compare the manifest with Chroma and the lexical index (reads only)."""
     view.sync()
     report = CheckReport()
@@ -119,46 +119,48 @@ def check_index(manifest: Manifest, store: ChunkStore, view: CommittedView) -> C
     report.orphans = sorted(set(dense) - set(listed))
     report.missing = sorted(set(listed) - set(dense))
 
-    lexical = manifest.lexical_rows()  # chunk_id -> doc_id, from the lexical chunk rows
-    unindexed = manifest.unindexed_lexical_rows()  # chunk rows without their FTS row
-    report.sqlite = manifest.sqlite_problems(SAMPLE)
-    report.lexical_chunks = len(lexical)
-    report.lexical_orphans = sorted(set(lexical) - set(listed))
-    report.lexical_missing = sorted((set(listed) - set(lexical)) | set(unindexed))
+    rows = lexical.rows()  # chunk_id -> doc_id, from the lexical chunk rows
+    unindexed = lexical.unindexed_chunks()  # chunk rows BM25 cannot find
+    report.sqlite = manifest.problems() + lexical.problems()
+    report.lexical_chunks = len(rows)
+    report.lexical_orphans = sorted(set(rows) - set(listed))
+    report.lexical_missing = sorted((set(listed) - set(rows)) | set(unindexed))
     report.wrong_owner = sorted(
-        c for c, doc in listed.items() if (c in dense and dense[c] != doc) or (c in lexical and lexical[c] != doc)
+        c for c, doc in listed.items() if (c in dense and dense[c] != doc) or (c in rows and rows[c] != doc)
     )
     report.broken_articles = sorted({listed[c] for c in (*report.missing, *report.lexical_missing, *report.wrong_owner)})
     return report
 
 
-def repair_index(manifest: Manifest, store: ChunkStore, view: CommittedView, writer: IndexWriter) -> CheckReport:
+def repair_index(
+    manifest: ManifestStore, lexical: LexicalStore, store: VectorStore, view: CommittedView, writer: IndexWriter
+) -> CheckReport:
     """Fix what :func:`check_index` finds (the caller holds the writer lock); returns a fresh check.
 
     An interrupted write is finished by ``writer.recover()``; FTS5, orphan chunks and orphan lexical
     rows are fixed under the commit lock (what readers may be shown moves); broken articles are
     re-indexed from the text the manifest keeps by ``writer.reindex()``."""
-    before = check_index(manifest, store, view)
+    before = check_index(manifest, lexical, store, view)
     done: list[str] = []
     if before.pending:
         removed = writer.recover()
         done.append(f"finished an interrupted write ({len(before.pending)} journaled ids, {len(removed)} chunks deleted)")
-        before = check_index(manifest, store, view)
+        before = check_index(manifest, lexical, store, view)
     if before.sqlite or before.orphans or before.lexical_orphans:
         with writer.commit_lock.exclusive():
             if before.sqlite:
-                manifest.rebuild_lexical_index()
-                done.append("rebuilt the FTS5 index")
+                lexical.rebuild()
+                done.append("rebuilt the lexical index")
             if before.orphans:
                 store.delete(before.orphans)
                 done.append(f"deleted {len(before.orphans)} orphan chunks from Chroma")
             if before.lexical_orphans:
-                manifest.drop_lexical_rows(before.lexical_orphans)
+                lexical.drop_rows(before.lexical_orphans)
                 done.append(f"deleted {len(before.lexical_orphans)} orphan lexical rows")
     if before.broken_articles:
         articles = [record.to_article() for record in manifest.iter_records(before.broken_articles)]
         writer.reindex(articles)
         done.append(f"re-indexed {len(articles)} articles from their stored text: {json.dumps(before.broken_articles[:SAMPLE])}")
-    after = check_index(manifest, store, view)
+    after = check_index(manifest, lexical, store, view)
     after.repaired = done
     return after

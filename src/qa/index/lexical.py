@@ -1,4 +1,4 @@
-"""The lexical half of hybrid retrieval: BM25 over SQLite FTS5, and the fusions (scores, reciprocal ranks).
+"""The lexical half of hybrid retrieval: BM25 over SQLite FTS5 (the single-machine lexical index).
 
 Chunks are indexed as their analysed terms (:func:`qa.analysis.analyze`: elisions split,
 stop words dropped, Snowball stems, accents folded), space-joined, in an FTS5 table with
@@ -15,6 +15,11 @@ in autocommit mode or already inside a transaction (so a failed write leaves not
 done and never ends the caller's transaction); under Python's legacy transaction control
 outside a transaction, the implicit ``BEGIN`` before the first write opens one the caller
 commits. No locking either: share a connection between threads only under the caller's lock.
+
+:class:`SqliteLexical` is the part the rest of the index sees (beside the manifest, on the same
+database): thread-safe searches and integrity checks; the manifest writes through its
+:attr:`SqliteLexical.index` inside its own transactions. :class:`qa.index.postgres.lexical.PgLexicalIndex`
+is the same index in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from qa.analysis import analyze
+from qa.filters import NO_FILTERS, Filters
+from qa.index.sqlite import SqliteDatabase
+from qa.schema import ArticleMeta
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +69,29 @@ _SCHEMA = (
 
 @dataclass(frozen=True)
 class LexicalRow:
-    """One chunk to index."""
+    """One chunk to index: its id, its text, and its article's metadata (the title is indexed too;
+    the source and date filter)."""
 
     chunk_id: str
-    doc_id: str
     text: str
-    title: str = ""
-    source: str = ""
-    date_num: int = 0  # YYYYMMDD, 0 = undated
+    meta: ArticleMeta
+
+    @property
+    def doc_id(self) -> str:
+        return self.meta.doc_id
+
+    @property
+    def title(self) -> str:
+        return self.meta.title
+
+    @property
+    def source(self) -> str:
+        return self.meta.source
+
+    @property
+    def date_num(self) -> int:
+        """``YYYYMMDD``, 0 = undated."""
+        return self.meta.date_num
 
 
 def _terms(text: str) -> str:
@@ -236,28 +259,18 @@ class LexicalIndex:
         """The articles that have chunks here (to check against the manifest)."""
         return {r[0] for r in self._conn.execute(f"SELECT DISTINCT doc_id FROM {CHUNKS_TABLE}")}
 
-    def search(
-        self,
-        query: str,
-        k: int,
-        *,
-        source: str | Sequence[str] | None = None,
-        date_from: int | None = None,
-        date_to: int | None = None,
-        exclude: Sequence[str] | None = None,
-    ) -> list[tuple[str, float]]:
+    def search(self, query: str, k: int, filters: Filters = NO_FILTERS) -> list[tuple[str, float]]:
         """The ``k`` best ``(chunk_id, score)`` for ``query`` by BM25, best first (higher is better).
 
-        Any analysed query term may match (OR). ``source`` is one name or several;
-        ``date_from``/``date_to`` are ``YYYYMMDD`` numbers (:func:`qa.index.store.date_number`),
-        inclusive; ``date_to`` leaves out undated chunks (``date_num`` 0), as the dense side does;
-        ``exclude`` lists article ids to leave out.
+        Any analysed query term may match (OR). ``filters`` in SQL: the sources, the date range
+        (inclusive; a range leaves out undated chunks, ``date_num`` 0, as the dense side does),
+        the article ids left out.
         """
         terms = query_terms(query)
         if not terms or k <= 0:
             return []
         expression = _expression(prune_terms(terms, self.doc_freq(terms)))
-        if not (source or date_from is not None or date_to is not None or exclude):
+        if not filters:
             # no filter: the top k from the FTS index alone, then their chunk ids (no join over every match)
             sql = (
                 f"SELECT c.chunk_id, t.s FROM (SELECT rowid AS id, bm25({FTS_TABLE}, {TITLE_WEIGHT!r}, 1.0) AS s "
@@ -267,18 +280,18 @@ class LexicalIndex:
             return [(chunk_id, -float(score)) for chunk_id, score in self._conn.execute(sql, (expression, int(k)))]
         clauses = [f"{FTS_TABLE} MATCH ?"]
         params: list[object] = [expression]
-        if source:
+        if filters.source:
             clauses.append("c.source IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps([source] if isinstance(source, str) else list(source)))
-        if date_from is not None:
+            params.append(json.dumps(list(filters.source)))
+        if filters.date_from_num is not None:
             clauses.append("c.date_num >= ?")
-            params.append(int(date_from))
-        if date_to is not None:
+            params.append(filters.date_from_num)
+        if filters.date_to_num is not None:
             clauses.append("c.date_num BETWEEN 1 AND ?")
-            params.append(int(date_to))
-        if exclude:
+            params.append(filters.date_to_num)
+        if filters.exclude:
             clauses.append("c.doc_id NOT IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(list(exclude)))
+            params.append(json.dumps(list(filters.exclude)))
         sql = (
             f"SELECT c.chunk_id, bm25({FTS_TABLE}, {TITLE_WEIGHT!r}, 1.0) AS s "
             f"FROM {FTS_TABLE} JOIN {CHUNKS_TABLE} c ON c.id = {FTS_TABLE}.rowid "
@@ -286,3 +299,54 @@ class LexicalIndex:
         )
         params.append(int(k))
         return [(chunk_id, -float(score)) for chunk_id, score in self._conn.execute(sql, params)]
+
+
+class SqliteLexical:
+    """The lexical index as a part of the single-machine index, on the manifest's database: searches and
+    integrity checks take the database's lock; writes go through :attr:`index` inside the manifest's transactions
+    (an article and its lexical rows commit together)."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+        with db.lock:
+            self.index = LexicalIndex(db.conn)
+
+    def search(self, query: str, k: int, filters: Filters = NO_FILTERS) -> list[tuple[str, float]]:
+        """BM25 hits ``(chunk_id, score)``, best first (:meth:`LexicalIndex.search`)."""
+        with self.db.lock:
+            return self.index.search(query, k, filters)
+
+    def count(self) -> int:
+        with self.db.lock:
+            return self.index.count()
+
+    def rows(self) -> dict[str, str]:
+        """``chunk_id → doc_id`` for every chunk row."""
+        with self.db.lock:
+            return self.index.rows()
+
+    def unindexed_chunks(self) -> list[str]:
+        """Chunk ids whose chunk row has no FTS row (BM25 cannot find them)."""
+        with self.db.lock:
+            return self.index.unindexed_chunks()
+
+    def problems(self) -> list[str]:
+        """What the index itself reports: FTS5's integrity-check, FTS rows without a chunk row. Empty when sound."""
+        with self.db.lock:
+            fts_error = self.index.integrity_error()
+            orphans = self.index.fts_orphan_count()
+        problems = [f"FTS5 integrity-check: {fts_error}"] if fts_error else []
+        if orphans:
+            problems.append(f"{orphans} FTS rows without a chunk row")
+        return problems
+
+    def rebuild(self) -> None:
+        """Rebuild the FTS5 index from its stored rows (what repairs an FTS5 integrity problem)."""
+        with self.db.transaction():
+            self.index.rebuild()
+
+    def drop_rows(self, chunk_ids: Sequence[str]) -> None:
+        """Delete these chunks' rows, in one transaction (rows no committed article lists)."""
+        if chunk_ids:
+            with self.db.transaction():
+                self.index.delete_chunks(chunk_ids)

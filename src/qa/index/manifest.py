@@ -3,7 +3,8 @@
 It answers "is this article already indexed, and unchanged?" without touching
 the vector store, keeps each article's full text (to show the context of a
 citation) and its chunk ids (to replace or delete them exactly). The lexical
-index (:mod:`qa.index.lexical`) lives in the same database and is written in the same
+index (:class:`qa.index.lexical.SqliteLexical`) is a part of its own on the same database
+(:class:`qa.index.sqlite.SqliteDatabase`); the manifest writes its rows in the same
 transactions, so articles and their lexical rows never disagree.
 
 The manifest is also what makes an index crash-safe and what readers trust:
@@ -22,18 +23,15 @@ The manifest is also what makes an index crash-safe and what readers trust:
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 from qa.documents import Article
-from qa.index.lexical import LexicalIndex, LexicalRow
+from qa.index.lexical import LexicalRow, SqliteLexical
+from qa.index.sqlite import SqliteDatabase
+from qa.schema import ArticleMeta
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS articles (
@@ -69,6 +67,10 @@ class ArticleRecord:
     chunk_ids: list[str] = field(default_factory=list)
     ingested_at: str = ""
 
+    @property
+    def meta(self) -> ArticleMeta:
+        return ArticleMeta(self.doc_id, self.title, self.source, self.url, self.date)
+
     @classmethod
     def from_article(cls, article: Article, chunk_ids: Sequence[str] = ()) -> ArticleRecord:
         """The manifest row of ``article`` (not yet stored: ``ingested_at`` is set when it is)."""
@@ -102,31 +104,19 @@ def _now() -> str:
 
 
 class Manifest:
-    """A small SQLite database; safe to share between threads of one process."""
+    """The articles, the journal and the generation in the index's SQLite database; safe to share between threads
+    of one process. ``lexical`` is the lexical index on the same database, kept in step in every transaction."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout=30000")
-        # switching to WAL needs an exclusive lock and fails at once ("database is locked") while
-        # another process writes; reading the mode takes no lock, and a WAL database stays WAL
-        for attempt in range(100):  # a new database: another process may be switching it too
-            try:
-                if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                    self._db.execute("PRAGMA journal_mode=WAL")
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 99:
-                    raise
-                time.sleep(0.1)
+    def __init__(self, db: SqliteDatabase, lexical: SqliteLexical) -> None:
+        self.db = db
+        self.path = db.path
+        self._lock = db.lock
+        self._db = db.conn
         self._db.executescript(_SCHEMA)
-        self.lexical = LexicalIndex(self._db)
+        self.lexical = lexical.index
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.db.close()
 
     def _row(self, row: tuple) -> ArticleRecord:
         doc_id, chash, title, date, url, source, path, text, chunk_ids, ingested_at = row
@@ -157,14 +147,8 @@ class Manifest:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self.db.transaction():
+            yield
 
     def put_many(
         self,
@@ -290,48 +274,10 @@ class Manifest:
             if record is not None:
                 yield record
 
-    # -- integrity (qa check / --repair) -----------------------------------------------
-    def lexical_rows(self) -> dict[str, str]:
-        """``chunk_id → doc_id`` for every chunk row of the lexical index."""
-        with self._lock:
-            return self.lexical.rows()
-
-    def unindexed_lexical_rows(self) -> list[str]:
-        """Chunk ids whose lexical chunk row has no FTS row (BM25 cannot find them)."""
-        with self._lock:
-            return self.lexical.unindexed_chunks()
-
-    def sqlite_problems(self, sample: int = 5) -> list[str]:
-        """What SQLite itself reports: the FTS5 integrity-check, ``quick_check`` (its first ``sample``
-        lines), FTS rows without a chunk row. Empty when the database is sound."""
-        problems: list[str] = []
-        with self._lock:
-            fts_error = self.lexical.integrity_error()
-            quick = [r[0] for r in self._db.execute("PRAGMA quick_check").fetchall()]
-            fts_orphans = self.lexical.fts_orphan_count()
-        if fts_error:
-            problems.append(f"FTS5 integrity-check: {fts_error}")
-        if quick != ["ok"]:
-            problems.extend(f"quick_check: {q}" for q in quick[:sample])
-        if fts_orphans:
-            problems.append(f"{fts_orphans} FTS rows without a chunk row")
-        return problems
-
-    def rebuild_lexical_index(self) -> None:
-        """Rebuild the FTS5 index from its stored rows (what repairs an FTS5 integrity problem)."""
-        with self._transaction():
-            self.lexical.rebuild()
-
-    def drop_lexical_rows(self, chunk_ids: Sequence[str]) -> None:
-        """Delete these chunks' lexical rows, in one transaction (rows no committed article lists)."""
-        if chunk_ids:
-            with self._transaction():
-                self.lexical.delete_chunks(chunk_ids)
-
-    def lexical_search(self, query: str, k: int, **filters: Any) -> list[tuple[str, float]]:
-        """BM25 hits ``(chunk_id, score)``; filters as :meth:`LexicalIndex.search`."""
-        with self._lock:
-            return self.lexical.search(query, k, **filters)
+    def problems(self, sample: int = 5) -> list[str]:
+        """What SQLite itself reports (``quick_check``, its first ``sample`` lines); empty when the file is sound."""
+        quick = self.db.quick_check()
+        return [] if quick == ["ok"] else [f"quick_check: {q}" for q in quick[:sample]]
 
     def count(self) -> int:
         with self._lock:

@@ -12,40 +12,21 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 
-from qa.errors import IndexMismatchError, QueryError, StoreError
+from qa.errors import IndexMismatchError, StoreError
 from qa.files import file_lock
-from qa.schema import Passage
+from qa.filters import NO_FILTERS, Filters
+from qa.index.parts import ChunkPlace, Fetched, IndexSpec, Visible
+
+__all__ = ["ChunkStore", "Fetched", "IndexSpec", "chroma_where", "chunk_metadata", "make_client", "reopen_client"]
+from qa.schema import ArticleMeta, Passage
 
 logger = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class IndexSpec:
-    """How an index was built; stored in the collection's metadata."""
-
-    model_id: str
-    dimension: int
-    chunk_tokens: int
-    chunk_overlap: int
-
-    def as_metadata(self) -> dict[str, Any]:
-        return {
-            "qa_schema": SCHEMA_VERSION,
-            "embedding_model": self.model_id,
-            "dimension": self.dimension,
-            "chunk_tokens": self.chunk_tokens,
-            "chunk_overlap": self.chunk_overlap,
-        }
 
 
 def make_client(index_dir: Path, chroma_url: str | None = None, *, engine: bool = False) -> Any:
@@ -80,26 +61,6 @@ def make_client(index_dir: Path, chroma_url: str | None = None, *, engine: bool 
     # once fail ("table collections already exists"), so opening is serialised between processes
     with file_lock(path / ".open.lock"):
         return chromadb.PersistentClient(path=str(path), settings=settings)
-
-
-def date_number(value: str, name: str = "date") -> int:
-    """``YYYY-MM-DD`` → ``YYYYMMDD`` (Chroma compares numbers, not strings)."""
-    try:
-        d = date.fromisoformat(str(value)[:10])
-    except ValueError:
-        raise QueryError(f"filter {name}={value!r} is not a date: write it as YYYY-MM-DD") from None
-    return d.year * 10000 + d.month * 100 + d.day
-
-
-class Fetched(NamedTuple):
-    """What :meth:`ChunkStore.get` found: the passages, and how many asked-for chunks it could not show."""
-
-    passages: list[Passage]
-    misses: int
-
-
-Visible = Callable[[Sequence[str]], set[str]]
-"""Given chunk ids, those that search may show (the committed ones, per the manifest)."""
 
 
 def reopen_client(index_dir: Path, *, engine: bool = False) -> Any:
@@ -267,7 +228,8 @@ class ChunkStore:
         self._collection = None
 
     # -- writes ----------------------------------------------------------------------
-    def upsert(self, ids: list[str], vectors: np.ndarray, texts: list[str], metadatas: list[dict[str, Any]]) -> None:
+    def upsert(self, ids: list[str], vectors: np.ndarray, texts: list[str], places: Sequence[ChunkPlace]) -> None:
+        metadatas = [chunk_metadata(*place) for place in places]
         self._writable()
         with self._using():
             col = self._existing()
@@ -298,9 +260,10 @@ class ChunkStore:
             col = self._existing()
             return int(col.count()) if col is not None else 0
 
-    def query(self, vector: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[Passage]:
-        """The ``k`` nearest visible chunks. Invisible ones (uncommitted, stale) are skipped:
+    def query(self, vector: np.ndarray, k: int, filters: Filters = NO_FILTERS) -> list[Passage]:
+        """The ``k`` nearest visible chunks that pass ``filters``. Invisible ones (uncommitted, stale) are skipped:
         the query asks for more until ``k`` visible ones are found or the store is exhausted."""
+        where = chroma_where(filters)
         with self._using():
             col = self._existing()
             if col is None or k <= 0:
@@ -360,21 +323,28 @@ class ChunkStore:
                 offset += batch
 
 
-def chunk_metadata(
-    doc_id: str, index: int, start: int, end: int, title: str, source: str, url: str, date_iso: str
-) -> dict[str, Any]:
-    """What each chunk carries in Chroma (flat scalars only)."""
-    return {
-        "doc_id": doc_id,
-        "chunk_index": index,
-        "start": start,
-        "end": end,
-        "title": title,
-        "source": source,
-        "url": url,
-        "date": date_iso,
-        "date_num": date_number(date_iso) if date_iso else 0,
-    }
+def chunk_metadata(meta: ArticleMeta, index: int, start: int, end: int) -> dict[str, Any]:
+    """What each chunk carries in Chroma (flat scalars only): its article's metadata, its place in the article."""
+    return {**meta.as_dict(), "chunk_index": index, "start": start, "end": end, "date_num": meta.date_num}
+
+
+def chroma_where(filters: Filters) -> dict[str, Any] | None:
+    """``filters`` in Chroma's dialect: a ``where`` clause over the chunk metadata ``doc_id``, ``source``, ``date_num``."""
+    clauses: list[dict[str, Any]] = []
+    if filters.exclude:
+        ids = list(filters.exclude)
+        clauses.append({"doc_id": {"$nin": ids}} if len(ids) > 1 else {"doc_id": {"$ne": ids[0]}})
+    if filters.source:
+        sources = list(filters.source)
+        clauses.append({"source": {"$in": sources}} if len(sources) > 1 else {"source": sources[0]})
+    if filters.date_from_num is not None:
+        clauses.append({"date_num": {"$gte": filters.date_from_num}})
+    if filters.date_to_num is not None:
+        clauses.append({"date_num": {"$lte": filters.date_to_num}})
+        clauses.append({"date_num": {"$gte": 1}})  # undated articles are outside any range
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
 def passage_from_record(chunk_id: str, text: str | None, meta: dict[str, Any] | None, score: float = 0.0) -> Passage:

@@ -14,15 +14,15 @@ import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 
-from qa.index.locking import CommitLock, WriterLock
-from qa.index.manifest import Manifest
-from qa.index.store import ChunkStore
+from qa.index.parts import CommitLockPart, ManifestStore, VectorStore, WriterLockPart
 
 
 class CommittedView:
     """The committed chunk ids, the generation this process has seen, and the store kept in step."""
 
-    def __init__(self, manifest: Manifest, store: ChunkStore, writer_lock: WriterLock, commit_lock: CommitLock) -> None:
+    def __init__(
+        self, manifest: ManifestStore, store: VectorStore, writer_lock: WriterLockPart, commit_lock: CommitLockPart
+    ) -> None:
         self.manifest = manifest
         self.store = store
         self.writer_lock = writer_lock
@@ -50,7 +50,7 @@ class CommittedView:
             self._generation = self.manifest.generation()
 
     def committed(self, chunk_ids: Sequence[str]) -> set[str]:
-        """Those of ``chunk_ids`` whose article is committed (one SQLite read: one instant)."""
+        """Those of ``chunk_ids`` whose article is committed (one database read: one instant)."""
         return self.manifest.committed(chunk_ids)
 
     def is_empty(self) -> bool:

@@ -26,7 +26,6 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 from qa.chunking import chunk_text
 from qa.documents import Article, iter_inputs, present_files
@@ -34,9 +33,8 @@ from qa.embeddings import Embedder
 from qa.errors import DocumentError, NotFoundError
 from qa.index.integrity import CheckReport, repair_index
 from qa.index.lexical import LexicalRow
-from qa.index.locking import CommitLock, WriterLock
-from qa.index.manifest import ArticleRecord, Manifest
-from qa.index.store import ChunkStore, IndexSpec, chunk_metadata, date_number
+from qa.index.manifest import ArticleRecord
+from qa.index.parts import ChunkPlace, CommitLockPart, IndexSpec, LexicalStore, ManifestStore, VectorStore, WriterLockPart
 from qa.index.view import CommittedView
 from qa.schema import IngestReport, Skipped
 
@@ -94,17 +92,19 @@ class IndexWriter:
     def __init__(
         self,
         *,
-        manifest: Manifest,
-        store: ChunkStore,
+        manifest: ManifestStore,
+        lexical: LexicalStore,
+        store: VectorStore,
         embedder: Embedder,
         view: CommittedView,
-        writer_lock: WriterLock,
-        commit_lock: CommitLock,
+        writer_lock: WriterLockPart,
+        commit_lock: CommitLockPart,
         chunk_tokens: int,
         chunk_overlap: int,
         max_file_bytes: int,
     ) -> None:
         self.manifest = manifest
+        self.lexical = lexical
         self.store = store
         self.embedder = embedder
         self.view = view
@@ -122,11 +122,15 @@ class IndexWriter:
         progress: IngestProgress | None = None,
         prune: bool = False,
         wait: bool = True,
+        rebuild: bool = False,
     ) -> IngestReport:
-        """Index files and folders; ``prune`` also removes the articles whose files under them are gone.
-        ``wait=False`` raises :class:`~qa.errors.IndexBusyError` instead of queueing behind another writer."""
+        """Index files and folders; ``prune`` also removes the articles whose files under them are gone;
+        ``rebuild`` forgets the index first (under the same hold of the writer lock). ``wait=False`` raises
+        :class:`~qa.errors.IndexBusyError` instead of queueing behind another writer."""
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         with self.writer_lock.hold(wait=wait):
+            if rebuild:
+                self.rebuild()
             report = self._add_unlocked(iter_inputs(paths, self.max_file_bytes), progress)
             if prune:
                 gone = self.prune_candidates(paths)
@@ -259,7 +263,7 @@ class IndexWriter:
         """Write a batch so that a crash at any point leaves every article old or new, never half:
 
         1. journal the new chunk ids (``pending``), 2. write the chunks to Chroma (invisible:
-        the manifest does not list them yet), 3. commit manifest + lexical rows in one SQLite
+        the manifest does not list them yet), 3. commit manifest + lexical rows in one database
         transaction (the articles flip to their new chunks; the old ones are journaled),
         4. delete the old chunks from Chroma and settle the journal. Steps 3 and 4 run under the
         commit lock. :meth:`recover` finishes or undoes whatever a crash interrupted.
@@ -284,27 +288,25 @@ class IndexWriter:
         ids: list[str] = []
         texts: list[str] = []
         inputs: list[str] = []
-        metas: list[dict[str, Any]] = []
+        places: list[ChunkPlace] = []
         records: list[ArticleRecord] = []
         lexical_rows: list[LexicalRow] = []
         for article, _ in todo:
             chunks = chunk_text(article.text, self.embedder.count_tokens, self.chunk_tokens, self.chunk_overlap)
             record = ArticleRecord.from_article(article)
-            date_num = date_number(article.date) if article.date else 0
+            meta = article.meta
             for c in chunks:
                 record.chunk_ids.append(chunk_id(article.id, c.index, c.text, article.content_hash))
-                lexical_rows.append(LexicalRow(record.chunk_ids[-1], article.id, c.text, article.title, article.source, date_num))
+                lexical_rows.append(LexicalRow(record.chunk_ids[-1], c.text, meta))
                 texts.append(c.text)
                 inputs.append(embedding_input(article.title, c.text))
-                metas.append(
-                    chunk_metadata(article.id, c.index, c.start, c.end, article.title, article.source, article.url, article.date)
-                )
+                places.append(ChunkPlace(meta, c.index, c.start, c.end))
             ids.extend(record.chunk_ids)
             records.append(record)
         self.manifest.journal(ids)
         for i in range(0, len(ids), EMBED_SLICE):  # bounded memory: vectors for one slice at a time
             j = i + EMBED_SLICE
-            self.store.upsert(ids[i:j], self.embedder.embed_documents(inputs[i:j]), texts[i:j], metas[i:j])
+            self.store.upsert(ids[i:j], self.embedder.embed_documents(inputs[i:j]), texts[i:j], places[i:j])
             _crash_point("chunks")
         stale: list[str] = []
         dropped: list[str] = []
@@ -339,4 +341,4 @@ class IndexWriter:
         """Fix what :func:`qa.index.integrity.check_index` finds, holding the writer lock throughout
         (the :meth:`recover` and :meth:`reindex` it calls re-enter it); returns the check after repair."""
         with self.writer_lock.hold():
-            return repair_index(self.manifest, self.store, self.view, self)
+            return repair_index(self.manifest, self.lexical, self.store, self.view, self)

@@ -1,4 +1,4 @@
-"""Retrieval: dense (e5 in Chroma) + lexical (BM25 over FTS5), fused (normalised
+"""Retrieval: dense (e5 in the vector store) + lexical (BM25), fused (normalised
 scores, or reciprocal ranks), then optionally re-ranked by what the question asks for.
 
 Stages (each is a ``mode``, so each one's contribution can be measured):
@@ -37,8 +37,7 @@ import numpy as np
 from qa.config import RETRIEVAL_MODES, Settings
 from qa.embeddings import Embedder
 from qa.errors import QueryError
-from qa.index.manifest import Manifest
-from qa.index.store import ChunkStore
+from qa.index.parts import LexicalStore, VectorStore
 from qa.index.view import CommittedView
 from qa.retrieval.filters import NO_FILTERS, Filters, check_k, check_question
 from qa.retrieval.fusion import rrf_fuse, score_fuse
@@ -75,7 +74,7 @@ class Attempt:
 class Retriever:
     """Searches the committed index: built from the parts it reads, nothing else.
 
-    ``embedder`` embeds the question, ``store`` holds the vectors and chunks, ``manifest`` the
+    ``embedder`` embeds the question, ``store`` holds the vectors and chunks, ``lexical`` is the
     BM25 index, ``view`` the committed state; ``settings`` gives the mode, fusion and weights;
     ``scorer`` (optional) re-ranks passages in ``rerank`` mode.
     """
@@ -84,15 +83,15 @@ class Retriever:
         self,
         *,
         embedder: Embedder,
-        store: ChunkStore,
-        manifest: Manifest,
+        store: VectorStore,
+        lexical: LexicalStore,
         view: CommittedView,
         settings: Settings,
         scorer: SentenceScorer | None = None,
     ) -> None:
         self.embedder = embedder
         self.store = store
-        self.manifest = manifest
+        self.lexical = lexical
         self.view = view
         self.settings = settings
         self.scorer = scorer
@@ -121,7 +120,7 @@ class Retriever:
 
     def _dense(self, question: str, n: int, filters: Filters) -> list[Passage]:
         vector: np.ndarray = self.embedder.embed_query(question)
-        return self.store.query(vector, n, filters.where())
+        return self.store.query(vector, n, filters)
 
     def attempt(self, question: str, k: int, filters: Filters, mode: str) -> Attempt:
         """One search, as the index is now: dense and lexical halves, then fusion (and re-ranking)."""
@@ -134,7 +133,7 @@ class Retriever:
             pending = _dense_pool().submit(self._dense, question, n if fusing else k, filters)
         lexical: list[tuple[str, float]] = []
         if mode == "lexical" or (fusing and settings.lexical_weight > 0):
-            lexical = self.manifest.lexical_search(question, n if fusing else k, **filters.lexical())
+            lexical = self.lexical.search(question, n if fusing else k, filters)
         dense = pending.result() if pending is not None else []
         if mode == "dense":
             return Attempt(dense[:k])
