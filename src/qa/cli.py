@@ -25,12 +25,20 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _settings(args: argparse.Namespace) -> Any:
+    """The settings, with the common options over the environment and ``qa.toml``."""
+    from qa.config import load_settings
+
+    return load_settings(
+        index_dir=args.index, embedding_model=args.model, chroma_url=args.chroma_url, database_url=args.database_url
+    )
+
+
 def _open_kb(args: argparse.Namespace, preload: str | None = None) -> Any:
     """The knowledge base of the command's settings; ``preload`` (``search``/``ask``): its models load meanwhile."""
-    from qa.config import load_settings
     from qa.kb import KnowledgeBase
 
-    settings = load_settings(index_dir=args.index, embedding_model=args.model, chroma_url=args.chroma_url)
+    settings = _settings(args)
     return KnowledgeBase.open(
         settings=settings,
         progress=lambda msg: _stderr(f"qa: {msg}…"),
@@ -212,7 +220,8 @@ def _eval_index(args: argparse.Namespace, articles: Sequence[Any]) -> tuple[Any,
     from qa.kb import KnowledgeBase
 
     index = args.index or tempfile.mkdtemp(prefix="qa-eval-")
-    settings = load_settings(index_dir=index, embedding_model=args.model, chroma_url=args.chroma_url)
+    # never the shared database (QA_DATABASE_URL): an evaluation indexes its own articles in a folder of its own
+    settings = load_settings(index_dir=index, embedding_model=args.model, chroma_url=args.chroma_url, database_url="")
     kb = KnowledgeBase.open(settings=settings, progress=lambda msg: _stderr(f"qa: {msg}…"))
     report = kb.add_articles(tqdm(articles, desc="ingest", unit=" articles", file=sys.stderr, mininterval=1))
     return kb, settings, str(index), report
@@ -276,6 +285,20 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init_db(args: argparse.Namespace) -> int:
+    from qa.index.postgres import init_db
+    from qa.index.postgres.database import redact
+    from qa.index.postgres.manifest import SCHEMA_VERSION
+
+    url = _settings(args).database_url
+    if not url:
+        _stderr("qa: error: init-db needs a PostgreSQL database: set QA_DATABASE_URL or pass --database-url")
+        return 2
+    done = init_db(url)
+    print(f"schema {done} at {redact(url)} (version {SCHEMA_VERSION})")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     kb = _open_kb(args)
     stats = kb.stats()
@@ -292,10 +315,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from qa.config import load_settings
     from qa.http.app import create_app
 
-    settings = load_settings(index_dir=args.index, embedding_model=args.model, chroma_url=args.chroma_url)
+    settings = _settings(args)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_token:
         logger.warning("serving on %s without QA_API_TOKEN: anyone who reaches the port can read and change the index", args.host)
     app = create_app(settings=settings, threads=args.threads)
@@ -312,6 +334,12 @@ def _common_options(parser: argparse.ArgumentParser, default: Any) -> None:
         "--model", metavar="NAME", default=default, help="embedding model (default: QA_EMBEDDING_MODEL or multilingual-e5-small)"
     )
     parser.add_argument("--chroma-url", metavar="URL", default=default, help="use a Chroma server (default: QA_CHROMA_URL)")
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=default,
+        help="keep the manifest, BM25 and locks in PostgreSQL (default: QA_DATABASE_URL; needs --chroma-url)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", default=default or False, help="log what happens")
 
 
@@ -446,6 +474,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--threads", type=int, default=4, help="worker threads for searches and answers (default 4)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("init-db", parents=[common], help="create the PostgreSQL schema (QA_DATABASE_URL) if missing")
+    p.set_defaults(func=cmd_init_db)
 
     p = sub.add_parser("info", parents=[common], help="what the index holds and how it was built")
     p.add_argument("--json", action="store_true")

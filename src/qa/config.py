@@ -67,6 +67,11 @@ class Settings:
     """API key for ``openai:`` answerers (else ``OPENAI_API_KEY``). ``QA_LLM_API_KEY``."""
     chroma_url: str | None = None
     """Use a Chroma server (``http://host:port``) instead of the embedded store. ``QA_CHROMA_URL``."""
+    database_url: str | None = None
+    """Keep the manifest, the journal, the BM25 index, the locks and the ingest queue in PostgreSQL
+    (``postgresql://user@host:port/db``) instead of SQLite files under ``index_dir``, so that ``qa serve``
+    replicas and ``qa worker`` processes on several machines share one index; needs ``QA_CHROMA_URL``.
+    ``QA_DATABASE_URL``."""
     api_token: str | None = None
     """Bearer token required by the HTTP API when set. ``QA_API_TOKEN``."""
     retrieval: str = "hybrid"

@@ -70,7 +70,13 @@ class KnowledgeBase:
         self._preload_lock = threading.Lock()
         if preload:  # the models load while the index opens
             self.preload(answerer=preload == "ask")
-        self.index = Index.open(Path(settings.index_dir), settings.collection, chroma_url=settings.chroma_url, client=client)
+        self.index = Index.open(
+            Path(settings.index_dir),
+            settings.collection,
+            chroma_url=settings.chroma_url,
+            client=client,
+            database_url=settings.database_url,
+        )
         self.index.writer_lock.on_wait = on_wait  # told when a write waits for another writer (the CLI prints it)
         self.manifest, self.store, self.view = self.index.manifest, self.index.store, self.index.view
         self.retriever = Retriever(

@@ -127,6 +127,8 @@ class IngestReport:
     """Articles removed because their files are gone (``ingest(..., prune=True)``)."""
     chunks_written: int = 0
     seconds: float = 0.0
+    job: int | None = None
+    """The ingest queue's job (the shared PostgreSQL backend only): ``qa info`` follows it."""
 
     @property
     def ok(self) -> bool:
@@ -152,4 +154,5 @@ class IngestReport:
             "pruned": self.pruned,
             "chunks_written": self.chunks_written,
             "seconds": round(self.seconds, 3),
+            **({"job": self.job} if self.job is not None else {}),
         }

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qa.errors import ConfigError
 from qa.index.lexical import SqliteLexical
 from qa.index.locking import CommitLock, WriterLock
 from qa.index.manifest import Manifest
@@ -40,9 +41,31 @@ class Index:
     view: CommittedView
 
     @classmethod
-    def open(cls, index_dir: Path, collection: str, *, chroma_url: str | None = None, client: Any = None) -> Index:
+    def open(
+        cls,
+        index_dir: Path,
+        collection: str,
+        *,
+        chroma_url: str | None = None,
+        client: Any = None,
+        database_url: str | None = None,
+    ) -> Index:
         """The index in ``index_dir`` (created if missing); vectors in an embedded Chroma there, in the
-        server at ``chroma_url``, or in the given ``client``."""
+        server at ``chroma_url``, or in the given ``client``. With ``database_url``, the manifest, the lexical
+        index and the locks live in that PostgreSQL database instead (:mod:`qa.index.postgres`), and the
+        vectors must be on a server (``chroma_url``) that every machine reaches."""
+        if database_url:
+            if not (chroma_url or client is not None):
+                raise ConfigError(
+                    "QA_DATABASE_URL keeps the index in PostgreSQL, but the vectors would stay on this machine: "
+                    "set QA_CHROMA_URL=http://host:port too (a `chroma run` server every machine reaches)"
+                )
+            from qa.index.postgres import open_parts
+
+            manifest, lexical, writer_lock, commit_lock = open_parts(database_url)
+            store = ChunkStore(client or make_client(Path(index_dir), chroma_url), collection, visible=manifest.committed)
+            view = CommittedView(manifest, store, writer_lock, commit_lock)
+            return cls(manifest, lexical, store, writer_lock, commit_lock, view)
         index_dir = Path(index_dir)
         db = SqliteDatabase(index_dir / MANIFEST_NAME)
         lexical = SqliteLexical(db)
@@ -63,6 +86,10 @@ class Index:
 
     def close(self) -> None:
         self.manifest.close()
+        for lock in (self.writer_lock, self.commit_lock):
+            close = getattr(lock, "close", None)  # PostgreSQL: the sessions kept for lock holds
+            if close is not None:
+                close()
 
     def stats(self, model_id: str, chunk_tokens: int, chunk_overlap: int) -> dict[str, Any]:
         """Counts and the build record (the configured model and chunking where the index has none yet)."""

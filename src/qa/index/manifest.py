@@ -216,8 +216,9 @@ class Manifest:
             self._db.execute(_BUMP)
 
     # -- crash safety: the pending journal, the committed set, the generation ---------
-    def journal(self, chunk_ids: Sequence[str]) -> None:
-        """Record chunk ids about to be written to Chroma (committed before the write)."""
+    def journal(self, chunk_ids: Sequence[str], owner: str = "") -> None:
+        """Record chunk ids about to be written to Chroma (committed before the write). ``owner`` names the batch
+        (PostgreSQL's queue workers); one machine has one writer at a time, so SQLite needs none."""
         if chunk_ids:
             with self._transaction():
                 self._db.executemany("INSERT OR IGNORE INTO pending VALUES (?)", [(c,) for c in chunk_ids])

@@ -19,6 +19,7 @@ committed state (:meth:`qa.index.view.CommittedView.pinned`) waits for one commi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -102,6 +103,7 @@ class IndexWriter:
         chunk_tokens: int,
         chunk_overlap: int,
         max_file_bytes: int,
+        batch_lock: CommitLockPart | None = None,
     ) -> None:
         self.manifest = manifest
         self.lexical = lexical
@@ -113,6 +115,9 @@ class IndexWriter:
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
         self.max_file_bytes = max_file_bytes
+        self.batch_lock = batch_lock
+        """Several machines (queue workers): shared by each batch from its journal to its commit, exclusive for
+        recovery, so that recovery never deletes the chunks of a batch in flight. None on one machine."""
 
     # -- public operations: each takes the writer lock once --------------------------------
     def ingest(
@@ -186,6 +191,18 @@ class IndexWriter:
             for i in range(0, len(articles), REINDEX_BATCH):
                 self._write_batch_unlocked(articles[i : i + REINDEX_BATCH], IngestReport(), force=True)
 
+    def write_claimed(self, articles: list[Article], owner: str) -> IngestReport:
+        """Index a batch claimed from the ingest queue (:mod:`qa.index.worker`), without the writer lock: workers on
+        several machines embed at once and only their commits take turns (the commit lock). The batch's chunk ids are
+        journaled under ``owner`` (the claim's token), so that recovery leaves them alone while the claim is live."""
+        report = IngestReport()
+        started = time.perf_counter()
+        with self.batch_lock.shared() if self.batch_lock is not None else contextlib.nullcontext():
+            self.view.sync()
+            self._write_batch_unlocked(articles, report, owner=owner)
+        report.seconds = time.perf_counter() - started
+        return report
+
     def prune_candidates(self, paths: Iterable[str | Path]) -> list[tuple[str, str]]:
         """``(doc_id, path)`` of the articles loaded from files under the folders in ``paths``
         (or from those files) that no longer exist: what ``qa ingest --prune`` removes (reads only)."""
@@ -203,6 +220,12 @@ class IndexWriter:
         self._recover_unlocked()
 
     def _recover_unlocked(self) -> list[str]:
+        if self.batch_lock is None:
+            return self._recover_journal()
+        with self.batch_lock.exclusive():  # no batch between its journal and its commit meanwhile
+            return self._recover_journal()
+
+    def _recover_journal(self) -> list[str]:
         rebuild_interrupted = self.manifest.count() == 0 and self.store.count() > 0
         pending = self.manifest.pending()
         if not rebuild_interrupted and not pending:
@@ -259,7 +282,9 @@ class IndexWriter:
     def _spec(self) -> IndexSpec:
         return IndexSpec(self.embedder.model_id, self.embedder.dimension, self.chunk_tokens, self.chunk_overlap)
 
-    def _write_batch_unlocked(self, articles: list[Article], report: IngestReport, *, force: bool = False) -> None:
+    def _write_batch_unlocked(
+        self, articles: list[Article], report: IngestReport, *, force: bool = False, owner: str = ""
+    ) -> None:
         """Write a batch so that a crash at any point leaves every article old or new, never half:
 
         1. journal the new chunk ids (``pending``), 2. write the chunks to Chroma (invisible:
@@ -303,7 +328,7 @@ class IndexWriter:
                 places.append(ChunkPlace(meta, c.index, c.start, c.end))
             ids.extend(record.chunk_ids)
             records.append(record)
-        self.manifest.journal(ids)
+        self.manifest.journal(ids, owner=owner)
         for i in range(0, len(ids), EMBED_SLICE):  # bounded memory: vectors for one slice at a time
             j = i + EMBED_SLICE
             self.store.upsert(ids[i:j], self.embedder.embed_documents(inputs[i:j]), texts[i:j], places[i:j])

@@ -1,0 +1,210 @@
+"""Ingest workers: claim batches of articles from the queue, embed, write, commit (``qa worker``, and ``qa ingest``
+over the shared backend when no worker is running).
+
+A worker is stateless: any number run on any machines (a GPU box too) over the same PostgreSQL and Chroma server.
+Each batch is claimed under a lease that a keep-alive thread renews while the batch is written; a worker killed
+mid-batch loses nothing: its lease runs out, another worker claims the rows again, and since chunk ids are
+deterministic and unchanged articles are skipped, every chunk is written once
+(:meth:`qa.index.writer.IndexWriter.write_claimed`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from qa.documents import Article
+from qa.errors import DocumentError
+from qa.index.writer import BATCH_ARTICLES, BATCH_CHARS, IndexWriter
+from qa.schema import IngestReport, Skipped
+
+if TYPE_CHECKING:
+    from qa.index.postgres.queue import Claimed, PgQueue
+
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS = 60.0
+"""How long a claim holds its rows without a renewal (renewed every third of it while the batch runs)."""
+IDLE_POLL = 0.5
+"""Seconds between looks at an empty queue."""
+
+
+@dataclass
+class WorkerStats:
+    batches: int = 0
+    articles: int = 0
+    chunks: int = 0
+    failed_batches: int = 0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}"
+
+
+class _KeepAlive:
+    """Renews a claim's lease until stopped (a thread: the batch's embedding holds the caller)."""
+
+    def __init__(self, queue: PgQueue, claimed: Claimed, lease: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(queue, claimed, lease), name="qa-lease", daemon=True)
+        self._thread.start()
+
+    def _run(self, queue: PgQueue, claimed: Claimed, lease: float) -> None:
+        while not self._stop.wait(lease / 3):
+            try:
+                if not queue.extend(claimed, lease):
+                    logger.warning("lost the lease of a batch (%d articles): another worker took it over", len(claimed.ids))
+                    return
+            except Exception:  # noqa: BLE001 - the database is away; the claim may lapse and be retried elsewhere
+                logger.warning("could not renew a lease", exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_worker(
+    writer: IndexWriter,
+    queue: PgQueue,
+    *,
+    name: str | None = None,
+    batch_articles: int = BATCH_ARTICLES,
+    batch_chars: int = BATCH_CHARS,
+    lease: float = LEASE_SECONDS,
+    stop: threading.Event | None = None,
+    until_empty: bool = False,
+    on_batch: Callable[[WorkerStats], None] | None = None,
+) -> WorkerStats:
+    """Work the queue: claim a batch, write it, mark it done; until ``stop`` is set, or (``until_empty``) until no
+    row is open. A batch that fails (a bad article, a store error) is given back with its error and retried, up to
+    :data:`qa.index.postgres.queue.MAX_ATTEMPTS` times."""
+    from qa.index.postgres.queue import new_token
+
+    name = name or worker_name()
+    stats = WorkerStats()
+    beat = 0.0
+    try:
+        while stop is None or not stop.is_set():
+            now = time.monotonic()
+            if now - beat > 5:
+                queue.heartbeat(name)
+                beat = now
+            claimed = queue.claim(new_token(), limit=batch_articles, max_chars=batch_chars, lease_seconds=lease)
+            if claimed is None:
+                if until_empty:
+                    break
+                (stop.wait if stop is not None else time.sleep)(IDLE_POLL)
+                continue
+            keep = _KeepAlive(queue, claimed, lease)
+            try:
+                report = writer.write_claimed(claimed.articles, claimed.token)
+            except Exception as exc:  # noqa: BLE001 - the rows go back to the queue with the reason
+                keep.stop()
+                logger.warning("a batch of %d articles failed: %s", len(claimed.ids), exc)
+                queue.fail(claimed, f"{type(exc).__name__}: {exc}")
+                stats.failed_batches += 1
+                continue
+            keep.stop()
+            outcome = {doc_id: kind for kind in ("added", "updated", "unchanged") for doc_id in getattr(report, kind)}
+            queue.complete(claimed, outcome, report.chunks_written, worker=name)
+            stats.batches += 1
+            stats.articles += len(claimed.ids)
+            stats.chunks += report.chunks_written
+            if on_batch:
+                on_batch(stats)
+    finally:
+        try:
+            queue.leave(name)
+        except Exception:  # noqa: BLE001 - the heartbeat lapses by itself
+            logger.debug("could not unregister worker %s", name, exc_info=True)
+    return stats
+
+
+ENQUEUE_BATCH = 256
+"""Articles per enqueue transaction."""
+WAIT_POLL = 0.5
+
+
+def ingest_queued(
+    writer: IndexWriter,
+    queue: PgQueue,
+    paths: list[str | os.PathLike[str]],
+    *,
+    progress: Callable[[IngestReport, int], None] | None = None,
+    prune: bool = False,
+    wait: bool = True,
+    rebuild: bool = False,
+    lease: float = LEASE_SECONDS,
+) -> IngestReport:
+    """``qa ingest`` over the shared backend: read the files here, enqueue their articles as one job, then (``wait``)
+    follow the job until every article is done or failed, working the queue in this process while no worker is
+    running. ``wait=False`` returns once enqueued (``report.job`` says which job; ``qa info`` shows the queue).
+    Load errors are reported here; ``prune`` and ``rebuild`` run here under the writer lock."""
+    from qa.documents import iter_inputs
+
+    started = time.perf_counter()
+    report = IngestReport()
+    if rebuild:
+        writer.rebuild()
+    if prune:
+        with writer.writer_lock.hold():
+            gone = writer.prune_candidates(paths)
+        for doc_id, _ in gone:
+            writer.delete(doc_id)
+        report.pruned.extend(doc_id for doc_id, _ in gone)
+    job = queue.new_job()
+    report.job = job
+    seen: dict[str, str] = {}
+    batch: list[Article] = []
+    inputs = 0
+    for item in iter_inputs(paths, writer.max_file_bytes):
+        inputs += 1
+        if isinstance(item, Skipped):
+            report.skipped.append(item)
+        elif isinstance(item, DocumentError):
+            report.errors.append(Skipped(item.path, item.reason, item.line))
+        elif item.id in seen:
+            report.skipped.append(Skipped(item.path or item.id, f"same article id {item.id!r} as {seen[item.id]}; kept the first"))
+        else:
+            seen[item.id] = item.path or item.id
+            batch.append(item)
+            if len(batch) >= ENQUEUE_BATCH:
+                queue.enqueue(batch, job)
+                batch = []
+    if batch:
+        queue.enqueue(batch, job)
+    if not wait:
+        report.seconds = time.perf_counter() - started
+        return report
+    while True:
+        status = queue.job(job)
+        _fill(report, status)
+        report.seconds = time.perf_counter() - started
+        if progress:
+            progress(report, inputs - status["open"])
+        if status["open"] == 0:
+            break
+        if not queue.live_workers():  # nobody works the queue: this process does, then looks again
+            run_worker(writer, queue, lease=lease, until_empty=True)
+        else:
+            time.sleep(WAIT_POLL)
+    for problem in report.errors:
+        logger.warning("skipped %s", problem)
+    return report
+
+
+def _fill(report: IngestReport, status: dict[str, object]) -> None:
+    """The job's outcomes into the report (load errors and skips found here stay)."""
+    report.added = list(status["added"])  # type: ignore[call-overload]
+    report.updated = list(status["updated"])  # type: ignore[call-overload]
+    report.unchanged = list(status["unchanged"])  # type: ignore[call-overload]
+    report.chunks_written = int(status["chunks"])  # type: ignore[call-overload]
+    loaded = [e for e in report.errors if not e.reason.startswith("ingest failed: ")]
+    failed = [Skipped(doc_id, f"ingest failed: {error}") for doc_id, error in status["failed"]]  # type: ignore[attr-defined]
+    report.errors = loaded + failed
