@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup browser index run test test-fast lint eval-piaf eval-news gen-news bench-ingest bench-query bench-load bench-cold bench-consistency clean-index
+.PHONY: setup browser postgres index run test test-fast lint eval-piaf eval-news gen-news bench-ingest bench-query bench-load bench-cold bench-consistency clean-index
 
 setup: $(STAMP)
 
@@ -37,9 +37,14 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (apt-get)…"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+# Debian's PostgreSQL for the tests of the shared backend (they start their own cluster on 127.0.0.1 with initdb + pg_ctl)
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "installing postgresql (apt-get)…"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
+
 # every test (CI). The markers are described in pyproject.toml: slow (real model), stress (crash,
-# concurrency, fuzz), server (a `chroma run` server), browser (chromium)
-test: setup browser
+# concurrency, fuzz), server (a `chroma run` server, PostgreSQL), browser (chromium)
+test: setup browser postgres
 	$(BIN)/python -m pytest
 
 # unit and single-process tests with the fake embedder: under 90 s on 2 cores

@@ -1,5 +1,5 @@
 """Shared fixtures: isolated settings, the fake embedder, an index in tmp_path, the real model,
-a fake OpenAI server and a `chroma run` server. Plain helpers live in helpers.py."""
+a fake OpenAI server, a `chroma run` server and a PostgreSQL server. Plain helpers live in helpers.py."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from chroma_server import ChromaServer
 from fake_openai import FakeOpenAIServer
 from helpers import MODEL_CACHE, FakeEmbedder
+from postgres_server import PostgresServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -86,3 +87,17 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaSe
     is marked ``server``). Tests keep apart by their own collection name (``unique_collection()``)."""
     with ChromaServer(tmp_path_factory.mktemp("chroma-server") / "data") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the test session (``initdb`` + ``pg_ctl`` on 127.0.0.1; a test that uses it is
+    marked ``server``). Tests keep apart by taking a fresh database each (``pg_url``)."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()

@@ -4,6 +4,7 @@
     python tests/ingest_driver.py dump INDEX                  # the index as JSON: manifest, Chroma ids, lexical ids, check
     python tests/ingest_driver.py writer INDEX DIR ROUNDS     # rewrite, ingest and delete articles in a loop
     python tests/ingest_driver.py reader INDEX SECONDS        # search in a loop, report failures and partial articles
+    python tests/ingest_driver.py worker INDEX [--until-empty]  # work the shared ingest queue (QA_DATABASE_URL)
 
 Every process uses the deterministic ``FakeEmbedder`` of ``helpers.py`` and small chunks.
 """
@@ -122,6 +123,11 @@ def main(argv: list[str]) -> int:
             print("ready", flush=True)
             report = kb.ingest(rest)
             print(json.dumps({"added": len(report.added), "updated": len(report.updated), "errors": len(report.errors)}))
+    elif command == "worker":  # the shared backend (QA_DATABASE_URL): work the ingest queue
+        with open_kb(index) as kb:
+            print("ready", flush=True)
+            stats = kb.work(until_empty="--until-empty" in rest)
+            print(json.dumps({"batches": stats.batches, "articles": stats.articles, "chunks": stats.chunks}), flush=True)
     elif command == "dump":
         print(json.dumps(dump(index)))
     elif command == "writer":

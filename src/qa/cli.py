@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import textwrap
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         bar.close()
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    elif report.job is not None and args.no_wait:
+        print(
+            f"enqueued {report.queued} articles as job {report.job}: `qa worker` processes write them (`qa info` shows the queue)"
+        )
     else:
         print(report.summary())
         for item in report.skipped:
@@ -90,6 +95,34 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         for doc_id in report.pruned:
             print(f"  pruned  {doc_id}")
     return 1 if report.errors else 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    kb = _open_kb(args)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # finish the batch in hand, then leave
+        signal.signal(sig, lambda *_: stop.set())
+    started = time.perf_counter()
+
+    def on_batch(stats: Any) -> None:
+        if not args.quiet:
+            rate = stats.chunks / (time.perf_counter() - started)
+            _stderr(f"qa worker: {stats.batches} batches, {stats.articles} articles, {stats.chunks} chunks ({rate:.1f} chunks/s)")
+
+    _stderr(
+        f"qa worker: working the ingest queue of {kb.stats()['database_url']}"
+        + (" until it is empty" if args.until_empty else "")
+    )
+    stats = kb.work(stop=stop, until_empty=args.until_empty, on_batch=on_batch)
+    seconds = time.perf_counter() - started
+    print(
+        f"{stats.batches} batches, {stats.articles} articles, {stats.chunks} chunks written in {seconds:.1f}s"
+        + (f", {stats.failed_batches} batches failed (retried)" if stats.failed_batches else "")
+    )
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -406,7 +439,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true", help="forget the index first and re-embed everything")
     p.add_argument("--prune", action="store_true", help="also remove articles whose files under the given folders are gone")
     p.add_argument("--dry-run", action="store_true", help="with --prune: only list what would be removed")
-    p.add_argument("--no-wait", action="store_true", help="fail at once if another ingest holds the index, instead of queueing")
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="fail at once if another ingest holds the index, instead of queueing; with QA_DATABASE_URL: enqueue the "
+        "articles for `qa worker` processes and return",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
@@ -474,6 +512,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--threads", type=int, default=4, help="worker threads for searches and answers (default 4)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "worker", parents=[common], help="write articles from the shared ingest queue (QA_DATABASE_URL), on any machine"
+    )
+    p.add_argument("--until-empty", action="store_true", help="stop when the queue is empty (default: wait for more)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per batch")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("init-db", parents=[common], help="create the PostgreSQL schema (QA_DATABASE_URL) if missing")
     p.set_defaults(func=cmd_init_db)

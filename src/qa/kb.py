@@ -13,7 +13,7 @@ from qa.answering.base import Answerer, ConversationalAnswerer
 from qa.config import Settings, load_settings
 from qa.documents import Article
 from qa.embeddings import Embedder, Progress, make_embedder
-from qa.errors import DocumentError, NotFoundError, QueryError
+from qa.errors import ConfigError, DocumentError, NotFoundError, QueryError
 from qa.filters import Filters
 from qa.index import Index
 from qa.index.integrity import CheckReport, check_index
@@ -98,6 +98,7 @@ class KnowledgeBase:
             chunk_tokens=settings.chunk_tokens,
             chunk_overlap=settings.chunk_overlap,
             max_file_bytes=int(settings.max_file_mb * 1e6),
+            batch_lock=self.index.batch_lock,
         )
         # fail at open, before a question loads anything, if the index was built with another model (a preload
         # started above is abandoned with the process; the model builds atomically)
@@ -167,8 +168,30 @@ class KnowledgeBase:
         (``report.pruned``). ``wait=False`` raises :class:`~qa.errors.IndexBusyError`
         instead of queueing behind another ingest. ``rebuild`` forgets the index first, within
         the same write (no other writer comes in between).
+
+        Over the shared PostgreSQL backend (``QA_DATABASE_URL``) the articles go through the ingest queue: they are
+        enqueued as one job (``report.job``) and ``qa worker`` processes on any machine write them; this call
+        follows the job to its end, working the queue itself while no worker runs. There ``wait=False`` returns
+        once the articles are enqueued (the job's progress is in :meth:`stats`).
         """
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        if self.index.queue is not None:
+            from qa.index.worker import ingest_queued
+
+            return ingest_queued(self.writer, self.index.queue, paths, progress=progress, prune=prune, wait=wait, rebuild=rebuild)
         return self.writer.ingest(paths, progress=progress, prune=prune, wait=wait, rebuild=rebuild)
+
+    def work(
+        self, *, stop: threading.Event | None = None, until_empty: bool = False, on_batch: Callable[[Any], None] | None = None
+    ) -> Any:
+        """Work the shared ingest queue (``qa worker``): claim batches of articles, embed and write them, until
+        ``stop`` is set or (``until_empty``) the queue is empty. Returns the worker's counts. Needs the PostgreSQL
+        backend."""
+        if self.index.queue is None:
+            raise ConfigError("qa worker works the shared ingest queue: set QA_DATABASE_URL (and QA_CHROMA_URL)")
+        from qa.index.worker import run_worker
+
+        return run_worker(self.writer, self.index.queue, stop=stop, until_empty=until_empty, on_batch=on_batch)
 
     def add_articles(
         self, items: Iterable[Article | DocumentError | Skipped], *, progress: IngestProgress | None = None
@@ -376,7 +399,12 @@ class KnowledgeBase:
         """``articles``, ``chunks``, ``model``, ``dimension``, chunking, ``sources``, ``last_ingest``, where the index is."""
         settings = self.settings
         counts = self.index.stats(self.embedder.model_id, settings.chunk_tokens, settings.chunk_overlap)
-        return {**counts, "index_dir": str(settings.index_dir), "chroma_url": settings.chroma_url}
+        where: dict[str, Any] = {"index_dir": str(settings.index_dir), "chroma_url": settings.chroma_url}
+        if settings.database_url:
+            from qa.index.postgres.database import redact
+
+            where = {"database_url": redact(settings.database_url), "chroma_url": settings.chroma_url}
+        return {**counts, **where}
 
     def list_documents(self, offset: int = 0, limit: int = 50) -> tuple[int, list[ArticleRecord]]:
         """``(total, page)``: the indexed articles ordered by id, without their text, for paged listings."""

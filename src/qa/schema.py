@@ -129,6 +129,8 @@ class IngestReport:
     seconds: float = 0.0
     job: int | None = None
     """The ingest queue's job (the shared PostgreSQL backend only): ``qa info`` follows it."""
+    queued: int = 0
+    """Articles enqueued in :attr:`job` (``qa worker`` processes write them)."""
 
     @property
     def ok(self) -> bool:
@@ -154,5 +156,5 @@ class IngestReport:
             "pruned": self.pruned,
             "chunks_written": self.chunks_written,
             "seconds": round(self.seconds, 3),
-            **({"job": self.job} if self.job is not None else {}),
+            **({"job": self.job, "queued": self.queued} if self.job is not None else {}),
         }

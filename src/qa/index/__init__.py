@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qa.errors import ConfigError
 from qa.index.lexical import SqliteLexical
@@ -24,6 +24,9 @@ from qa.index.parts import CommitLockPart, LexicalStore, ManifestStore, VectorSt
 from qa.index.sqlite import SqliteDatabase
 from qa.index.store import ChunkStore, make_client, reopen_client
 from qa.index.view import CommittedView
+
+if TYPE_CHECKING:
+    from qa.index.postgres.queue import PgQueue
 
 MANIFEST_NAME = "manifest.sqlite3"
 
@@ -39,6 +42,10 @@ class Index:
     writer_lock: WriterLockPart
     commit_lock: CommitLockPart
     view: CommittedView
+    queue: PgQueue | None = None
+    """The ingest queue (PostgreSQL only): ``qa ingest`` enqueues, ``qa worker`` processes claim batches."""
+    batch_lock: CommitLockPart | None = None
+    """Shared by each queue worker's batch, exclusive for recovery (PostgreSQL only)."""
 
     @classmethod
     def open(
@@ -62,10 +69,12 @@ class Index:
                 )
             from qa.index.postgres import open_parts
 
-            manifest, lexical, writer_lock, commit_lock = open_parts(database_url)
-            store = ChunkStore(client or make_client(Path(index_dir), chroma_url), collection, visible=manifest.committed)
-            view = CommittedView(manifest, store, writer_lock, commit_lock)
-            return cls(manifest, lexical, store, writer_lock, commit_lock, view)
+            parts = open_parts(database_url)
+            store = ChunkStore(client or make_client(Path(index_dir), chroma_url), collection, visible=parts.manifest.committed)
+            view = CommittedView(parts.manifest, store, parts.writer_lock, parts.commit_lock)
+            return cls(
+                parts.manifest, parts.lexical, store, parts.writer_lock, parts.commit_lock, view, parts.queue, parts.batch_lock
+            )
         index_dir = Path(index_dir)
         db = SqliteDatabase(index_dir / MANIFEST_NAME)
         lexical = SqliteLexical(db)
@@ -86,7 +95,7 @@ class Index:
 
     def close(self) -> None:
         self.manifest.close()
-        for lock in (self.writer_lock, self.commit_lock):
+        for lock in (self.writer_lock, self.commit_lock, self.batch_lock):
             close = getattr(lock, "close", None)  # PostgreSQL: the sessions kept for lock holds
             if close is not None:
                 close()
@@ -103,4 +112,5 @@ class Index:
             "chunk_overlap": spec.get("chunk_overlap", chunk_overlap),
             "sources": self.manifest.sources(),
             "last_ingest": self.manifest.meta("last_ingest"),
+            **({"queue": self.queue.stats()} if self.queue is not None else {}),
         }

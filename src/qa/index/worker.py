@@ -15,8 +15,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qa.documents import Article
@@ -33,6 +34,8 @@ LEASE_SECONDS = 60.0
 """How long a claim holds its rows without a renewal (renewed every third of it while the batch runs)."""
 IDLE_POLL = 0.5
 """Seconds between looks at an empty queue."""
+HEARTBEAT_SECONDS = 5.0
+"""How often a worker tells the queue it is alive (``qa ingest`` works the queue itself when none is)."""
 
 
 @dataclass
@@ -50,14 +53,15 @@ def worker_name() -> str:
 class _KeepAlive:
     """Renews a claim's lease until stopped (a thread: the batch's embedding holds the caller)."""
 
-    def __init__(self, queue: PgQueue, claimed: Claimed, lease: float) -> None:
+    def __init__(self, queue: PgQueue, claimed: Claimed, lease: float, name: str) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(queue, claimed, lease), name="qa-lease", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(queue, claimed, lease, name), name="qa-lease", daemon=True)
         self._thread.start()
 
-    def _run(self, queue: PgQueue, claimed: Claimed, lease: float) -> None:
-        while not self._stop.wait(lease / 3):
+    def _run(self, queue: PgQueue, claimed: Claimed, lease: float, name: str) -> None:
+        while not self._stop.wait(min(lease / 3, HEARTBEAT_SECONDS)):
             try:
+                queue.heartbeat(name)  # the worker is alive while its batch embeds
                 if not queue.extend(claimed, lease):
                     logger.warning("lost the lease of a batch (%d articles): another worker took it over", len(claimed.ids))
                     return
@@ -92,16 +96,17 @@ def run_worker(
     try:
         while stop is None or not stop.is_set():
             now = time.monotonic()
-            if now - beat > 5:
+            if now - beat > HEARTBEAT_SECONDS:
                 queue.heartbeat(name)
                 beat = now
             claimed = queue.claim(new_token(), limit=batch_articles, max_chars=batch_chars, lease_seconds=lease)
             if claimed is None:
+                _settle(writer)
                 if until_empty:
                     break
                 (stop.wait if stop is not None else time.sleep)(IDLE_POLL)
                 continue
-            keep = _KeepAlive(queue, claimed, lease)
+            keep = _KeepAlive(queue, claimed, lease, name)
             try:
                 report = writer.write_claimed(claimed.articles, claimed.token)
             except Exception as exc:  # noqa: BLE001 - the rows go back to the queue with the reason
@@ -126,6 +131,20 @@ def run_worker(
     return stats
 
 
+def _settle(writer: IndexWriter) -> None:
+    """When the queue is idle: finish what dead workers left journaled (chunks written to Chroma by a batch whose
+    lease ran out and which nobody retried, replaced chunks not yet deleted), if another writer is not at it."""
+    from qa.errors import IndexBusyError
+
+    if not writer.manifest.pending():
+        return
+    try:
+        with writer.writer_lock.hold(wait=False):
+            writer.recover()
+    except IndexBusyError:
+        logger.debug("another writer holds the lock: it recovers")
+
+
 ENQUEUE_BATCH = 256
 """Articles per enqueue transaction."""
 WAIT_POLL = 0.5
@@ -134,7 +153,7 @@ WAIT_POLL = 0.5
 def ingest_queued(
     writer: IndexWriter,
     queue: PgQueue,
-    paths: list[str | os.PathLike[str]],
+    paths: Sequence[str | Path],
     *,
     progress: Callable[[IngestReport, int], None] | None = None,
     prune: bool = False,
@@ -170,15 +189,19 @@ def ingest_queued(
         elif isinstance(item, DocumentError):
             report.errors.append(Skipped(item.path, item.reason, item.line))
         elif item.id in seen:
-            report.skipped.append(Skipped(item.path or item.id, f"same article id {item.id!r} as {seen[item.id]}; kept the first"))
+            report.skipped.append(
+                Skipped(item.path or item.id, f"same article id {item.id!r} as {seen[item.id]}; kept the first")
+            )
         else:
             seen[item.id] = item.path or item.id
             batch.append(item)
             if len(batch) >= ENQUEUE_BATCH:
                 queue.enqueue(batch, job)
+                report.queued += len(batch)
                 batch = []
     if batch:
         queue.enqueue(batch, job)
+        report.queued += len(batch)
     if not wait:
         report.seconds = time.perf_counter() - started
         return report

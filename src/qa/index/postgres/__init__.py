@@ -3,7 +3,8 @@
 - :mod:`qa.index.postgres.database`: one connection per process, its transactions, reconnection;
 - :mod:`qa.index.postgres.manifest`: the articles, the journal, the generation, the schema and its version;
 - :mod:`qa.index.postgres.lexical`: BM25 scored in SQL over the project's own terms (ranks as FTS5 does);
-- :mod:`qa.index.postgres.locking`: the writer and commit locks as advisory locks.
+- :mod:`qa.index.postgres.locking`: the writer and commit locks as advisory locks;
+- :mod:`qa.index.postgres.queue`: the ingest queue ``qa worker`` processes claim batches from.
 
 The vectors stay in Chroma, as a ``chroma run`` server (:class:`qa.index.store.ChunkStore`). ``psycopg`` is
 imported only when ``QA_DATABASE_URL`` is set.
@@ -11,17 +12,32 @@ imported only when ``QA_DATABASE_URL`` is set.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from qa.index.postgres.database import PgDatabase
 from qa.index.postgres.lexical import PgLexical
-from qa.index.postgres.locking import PgCommitLock, PgWriterLock
+from qa.index.postgres.locking import BATCH_KEY, PgCommitLock, PgWriterLock
 from qa.index.postgres.manifest import PgManifest, init_schema
+from qa.index.postgres.queue import PgQueue
 
 
-def open_parts(url: str) -> tuple[PgManifest, PgLexical, PgWriterLock, PgCommitLock]:
-    """The manifest, the lexical index and the two locks of the index in the database at ``url`` (its tables are
-    created on first use)."""
+@dataclass
+class PgParts:
+    """The parts of an index kept in PostgreSQL."""
+
+    manifest: PgManifest
+    lexical: PgLexical
+    writer_lock: PgWriterLock
+    commit_lock: PgCommitLock
+    batch_lock: PgCommitLock
+    queue: PgQueue
+
+
+def open_parts(url: str) -> PgParts:
+    """The manifest, the lexical index, the locks and the ingest queue of the index in the database at ``url``
+    (its tables are created on first use; a newer schema is refused)."""
     db = PgDatabase(url)
-    return PgManifest(db), PgLexical(db), PgWriterLock(url), PgCommitLock(url)
+    return PgParts(PgManifest(db), PgLexical(db), PgWriterLock(url), PgCommitLock(url), PgCommitLock(url, BATCH_KEY), PgQueue(db))
 
 
 def init_db(url: str) -> str:

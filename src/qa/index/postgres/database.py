@@ -45,7 +45,8 @@ def connect(url: str, *, autocommit: bool = True) -> Any:
     import psycopg
 
     try:
-        return psycopg.connect(check_url(url), autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT)
+        # no JIT: it compiles a BM25 query for longer than the query runs
+        return psycopg.connect(check_url(url), autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT, options="-c jit=off")
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StoreError(
@@ -84,6 +85,13 @@ class PgDatabase:
     def transaction(self) -> Iterator[Any]:
         """One transaction (committed at the end of the block, rolled back on an error), holding the lock."""
         with self.lock, self._guard() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Any]:
+        """A read-only transaction whose statements all see one commit (repeatable read), holding the lock."""
+        with self.lock, self._guard() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             yield conn
 
     @contextmanager

@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 WRITER_KEY = 0x7161_0000_0002
 COMMIT_KEY = 0x7161_0000_0003
+BATCH_KEY = 0x7161_0000_0004
+"""Shared by each queue worker's batch from its journal to its commit, exclusive for recovery."""
 POLL_SECONDS = 0.2
 
 
@@ -147,15 +149,16 @@ class PgWriterLock:
 class PgCommitLock:
     """:class:`qa.index.parts.CommitLockPart` as a session advisory lock (exclusive or shared)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, key: int = COMMIT_KEY) -> None:
         self._sessions = _Sessions(url)
+        self.key = key
 
     @contextlib.contextmanager
     def _hold(self, shared: bool) -> Iterator[None]:
         suffix = "_shared" if shared else ""
         conn = self._sessions.take()
         try:
-            conn.execute(f"SELECT pg_advisory_lock{suffix}(%s)", (COMMIT_KEY,))
+            conn.execute(f"SELECT pg_advisory_lock{suffix}(%s)", (self.key,))
         except Exception:
             conn.close()
             raise
@@ -163,7 +166,7 @@ class PgCommitLock:
             yield
         finally:
             try:
-                conn.execute(f"SELECT pg_advisory_unlock{suffix}(%s)", (COMMIT_KEY,))
+                conn.execute(f"SELECT pg_advisory_unlock{suffix}(%s)", (self.key,))
                 self._sessions.give(conn)
             except Exception:  # noqa: BLE001 - a dead session has released the lock already
                 conn.close()

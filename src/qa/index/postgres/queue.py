@@ -207,9 +207,7 @@ class PgQueue:
 
     def heartbeat(self, name: str) -> None:
         with self.db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO ingest_workers (name) VALUES (%s) ON CONFLICT (name) DO UPDATE SET seen = now()", (name,)
-            )
+            conn.execute("INSERT INTO ingest_workers (name) VALUES (%s) ON CONFLICT (name) DO UPDATE SET seen = now()", (name,))
 
     def leave(self, name: str) -> None:
         with self.db.transaction() as conn:
