@@ -98,11 +98,12 @@ def assert_error(r, status: int, error: str | None = None, contains: str = "") -
 # -- service routes ---------------------------------------------------------------------
 def test_health_ready_info(client, api_kb, backend):
     assert client.get("/health").json() == {"status": "ok"}
-    assert wait_ready(client) == {"ready": True, "detail": ""}
+    assert wait_ready(client) == {"ready": True, "detail": "", "backends": {"database": "ok", "vectors": "ok"}}
     info = client.get("/info").json()
     assert info["articles"] == 1 and info["chunks"] >= 2 and info["model"] == FakeEmbedder.model_id
     assert info["version"] == "0.1.0" and info["ready"] is True and info["answerer"] == "extractive"
     assert info["store"] == backend.get("chroma_url", "embedded")
+    assert info["database"] == "sqlite" and info["queue"] is None
 
 
 def test_openapi_documents_every_route(client):
@@ -150,13 +151,14 @@ OPERATIONS = {
 }
 """Every operation: its id, tags, documented statuses, and whether it declares the bearer token."""
 OPENAPI_SHA256 = {
-    "extractive": "337b74d34580a442af50d288a83413b8d0446c3c6200bcbab426fffc637af429",
-    "openai:test-model": "1e9fc3ec6b862ebdf6309f9ab1a042ab318ccb0135a64ec1f179bea6920fcc53",
+    "extractive": "5d75d570a957d45bf58f7f4808c64b6a2599acc58c2e91570514fb3952b337e1",
+    "openai:test-model": "4668a31ae0fe64fddbc5c7e555d5097e4f551d8298bc34c6d3e8dd5f94e0e5f9",
 }
 """``create_app(settings=Settings(answerer=…)).openapi()`` (less ``info.version``) as JSON with sorted keys, as
 it was when ``create_app`` still held every route: the schema is a contract that a refactor must not change.
 Changed on purpose once since (issue 22): passages and documents share one article-metadata model
-(``ArticleMetaOut``: ``title``, ``source``, ``url``, ``date`` with a description; always present in responses)."""
+(``ArticleMetaOut``: ``title``, ``source``, ``url``, ``date`` with a description; always present in responses);
+``/ready`` reports each backend (``backends``) and ``/info`` the ``database`` and the shared ingest ``queue``."""
 
 
 def test_openapi_schema_is_unchanged():

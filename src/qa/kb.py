@@ -406,6 +406,11 @@ class KnowledgeBase:
             where = {"database_url": redact(settings.database_url), "chroma_url": settings.chroma_url}
         return {**counts, **where}
 
+    def probe(self) -> dict[str, str]:
+        """Whether the backends answer now: ``{"database": "ok", "vectors": "ok"}``, or the error of the one that
+        does not (``/ready``)."""
+        return self.index.probe()
+
     def list_documents(self, offset: int = 0, limit: int = 50) -> tuple[int, list[ArticleRecord]]:
         """``(total, page)``: the indexed articles ordered by id, without their text, for paged listings."""
         if offset < 0 or not 1 <= limit <= MAX_K:

@@ -181,6 +181,11 @@ class Health(BaseModel):
 class Ready(BaseModel):
     ready: bool
     detail: str = ""
+    backends: dict[str, str] = Field(
+        default_factory=dict,
+        description="each backend's answer to a read just now: `database` (SQLite or PostgreSQL), `vectors` (Chroma): "
+        "`ok` or the error",
+    )
 
 
 class Info(BaseModel):
@@ -192,6 +197,12 @@ class Info(BaseModel):
     retrieval: str
     answerer: str
     store: str = Field(description="`embedded` or the Chroma server's URL")
+    database: str = Field("sqlite", description="`sqlite` (files beside the index) or the PostgreSQL URL, without password")
+    queue: dict[str, Any] | None = Field(
+        None,
+        description="the shared ingest queue (PostgreSQL): articles `queued`, `claimed`, `done`, `failed`, and the live "
+        "`workers`",
+    )
     ready: bool
 
 

@@ -19,10 +19,15 @@ async def health() -> dict[str, Any]:
 
 @router.get("/ready", dependencies=GUARD, response_model=m.Ready, responses={401: {"model": m.Error}, 503: {"model": m.Ready}})
 async def ready(service: ServiceDep) -> Any:
-    """Readiness: the index is open and the model loaded (503 until then)."""
-    if service.ready:
-        return {"ready": True, "detail": ""}
-    return JSONResponse({"ready": False, "detail": service.problem}, status_code=503)
+    """Readiness: the index is open, the model loaded, and the backends (the database, Chroma) answer (503 else)."""
+    if not service.ready or service.kb is None:
+        return JSONResponse({"ready": False, "detail": service.problem, "backends": {}}, status_code=503)
+    backends = await service.read(service.kb.probe)
+    away = {name: answer for name, answer in backends.items() if answer != "ok"}
+    if away:
+        detail = "; ".join(f"{name}: {answer}" for name, answer in away.items())
+        return JSONResponse({"ready": False, "detail": detail, "backends": backends}, status_code=503)
+    return {"ready": True, "detail": "", "backends": backends}
 
 
 @router.get("/info", dependencies=GUARD, response_model=m.Info, responses={401: {"model": m.Error}, 503: {"model": m.Error}})
@@ -41,5 +46,7 @@ async def info(service: ServiceDep) -> dict[str, Any]:
         "retrieval": base.settings.retrieval,
         "answerer": base.settings.answerer,
         "store": base.settings.chroma_url or "embedded",
+        "database": stats.get("database_url", "sqlite"),
+        "queue": stats.get("queue"),
         "ready": service.ready,
     }

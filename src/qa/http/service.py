@@ -21,13 +21,15 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from qa.config import Settings
-from qa.errors import QAError
+from qa.errors import QAError, StoreError
 from qa.http.errors import ApiError
 
 if TYPE_CHECKING:
     from qa.kb import KnowledgeBase
 
 logger = logging.getLogger(__name__)
+START_RETRY_SECONDS = 1.0
+"""First wait before opening the index again when a backend does not answer (doubling up to 10 s)."""
 
 T = TypeVar("T")
 
@@ -54,6 +56,7 @@ class Service:
         self.threads = threads
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._pools_lock = threading.Lock()
+        self._closing = threading.Event()
 
     def pool(self, name: str) -> ThreadPoolExecutor:
         """``read`` (``threads`` workers) or ``write`` (one: writes never interleave); made on first use."""
@@ -64,7 +67,22 @@ class Service:
             return self._pools[name]
 
     def start(self) -> None:
-        """Open the index (unless given one) and warm the model; runs in a background thread."""
+        """Open the index (unless given one) and warm the model; runs in a background thread. A backend that does
+        not answer yet (PostgreSQL, a Chroma server starting beside this replica) is tried again, every few seconds,
+        until it does or the service closes."""
+        delay = START_RETRY_SECONDS
+        while True:
+            try:
+                self._start()
+                return
+            except StoreError as exc:
+                self.problem = f"waiting for a backend: {exc}"
+                logger.warning("%s (retrying in %.0fs)", self.problem, delay)
+                if self._closing.wait(delay):
+                    return
+                delay = min(delay * 2, 10.0)
+
+    def _start(self) -> None:
         try:
             if self.kb is None:
                 self.kb = open_kb(self.settings)
@@ -72,6 +90,8 @@ class Service:
                 self.kb.warm()
             self.ready, self.problem = True, ""
             logger.info("qa API ready: %s", self.kb.stats()["model"])
+        except StoreError:
+            raise
         except QAError as exc:
             self.problem = f"the index cannot be opened: {exc}"
             logger.error("%s", self.problem)
@@ -80,6 +100,7 @@ class Service:
             logger.exception("qa API start-up failed")
 
     def close(self) -> None:
+        self._closing.set()
         with self._pools_lock:
             pools, self._pools = self._pools, {}
         for name, pool in pools.items():

@@ -100,6 +100,18 @@ class Index:
             if close is not None:
                 close()
 
+    def probe(self) -> dict[str, str]:
+        """Each backend's answer to a cheap read: ``database`` (the manifest: SQLite or PostgreSQL) and ``vectors``
+        (Chroma), ``"ok"`` or the error."""
+        out: dict[str, str] = {}
+        for name, call in (("database", self.manifest.generation), ("vectors", self.store.count)):
+            try:
+                call()
+                out[name] = "ok"
+            except Exception as exc:  # noqa: BLE001 - reported, not raised: /ready says which backend is away
+                out[name] = str(exc) or type(exc).__name__
+        return out
+
     def stats(self, model_id: str, chunk_tokens: int, chunk_overlap: int) -> dict[str, Any]:
         """Counts and the build record (the configured model and chunking where the index has none yet)."""
         spec = self.store.spec() or {}
