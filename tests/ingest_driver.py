@@ -4,7 +4,7 @@
     python tests/ingest_driver.py dump INDEX                  # the index as JSON: manifest, Chroma ids, lexical ids, check
     python tests/ingest_driver.py writer INDEX DIR ROUNDS     # rewrite, ingest and delete articles in a loop
     python tests/ingest_driver.py reader INDEX SECONDS        # search in a loop, report failures and partial articles
-    python tests/ingest_driver.py worker INDEX [--until-empty]  # work the shared ingest queue (QA_DATABASE_URL)
+    python tests/ingest_driver.py worker INDEX [--until-empty] [--lease S]  # work the shared queue (QA_DATABASE_URL)
 
 Every process uses the deterministic ``FakeEmbedder`` of ``helpers.py`` and small chunks.
 """
@@ -14,13 +14,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import qa.index.worker  # noqa: E402
 import qa.index.writer  # noqa: E402
 from qa import KnowledgeBase  # noqa: E402
 
@@ -126,7 +129,11 @@ def main(argv: list[str]) -> int:
     elif command == "worker":  # the shared backend (QA_DATABASE_URL): work the ingest queue
         with open_kb(index) as kb:
             print("ready", flush=True)
-            stats = kb.work(until_empty="--until-empty" in rest)
+            if "--lease" in rest:  # a short lease: a killed worker's batch is claimed again soon
+                qa.index.worker.LEASE_SECONDS = float(rest[rest.index("--lease") + 1])
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())  # as `qa worker`: finish the batch in hand, leave
+            stats = kb.work(stop=stop, until_empty="--until-empty" in rest)
             print(json.dumps({"batches": stats.batches, "articles": stats.articles, "chunks": stats.chunks}), flush=True)
     elif command == "dump":
         print(json.dumps(dump(index)))

@@ -113,6 +113,9 @@ async def on_crash(request: Request, exc: Exception) -> JSONResponse:
     if type(exc).__module__.split(".")[0] in ("chromadb", "httpx", "httpcore"):
         logger.error("Chroma failed: %s", exc)
         return error_response(503, "store_unavailable", f"the vector store did not answer ({type(exc).__name__}): retry later")
+    if type(exc).__module__.split(".")[0] == "psycopg":
+        logger.error("PostgreSQL failed: %s", exc)
+        return error_response(503, "store_unavailable", f"the database did not answer ({type(exc).__name__}): retry later")
     logger.exception("internal error on %s %s", request.method, request.url.path)
     return error_response(500, "internal", "internal error: see the server's log")
 

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 from qa.documents import Article
 from qa.errors import DocumentError
-from qa.index.writer import BATCH_ARTICLES, BATCH_CHARS, IndexWriter
+from qa.index import writer as writing
+from qa.index.writer import IndexWriter
 from qa.schema import IngestReport, Skipped
 
 if TYPE_CHECKING:
@@ -78,18 +79,22 @@ def run_worker(
     queue: PgQueue,
     *,
     name: str | None = None,
-    batch_articles: int = BATCH_ARTICLES,
-    batch_chars: int = BATCH_CHARS,
-    lease: float = LEASE_SECONDS,
+    batch_articles: int | None = None,
+    batch_chars: int | None = None,
+    lease: float | None = None,
     stop: threading.Event | None = None,
     until_empty: bool = False,
     on_batch: Callable[[WorkerStats], None] | None = None,
 ) -> WorkerStats:
     """Work the queue: claim a batch, write it, mark it done; until ``stop`` is set, or (``until_empty``) until no
-    row is open. A batch that fails (a bad article, a store error) is given back with its error and retried, up to
+    row is open (rows claimed by another worker count: if it dies, they come back when its lease runs out). A batch
+    that fails (a bad article, a store error) is given back with its error and retried, up to
     :data:`qa.index.postgres.queue.MAX_ATTEMPTS` times."""
     from qa.index.postgres.queue import new_token
 
+    lease = LEASE_SECONDS if lease is None else lease
+    batch_articles = writing.BATCH_ARTICLES if batch_articles is None else batch_articles  # read now: tests set them
+    batch_chars = writing.BATCH_CHARS if batch_chars is None else batch_chars
     name = name or worker_name()
     stats = WorkerStats()
     beat = 0.0
@@ -102,7 +107,7 @@ def run_worker(
             claimed = queue.claim(new_token(), limit=batch_articles, max_chars=batch_chars, lease_seconds=lease)
             if claimed is None:
                 _settle(writer)
-                if until_empty:
+                if until_empty and queue.open_count() == 0:  # rows another worker holds may come back to the queue
                     break
                 (stop.wait if stop is not None else time.sleep)(IDLE_POLL)
                 continue
@@ -159,7 +164,7 @@ def ingest_queued(
     prune: bool = False,
     wait: bool = True,
     rebuild: bool = False,
-    lease: float = LEASE_SECONDS,
+    lease: float | None = None,
 ) -> IngestReport:
     """``qa ingest`` over the shared backend: read the files here, enqueue their articles as one job, then (``wait``)
     follow the job until every article is done or failed, working the queue in this process while no worker is

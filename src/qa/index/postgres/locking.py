@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from qa.errors import IndexBusyError
+from qa.errors import IndexBusyError, StoreError
 from qa.index.postgres.database import connect, redact
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,25 @@ class _Sessions:
         conn = connect(self.url)
         conn.execute("SELECT set_config('application_name', %s, false)", (f"qa pid {os.getpid()} on {socket.gethostname()}",))
         return conn
+
+    def lock(self, sql: str, key: int) -> tuple[Any, Any]:
+        """Run a lock statement on a session; ``(session, its result)``. An idle session that died with the server
+        (a restart) is replaced once; a server that does not answer is a :class:`~qa.errors.StoreError`."""
+        import psycopg
+
+        for attempt in (1, 2):
+            conn = self.take()
+            try:
+                return conn, conn.execute(sql, (key,)).fetchone()[0]
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                conn.close()
+                if attempt == 2:
+                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise StoreError(f"PostgreSQL at {redact(self.url)} did not answer ({reason}): retry later") from None
+            except BaseException:
+                conn.close()
+                raise
+        raise AssertionError("unreachable")
 
     def give(self, conn: Any) -> None:
         if conn.closed or conn.broken:
@@ -110,10 +129,12 @@ class PgWriterLock:
             self._thread_lock.release()
 
     def _acquire(self, wait: bool, timeout: float | None) -> None:
-        conn = self._sessions.take()
         deadline = None if timeout is None else time.monotonic() + timeout
         said = False
-        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_KEY,)).fetchone()[0]:
+        while True:
+            conn, got = self._sessions.lock("SELECT pg_try_advisory_lock(%s)", WRITER_KEY)
+            if got:
+                break
             where = f"another ingest is running on {redact(self.url)} ({self.holder()})"
             if not wait:
                 self._sessions.give(conn)
@@ -121,6 +142,7 @@ class PgWriterLock:
             if deadline is not None and time.monotonic() > deadline:
                 self._sessions.give(conn)
                 raise IndexBusyError(f"another ingest ({self.holder()}) still holds the writer lock after {timeout:.0f}s")
+            self._sessions.give(conn)
             if not said:
                 said = True
                 message = f"{where}; waiting…"
@@ -156,12 +178,7 @@ class PgCommitLock:
     @contextlib.contextmanager
     def _hold(self, shared: bool) -> Iterator[None]:
         suffix = "_shared" if shared else ""
-        conn = self._sessions.take()
-        try:
-            conn.execute(f"SELECT pg_advisory_lock{suffix}(%s)", (self.key,))
-        except Exception:
-            conn.close()
-            raise
+        conn, _ = self._sessions.lock(f"SELECT pg_advisory_lock{suffix}(%s)", self.key)
         try:
             yield
         finally:

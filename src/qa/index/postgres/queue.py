@@ -5,7 +5,8 @@
 - ``ingest_queue``: one row per article (its text and metadata as JSON), ``queued`` → ``claimed`` (by a worker's
   token, with a lease) → ``done`` or ``failed``. A worker claims a batch with ``FOR UPDATE SKIP LOCKED``, so two
   workers never take the same rows; rows whose lease ran out (a worker killed mid-batch) are claimed again, and
-  since chunk ids are deterministic and unchanged articles are skipped, a retried batch writes each chunk once;
+  since chunk ids are deterministic and unchanged articles are skipped, a retried batch writes each chunk once.
+  Versions of one article are written one at a time, in the order enqueued (the last one enqueued wins);
 - ``ingest_workers``: a heartbeat per worker, so ``qa ingest`` knows whether anyone is working the queue (if
   not, it works the queue itself).
 
@@ -48,6 +49,7 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS ingest_queue_open ON ingest_queue(id) WHERE state IN ('queued', 'claimed')",
     "CREATE INDEX IF NOT EXISTS ingest_queue_token ON ingest_queue(token) WHERE state = 'claimed'",
     "CREATE INDEX IF NOT EXISTS ingest_queue_job ON ingest_queue(job)",
+    "CREATE INDEX IF NOT EXISTS ingest_queue_doc ON ingest_queue(doc_id, id) WHERE state IN ('queued', 'claimed')",
     """CREATE TABLE IF NOT EXISTS ingest_workers (
         name text PRIMARY KEY,
         seen timestamptz NOT NULL DEFAULT now(),
@@ -112,8 +114,11 @@ class PgQueue:
         text beyond the first, and hold them under ``token`` for ``lease_seconds``. None when nothing is open."""
         with self.db.transaction() as conn:
             rows = conn.execute(
-                "SELECT id, job, article, chars, attempts FROM ingest_queue "
-                "WHERE state = 'queued' OR (state = 'claimed' AND lease_until < clock_timestamp()) "
+                "SELECT id, job, article, chars, attempts FROM ingest_queue q "
+                "WHERE (state = 'queued' OR (state = 'claimed' AND lease_until < clock_timestamp())) "
+                # one version of an article at a time, in the order they were enqueued: the last one enqueued wins
+                "AND NOT EXISTS (SELECT 1 FROM ingest_queue e WHERE e.doc_id = q.doc_id AND e.id < q.id "
+                "AND e.state IN ('queued', 'claimed')) "
                 "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
                 (limit,),
             ).fetchall()
@@ -204,6 +209,11 @@ class PgQueue:
                 out[outcome].append(doc_id)
         out["failed"] = failures
         return out
+
+    def open_count(self) -> int:
+        """Rows not done nor failed (queued, or claimed by a worker: done soon, or claimed again when its lease ends)."""
+        with self.db.read() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM ingest_queue WHERE state IN ('queued', 'claimed')").fetchone()[0])
 
     def heartbeat(self, name: str) -> None:
         with self.db.transaction() as conn:
