@@ -102,6 +102,7 @@ def worker_main(argv: list[str]) -> int:
         # load and run the model once: the time measured is the queue's, not the model's load
         kb.embedder.count_tokens(["Échauffement du modèle."])
         kb.embedder.embed_documents(["Échauffement du modèle, une phrase courte.", "Une autre phrase pour le modèle."])
+    stages = time_stages(kb)
     emit("ready", pid=os.getpid())
     if args.go:
         sys.stdin.readline()
@@ -138,9 +139,39 @@ def worker_main(argv: list[str]) -> int:
         first_claim=first_claim[0] if first_claim else None,
         last_batch=last_batch[0] if last_batch else None,
         cpu_seconds=time.process_time() - cpu,
+        stages={k: round(v, 3) for k, v in stages.items()},
     )
     kb.close()
     return 0
+
+
+def time_stages(kb: Any) -> dict[str, float]:
+    """Wall seconds the worker spends in each stage of a batch (wrapped where the writer and the worker call them)."""
+    seconds: dict[str, float] = {}
+
+    def wrap(owner: Any, attr: str, stage: str) -> None:
+        fn = getattr(owner, attr)
+
+        def timed(*a: Any, **k: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - t
+
+        setattr(owner, attr, timed)
+
+    writer = kb.writer
+    wrap(writer.embedder, "embed_documents", "embed")
+    wrap(writer.embedder, "count_tokens", "count tokens")
+    wrap(writer.store, "upsert", "chroma upsert")
+    wrap(writer.store, "delete", "chroma delete")
+    wrap(writer.manifest, "journal", "journal")
+    wrap(writer.manifest, "put_many", "commit (manifest + BM25)")
+    wrap(writer.commit_lock, "exclusive", "commit lock (enter)")
+    wrap(kb.index.queue, "claim", "claim")
+    wrap(kb.index.queue, "complete", "complete")
+    return seconds
 
 
 # -- the harness's side of a worker ------------------------------------------------------------------------------------

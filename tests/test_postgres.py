@@ -194,6 +194,23 @@ def test_two_replicas_see_each_others_commits(tmp_path, pg_url, chroma_server):
     b.close()
 
 
+def test_qa_check_finds_and_repairs_a_damaged_postgres_index(tmp_path, pg_url, chroma_server):
+    kb = _open(tmp_path, pg_url, chroma_server.url, unique_collection())
+    kb.add_articles([_article(f"a{i}", f"Article {i} : le bureau de l'UE à Almaty, phrase {i}.") for i in range(6)])
+    assert kb.check().ok
+    lost = kb.manifest.get("a2").chunk_ids[0]
+    with kb.index.manifest.db.transaction() as conn:
+        conn.execute("DELETE FROM lexical_chunks WHERE chunk_id = %s", (lost,))  # its postings go, the statistics stay
+    check = kb.check()
+    assert not check.ok and check.lexical_missing == [lost] and check.broken_articles == ["a2"]
+    assert any("lexical statistics say" in p for p in check.sqlite)
+    repaired = kb.repair()
+    assert repaired.ok, repaired.problems()
+    assert "rebuilt the lexical index" in repaired.repaired[0]
+    assert [h.doc_id for h in kb.search("phrase 2", k=1, mode="lexical")] == ["a2"]
+    kb.close()
+
+
 def test_the_database_url_needs_a_chroma_server(tmp_path, pg_url):
     with pytest.raises(ConfigError, match="set QA_CHROMA_URL"):
         KnowledgeBase.open(tmp_path / "kb", embedder=FakeEmbedder(), database_url=pg_url)
@@ -281,3 +298,7 @@ def test_qa_init_db_and_a_queued_ingest_from_the_command_line(tmp_path, pg_url, 
     assert info["articles"] == 12 and info["queue"]["done"] == 12 and info["queue"]["queued"] == 0
     check = run("check")
     assert check.returncode == 0 and "OK" in check.stdout
+    more = write_corpus(tmp_path / "more.jsonl", 3, seed=6, changed=3)  # new versions of a00000..a00002
+    waited = run("ingest", str(more))  # no worker runs: the command works the queue itself
+    assert waited.returncode == 0, waited.stderr
+    assert "0 added, 3 updated, 0 unchanged" in waited.stdout

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from qa.errors import QAError
+from qa.errors import ConfigError, QAError
 
 logger = logging.getLogger("qa")
 
@@ -253,9 +253,14 @@ def _eval_index(args: argparse.Namespace, articles: Sequence[Any]) -> tuple[Any,
     from qa.kb import KnowledgeBase
 
     index = args.index or tempfile.mkdtemp(prefix="qa-eval-")
-    # never the shared database (QA_DATABASE_URL): an evaluation indexes its own articles in a folder of its own
-    settings = load_settings(index_dir=index, embedding_model=args.model, chroma_url=args.chroma_url, database_url="")
+    # an evaluation indexes its own articles: in a folder of its own, never in the shared database of QA_DATABASE_URL;
+    # `--database-url` (with `--chroma-url`) measures the PostgreSQL backend, in a database that must be empty
+    settings = load_settings(
+        index_dir=index, embedding_model=args.model, chroma_url=args.chroma_url, database_url=args.database_url or ""
+    )
     kb = KnowledgeBase.open(settings=settings, progress=lambda msg: _stderr(f"qa: {msg}…"))
+    if settings.database_url and not kb.manifest.is_empty():
+        raise ConfigError("qa eval indexes its own articles: give --database-url an empty database (createdb a new one)")
     report = kb.add_articles(tqdm(articles, desc="ingest", unit=" articles", file=sys.stderr, mininterval=1))
     return kb, settings, str(index), report
 
