@@ -346,6 +346,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         for key, value in stats.items():
             if isinstance(value, list):
                 value = ", ".join(value) or "-"
+            elif isinstance(value, dict):  # the shared ingest queue
+                value = " ".join(f"{k}={', '.join(v) or '-' if isinstance(v, list) else v}" for k, v in value.items())
             print(f"{key:>14}: {value if value is not None else '-'}")
     return 0
 

@@ -1,4 +1,5 @@
-"""One PostgreSQL connection shared by a process's threads, as :class:`qa.index.sqlite.SqliteDatabase` is for SQLite.
+"""The connections of a process to PostgreSQL (a small pool: its threads query at once), as
+:class:`qa.index.sqlite.SqliteDatabase` is the one connection to SQLite.
 
 The manifest and the lexical index run their statements here, inside :meth:`PgDatabase.transaction`
 (one transaction per commit of the write protocol) or :meth:`PgDatabase.read`. A connection that
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5
 """Seconds to wait for the server when connecting."""
+MAX_IDLE = 8
+"""Idle connections a process keeps (one per thread that queries at once; more are opened and closed as needed)."""
 
 
 def redact(url: str) -> str:
@@ -55,52 +58,81 @@ def connect(url: str, *, autocommit: bool = True) -> Any:
 
 
 class PgDatabase:
-    """A connection (autocommit outside :meth:`transaction`), a lock for the threads that share it, and reconnection."""
+    """Connections to one database for a process's threads: each call takes an idle connection (or opens one) and
+    gives it back, so reader threads query at once; autocommit outside :meth:`transaction`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, max_idle: int = MAX_IDLE) -> None:
         self.url = check_url(url)
-        self.lock = threading.RLock()
-        self._conn: Any = None
-        with self.lock:
-            self._connection()
+        self.max_idle = max_idle
+        self._idle: list[Any] = [connect(self.url)]  # fails at open, naming the fix, if the server does not answer
+        self._lock = threading.Lock()
+        self._reconnect = False
 
-    def _connection(self) -> Any:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                logger.warning("reconnecting to PostgreSQL at %s", redact(self.url))
-            self._conn = connect(self.url)
-        return self._conn
+    def _take(self) -> Any:
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if not (conn.closed or conn.broken):
+                    return conn
+        if self._reconnect:
+            logger.warning("reconnecting to PostgreSQL at %s", redact(self.url))
+            self._reconnect = False
+        return connect(self.url)
+
+    def _give(self, conn: Any) -> None:
+        from psycopg.pq import TransactionStatus
+
+        if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.close()
+            return
+        with self._lock:
+            if len(self._idle) < self.max_idle:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     @contextmanager
     def _guard(self) -> Iterator[Any]:
         import psycopg
 
+        conn = self._take()
         try:
-            yield self._connection()
+            yield conn
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:  # the server went away: the next call reconnects
+            conn.close()
+            with self._lock:  # the idle ones are as dead: drop them
+                idle, self._idle = self._idle, []
+            for other in idle:
+                other.close()
+            self._reconnect = True
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreError(f"PostgreSQL at {redact(self.url)} did not answer ({reason}): retry later") from None
+        except BaseException:
+            self._give(conn)
+            raise
+        self._give(conn)
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        """One transaction (committed at the end of the block, rolled back on an error), holding the lock."""
-        with self.lock, self._guard() as conn, conn.transaction():
+        """One transaction on a connection of its own (committed at the end of the block, rolled back on an error)."""
+        with self._guard() as conn, conn.transaction():
             yield conn
 
     @contextmanager
     def snapshot(self) -> Iterator[Any]:
-        """A read-only transaction whose statements all see one commit (repeatable read), holding the lock."""
-        with self.lock, self._guard() as conn, conn.transaction():
+        """A read-only transaction whose statements all see one commit (repeatable read)."""
+        with self._guard() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             yield conn
 
     @contextmanager
     def read(self) -> Iterator[Any]:
-        """The connection for reads (autocommit: each statement sees the latest commit), holding the lock."""
-        with self.lock, self._guard() as conn:
+        """A connection for reads (autocommit: each statement sees the latest commit)."""
+        with self._guard() as conn:
             yield conn
 
     def close(self) -> None:
-        with self.lock:
-            if self._conn is not None:
-                self._conn.close()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()

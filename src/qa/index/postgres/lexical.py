@@ -199,9 +199,11 @@ class PgLexicalIndex:
             params["exclude"] = list(filters.exclude)
         matches = "unnest(%(terms)s::text[], %(idf)s::float8[]) AS q(term, idf) JOIN lexical_postings p ON p.term = q.term"
         if clauses:
+            # score the matches first (at most MATCH_BUDGET postings, as pruned above), then filter those chunks by
+            # their primary key: a join before the aggregate lets the planner scan every chunk of a date range
             inner = (
-                f"SELECT p.chunk, {score} AS s FROM {matches} JOIN lexical_chunks c ON c.id = p.chunk "
-                f"WHERE {' AND '.join(clauses)} GROUP BY p.chunk ORDER BY s DESC, p.chunk LIMIT %(k)s"
+                f"SELECT t.chunk, t.s FROM (SELECT p.chunk, {score} AS s FROM {matches} GROUP BY p.chunk OFFSET 0) t "
+                f"JOIN lexical_chunks c ON c.id = t.chunk WHERE {' AND '.join(clauses)} ORDER BY t.s DESC, t.chunk LIMIT %(k)s"
             )
         else:
             inner = f"SELECT p.chunk, {score} AS s FROM {matches} GROUP BY p.chunk ORDER BY s DESC, p.chunk LIMIT %(k)s"
