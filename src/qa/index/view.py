@@ -29,6 +29,8 @@ class CommittedView:
         self.commit_lock = commit_lock
         self._generation = manifest.generation()
         self._lock = threading.Lock()
+        self._empty: tuple[int, bool] | None = None
+        """Whether the index was empty, at the generation it was asked (a round trip saved per search on PostgreSQL)."""
 
     def sync(self, *, writing: bool = False) -> None:
         """Reload the embedded store if another process changed the index since this one last looked.
@@ -54,7 +56,15 @@ class CommittedView:
         return self.manifest.committed(chunk_ids)
 
     def is_empty(self) -> bool:
-        return self.manifest.is_empty()
+        """Whether no article is committed (asked again only when the generation this process has seen moves)."""
+        with self._lock:
+            generation, known = self._generation, self._empty
+        if known is not None and known[0] == generation:
+            return known[1]
+        empty = self.manifest.is_empty()
+        with self._lock:
+            self._empty = (generation, empty)
+        return empty
 
     @contextlib.contextmanager
     def pinned(self) -> Iterator[None]:

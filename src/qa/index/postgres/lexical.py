@@ -179,13 +179,18 @@ class PgLexicalIndex:
         return dict(rows.fetchall())
 
     def search(self, query: str, k: int, filters: Filters = NO_FILTERS) -> list[tuple[str, float]]:
-        """The ``k`` best ``(chunk_id, score)`` by BM25, best first; the caller runs it in one snapshot."""
+        """The ``k`` best ``(chunk_id, score)`` by BM25, best first."""
         terms = search_tokens(query)
         if not terms or k <= 0:
             return []
-        df = self.doc_freq(terms)
+        # the corpus statistics and the terms' document frequencies in one round trip (one snapshot)
+        rows = self._conn.execute(
+            "SELECT s.chunks, s.tokens, t.term, t.df FROM lexical_stats s LEFT JOIN lexical_terms t ON t.term = ANY(%s)",
+            (terms,),
+        ).fetchall()
+        chunks, total = rows[0][0], rows[0][1]
+        df = {term: n for _, _, term, n in rows if term is not None}
         terms = [t for t in prune_terms(terms, df) if df.get(t)]
-        chunks, total = self._conn.execute("SELECT chunks, tokens FROM lexical_stats").fetchone()
         if not terms or not chunks:
             return []
         idf = [max(math.log((chunks - df[t] + 0.5) / (df[t] + 0.5)), MIN_IDF) for t in terms]
@@ -264,8 +269,9 @@ class PgLexical:
         self.db = db
 
     def search(self, query: str, k: int, filters: Filters = NO_FILTERS) -> list[tuple[str, float]]:
-        """BM25 hits ``(chunk_id, score)``, best first, read in one snapshot (statistics and postings agree)."""
-        with self.db.snapshot() as conn:
+        """BM25 hits ``(chunk_id, score)``, best first: two round trips (the statistics, then the scores; a commit in
+        between moves a score by a hair, and the retriever shows only what is committed at one instant)."""
+        with self.db.read() as conn:
             return PgLexicalIndex(conn).search(query, k, filters)
 
     def count(self) -> int:
