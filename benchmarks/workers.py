@@ -1,7 +1,7 @@
 """Ingest workers over the shared backend (PostgreSQL + a ``chroma run`` server): how they scale, and that a batch
 is written exactly once when workers are SIGKILLed mid-ingest (issue 22).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/workers.py --exactly-once --scaling 300   # ~15 min on 2 cores
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/workers.py --exactly-once --scaling 300   # ~12 min on 2 cores
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/workers.py --scaling 2000 --rounds 1     # the issue's full run
     .venv/bin/python benchmarks/workers.py --exactly-once --seed 7                        # a few seconds
 
@@ -13,18 +13,19 @@ every run takes a fresh database and collection.
 collection) 2 worker processes at once, drain the queue. Each worker is this script's ``_worker`` subcommand
 (``run_worker(..., until_empty=True)``, as ``qa worker --until-empty``) with one thread (OMP_NUM_THREADS=1,
 MKL_NUM_THREADS=1): it loads and warms the model, says ready, and starts on a line on stdin sent to all workers
-at once, so the time measured runs from the first claim to the last worker's end (no model load). Rounds
-alternate which configuration goes first (1-2, 2-1, ...). Claims take ``--batch-articles`` articles (default 32:
-with the library's 256 articles / 200,000 characters a claim holds ~100 orangesum articles, and 300 articles
-would be 3 batches that 2 workers cannot share evenly).
+at once, so the time measured runs from the first claim to the last batch marked done (no model load). Rounds
+alternate which configuration goes first (1-2, 2-1, ...). The machine's other load is recorded beside each run
+(cores busy, load average), and chunks per worker CPU-second, which other processes' load does not change.
+Claims take ``--batch-articles`` articles (default 32: with the library's 256 articles / 200,000 characters a claim
+holds ~100 orangesum articles, and 300 articles would be 3 batches that 2 workers cannot share evenly).
 
 ``--exactly-once``: 500 small articles (``tests/helpers.write_corpus``), the deterministic ``FakeEmbedder``,
 chunks of 60 tokens with 10 of overlap, claims of 32 articles, a 5 s lease; 2 worker processes, killed 4 times in
 a seeded order: ``QA_TEST_CRASH_AT=chunks:K`` (after the Chroma write, before the commit), ``commit:K`` (after the
 commit, before the replaced chunks are deleted and the rows marked done), ``batch:K`` (after the batch, before the
 rows are marked done) and an external SIGKILL a seeded delay after the worker's K-th claim. A dead worker is
-replaced at once; a worker that finds nothing to claim while rows are still open (claimed by a dead worker under a
-live lease) is started again after a short pause. Then the index is compared with a single-process ingest of the
+replaced at once (a worker waits by itself while a dead one's rows are under a live lease; one that leaves while
+rows are open is started again after a short pause). Then the index is compared with a single-process ingest of the
 same file into a fresh SQLite index: the manifest ``{doc_id: (content_hash, chunk_ids)}``, Chroma's ids (no
 orphans, none missing, no duplicates), each chunk's text and vector, the lexical rows, ``qa check``, and the
 queue (every row done, none failed).
@@ -161,6 +162,18 @@ def time_stages(kb: Any) -> dict[str, float]:
 
         setattr(owner, attr, timed)
 
+    def wrap_enter(owner: Any, attr: str, stage: str) -> None:
+        hold = getattr(owner, attr)
+
+        @contextlib.contextmanager
+        def timed(*a: Any, **k: Any) -> Any:
+            t = time.perf_counter()
+            with hold(*a, **k):
+                seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - t
+                yield
+
+        setattr(owner, attr, timed)
+
     writer = kb.writer
     wrap(writer.embedder, "embed_documents", "embed")
     wrap(writer.embedder, "count_tokens", "count tokens")
@@ -168,7 +181,7 @@ def time_stages(kb: Any) -> dict[str, float]:
     wrap(writer.store, "delete", "chroma delete")
     wrap(writer.manifest, "journal", "journal")
     wrap(writer.manifest, "put_many", "commit (manifest + BM25)")
-    wrap(writer.commit_lock, "exclusive", "commit lock (enter)")
+    wrap_enter(writer.commit_lock, "exclusive", "wait for the commit lock")
     wrap(kb.index.queue, "claim", "claim")
     wrap(kb.index.queue, "complete", "complete")
     return seconds
@@ -286,6 +299,17 @@ def orangesum_jsonl(n: int, out: Path) -> Path:
     return out
 
 
+def cpu_jiffies() -> tuple[int, int]:
+    """``(busy, total)`` jiffies of the whole machine so far (/proc/stat; zeros where there is none)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
 def scaling_run(workers: int, corpus: Path, n: int, pg: Any, chroma_url: str, work: Path, batch_articles: int, tag: str) -> dict:
     from qa import KnowledgeBase
 
@@ -307,9 +331,11 @@ def scaling_run(workers: int, corpus: Path, n: int, pg: Any, chroma_url: str, wo
     try:
         for p in procs:
             p.wait_ready(timeout=600)
+        busy0, total0 = cpu_jiffies()
         for p in procs:
             p.go()
         rcs = [p.finish(timeout=7200) for p in procs]
+        busy1, total1 = cpu_jiffies()
     finally:
         for p in procs:
             if p.process.poll() is None:
@@ -321,7 +347,8 @@ def scaling_run(workers: int, corpus: Path, n: int, pg: Any, chroma_url: str, wo
         queue = kb.stats()["queue"]
         stored = kb.store.count()
     starts = [e["first_claim"] for e in ends if e["first_claim"] is not None]
-    first, last = min(starts), max(e["t"] for e in ends)
+    # drained when the last batch was marked done (a worker without a batch left saw the queue empty, at its end)
+    first, last = min(starts), max(e["last_batch"] or e["t"] for e in ends)
     chunks = sum(e["chunks"] for e in ends)
     seconds = last - first
     per_worker = []
@@ -335,6 +362,7 @@ def scaling_run(workers: int, corpus: Path, n: int, pg: Any, chroma_url: str, wo
                 "busy_s": round(busy, 2),
                 "chunks_per_s": round(e["chunks"] / busy, 3) if busy > 0 else None,
                 "cpu_per_wall": round(e["cpu_seconds"] / max(e["t"] - e["started"], 1e-9), 3),
+                "stages_s": e["stages"],
             }
         )
     return {
@@ -346,6 +374,9 @@ def scaling_run(workers: int, corpus: Path, n: int, pg: Any, chroma_url: str, wo
         "seconds": round(seconds, 2),
         "chunks_per_s": round(chunks / seconds, 3),
         "per_worker": per_worker,
+        "workers_cpu_cores": round(sum(e["cpu_seconds"] for e in ends) / seconds, 2),
+        "chunks_per_cpu_s": round(chunks / max(sum(e["cpu_seconds"] for e in ends), 1e-9), 3),
+        "machine_busy_cores": round((os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1), 2),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
 
@@ -365,7 +396,7 @@ def scaling(n: int, rounds: int, batch_articles: int, pg: Any, chroma_url: str, 
                 f"  round {r}, {workers} worker(s): {run['chunks']} chunks in {run['seconds']:.1f}s = "
                 f"{run['chunks_per_s']:.2f} chunks/s  (workers: "
                 + ", ".join(f"{w['chunks']} chunks {w['chunks_per_s']}/s cpu/wall {w['cpu_per_wall']}" for w in run["per_worker"])
-                + ")",
+                + f"); cores busy: workers {run['workers_cpu_cores']}, machine {run['machine_busy_cores']}",
                 flush=True,
             )
     one = [r["chunks_per_s"] for r in runs if r["workers"] == 1]
@@ -375,15 +406,28 @@ def scaling(n: int, rounds: int, batch_articles: int, pg: Any, chroma_url: str, 
         / next(x["chunks_per_s"] for x in runs if x["round"] == r and x["workers"] == 1)
         for r in range(rounds)
     ]
+    stages: dict[str, float] = {}
+    busy = 0.0
+    for run in runs:
+        for w in run["per_worker"]:
+            busy += w["busy_s"]
+            for stage, seconds in w["stages_s"].items():
+                stages[stage] = stages.get(stage, 0.0) + seconds
     return {
         "articles": n,
         "rounds": rounds,
+        "stage_share": {k: round(v / busy, 4) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])},
         "batch_articles": batch_articles,
         "runs": runs,
         "one_worker_chunks_per_s": round(median(one), 3),
         "two_workers_chunks_per_s": round(median(two), 3),
         "ratio_per_round": [round(x, 3) for x in ratios],
         "ratio_of_medians": round(median(two) / median(one), 3),
+        "cpu_efficiency_ratio": round(
+            median([r["chunks_per_cpu_s"] for r in runs if r["workers"] == 2])
+            / median([r["chunks_per_cpu_s"] for r in runs if r["workers"] == 1]),
+            3,
+        ),
         "target": 1.7,
     }
 
@@ -509,6 +553,8 @@ def exactly_once(seed: int, pg: Any, chroma_url: str, work: Path, timeout: float
             w.finish()
             killed = rc == -signal.SIGKILL
             exit_info = {"worker": w.name, "rc": rc, "step": step, "claims": w.count("claim"), "batches": w.count("batch")}
+            if rc not in (0, -signal.SIGKILL):  # a worker that failed by itself: keep why
+                exit_info["stderr_tail"] = (work / f"{w.name}.log").read_text(errors="replace")[-2000:]
             exits.append(exit_info)
             if killed and step is not None:
                 kills.append(
@@ -620,6 +666,9 @@ def scaling_markdown(s: dict) -> str:
             f"{r['seconds']:.1f}",
             f"{r['chunks_per_s']:.2f}",
             " / ".join(f"{w['chunks']} ({w['chunks_per_s']}/s, cpu {w['cpu_per_wall']})" for w in r["per_worker"]),
+            f"{r['workers_cpu_cores']:.2f} / {r['machine_busy_cores']:.2f}",
+            f"{r['chunks_per_cpu_s']:.2f}",
+            r["load_average_1min"],
             r["wall_s_with_model_load"],
         ]
         for r in s["runs"]
@@ -635,6 +684,9 @@ def scaling_markdown(s: dict) -> str:
                 "first claim → drained (s)",
                 "chunks/s",
                 "per worker: chunks (chunks/s, cpu/wall)",
+                "cores used: workers / whole machine",
+                "chunks per worker CPU-s",
+                "load avg",
                 "wall with model load (s)",
             ],
             rows,
@@ -643,6 +695,12 @@ def scaling_markdown(s: dict) -> str:
         f"1 worker: {s['one_worker_chunks_per_s']:.2f} chunks/s, 2 workers: {s['two_workers_chunks_per_s']:.2f} chunks/s "
         f"(medians); ratio {s['ratio_of_medians']:.2f} (per round: {', '.join(f'{x:.2f}' for x in s['ratio_per_round'])}); "
         f"target ≥ {s['target']}.",
+        f"Chunks per worker CPU-second, 2 workers / 1 worker: {s['cpu_efficiency_ratio']:.2f} (1.0: a second worker costs "
+        "nothing in coordination; the chunks/s ratio is then bounded by the cores the machine leaves to the workers).",
+        "",
+        "Share of the workers' busy time by stage: "
+        + ", ".join(f"{stage} {share:.1%}" for stage, share in s["stage_share"].items() if share >= 0.0005)
+        + ".",
     ]
     return "\n".join(out)
 
@@ -701,6 +759,16 @@ def exactly_once_markdown(e: dict) -> str:
     )
 
 
+def previous_results() -> dict[str, Any]:
+    """The parts of benchmarks/results/workers.json written by earlier runs (empty if none or unreadable)."""
+    try:
+        data = json.loads((RESULTS / "workers.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    parts = ("exactly_once", "scaling")
+    return {part: data[part] for part in parts if isinstance(data.get(part), dict) and "machine" in data[part]}
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "_worker":
         return worker_main(sys.argv[2:])
@@ -722,8 +790,9 @@ def main() -> int:
     from chroma_server import ChromaServer
     from postgres_server import PostgresServer
 
-    results: dict[str, Any] = {"machine": machine(), "command": " ".join(["benchmarks/workers.py", *sys.argv[1:]])}
-    markdown: list[str] = []
+    # a part run now replaces its own results; the other part's, from an earlier run, stay
+    results = previous_results()
+    run_info = {"machine": machine(), "command": " ".join(["benchmarks/workers.py", *sys.argv[1:]])}
     work = Path(tempfile.mkdtemp(prefix="qa-workers-"))
     ok = True
     try:
@@ -731,17 +800,15 @@ def main() -> int:
             if args.exactly_once:
                 print(f"exactly-once: {EXACTLY_ONCE_ARTICLES} articles, 2 workers, 4 kills (seed {args.seed}) ...", flush=True)
                 e = exactly_once(args.seed, pg, chroma.url, work)
-                results["exactly_once"] = e
-                markdown.append(exactly_once_markdown(e))
-                print(markdown[-1] + "\n", flush=True)
+                results["exactly_once"] = {**e, **run_info}
+                print(exactly_once_markdown(e) + "\n", flush=True)
                 ok = ok and e["passed"]
             if args.scaling:
                 rounds = args.rounds or (2 if args.scaling <= 500 else 1)
                 print(f"scaling: {args.scaling} orangesum articles, {rounds} round(s) of 1 and 2 workers ...", flush=True)
                 s = scaling(args.scaling, rounds, args.batch_articles, pg, chroma.url, work)
-                results["scaling"] = s
-                markdown.append(scaling_markdown(s))
-                print(markdown[-1] + "\n", flush=True)
+                results["scaling"] = {**s, **run_info}
+                print(scaling_markdown(s) + "\n", flush=True)
     finally:
         if not args.keep:
             import shutil
@@ -750,11 +817,13 @@ def main() -> int:
         else:
             print(f"kept {work}")
     path = write_json("workers.json", results)
-    (RESULTS / "workers.md").write_text(
-        f"# Ingest workers ({results['machine']['when']}, {results['machine']['cores']} cores)\n\n"
-        f"`{results['command']}`\n\n" + "\n\n".join(markdown) + "\n",
-        encoding="utf-8",
-    )
+    sections = ["# Ingest workers over PostgreSQL + Chroma server"]
+    for part, render in (("exactly_once", exactly_once_markdown), ("scaling", scaling_markdown)):
+        if part in results:
+            r = results[part]
+            where = f"{r['machine']['when']}, {r['machine']['cores']} cores"
+            sections.append(render(r) + f"\n\n`{r['command']}` ({where})")
+    (RESULTS / "workers.md").write_text("\n\n".join(sections) + "\n", encoding="utf-8")
     print(f"wrote {path} and {RESULTS / 'workers.md'}")
     return 0 if ok else 1
 

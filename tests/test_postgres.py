@@ -302,3 +302,73 @@ def test_qa_init_db_and_a_queued_ingest_from_the_command_line(tmp_path, pg_url, 
     waited = run("ingest", str(more))  # no worker runs: the command works the queue itself
     assert waited.returncode == 0, waited.stderr
     assert "0 added, 3 updated, 0 unchanged" in waited.stdout
+
+
+# -- the ingest queue ------------------------------------------------------------------------------------------------
+def _queued_kb(tmp_path: Path, pg_url: str, chroma_url: str) -> KnowledgeBase:
+    return _open(tmp_path, pg_url, chroma_url, unique_collection())
+
+
+def test_a_worker_whose_lease_was_taken_over_does_not_commit(tmp_path, pg_url, chroma_server):
+    """Worker A's lease runs out mid-batch; B claims the article, writes it, then writes a newer version enqueued
+    after it. A's late commit is refused: the newer version stays (no older one overwrites it)."""
+    from qa.errors import ClaimLostError
+    from qa.index.postgres.queue import new_token
+
+    kb = _queued_kb(tmp_path, pg_url, chroma_server.url)
+    queue = kb.index.queue
+    queue.enqueue([_article("x", "Version une : le bureau ouvre à Almaty.")])
+    a = queue.claim(new_token(), limit=8, max_chars=10**6, lease_seconds=0.2)
+    assert a is not None
+    time.sleep(0.4)  # A's lease runs out while it "embeds"
+    stats = kb.work(until_empty=True)  # B: takes the row over, writes it
+    assert stats.articles == 1
+    queue.enqueue([_article("x", "Version deux : le bureau ferme à Almaty.")])
+    assert kb.work(until_empty=True).articles == 1
+    with pytest.raises(ClaimLostError, match="another worker took over 1 of its articles"):
+        kb.writer.write_claimed(a.articles, a.token)
+    assert not queue.complete(a, {"x": "updated"}, 0)
+    assert "Version deux" in kb.manifest.get("x").text
+    check = kb.check()  # A's chunks reached Chroma before its commit was refused: journaled, not shown
+    assert check.orphans == check.pending and len(check.pending) == 1
+    assert kb.work(until_empty=True).articles == 0  # an idle worker finishes what A left
+    assert kb.check().ok
+    kb.close()
+
+
+def test_a_backend_failure_retries_the_batch_without_counting_an_attempt(tmp_path, pg_url, chroma_server, monkeypatch):
+    import httpx
+
+    kb = _queued_kb(tmp_path, pg_url, chroma_server.url)
+    kb.index.queue.enqueue([_article(f"n{i}", f"Article {i} sur Almaty.") for i in range(3)])
+    upsert, calls = kb.store.upsert, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= 7:  # more failures than MAX_ATTEMPTS: a backend away, not a bad article
+            raise httpx.ConnectError("Chroma is restarting")
+        return upsert(*args, **kwargs)
+
+    monkeypatch.setattr(kb.store, "upsert", flaky)
+    monkeypatch.setattr("qa.index.worker.MAX_BACKOFF", 0.05)
+    stats = kb.work(until_empty=True)
+    assert stats.articles == 3 and stats.failed_batches == 7
+    queue = kb.index.queue.stats()
+    assert queue["done"] == 3 and queue["failed"] == 0
+    assert kb.manifest.count() == 3 and kb.check().ok
+    kb.close()
+
+
+def test_rows_out_of_attempts_fail_and_the_claim_looks_past_them(tmp_path, pg_url, chroma_server):
+    from qa.index.postgres.queue import MAX_ATTEMPTS, new_token
+
+    kb = _queued_kb(tmp_path, pg_url, chroma_server.url)
+    queue = kb.index.queue
+    job = queue.enqueue([_article(f"r{i}", f"Article {i}.") for i in range(4)])
+    with kb.index.manifest.db.transaction() as conn:
+        conn.execute("UPDATE ingest_queue SET attempts = %s WHERE doc_id IN ('r0', 'r1')", (MAX_ATTEMPTS,))
+    claimed = queue.claim(new_token(), limit=2, max_chars=10**6, lease_seconds=30)
+    assert claimed is not None and [a.id for a in claimed.articles] == ["r2", "r3"]
+    status = queue.job(job)
+    assert [doc for doc, _ in status["failed"]] == ["r0", "r1"] and "claimed 5 times" in status["failed"][0][1]
+    kb.close()

@@ -61,5 +61,10 @@ class QueryError(QAError):
     """A search/ask request is invalid (bad filter, bad k)."""
 
 
+class ClaimLostError(QAError):
+    """A queue worker's batch was taken over by another worker (its lease ran out meanwhile): its commit is refused,
+    so an older version never overwrites what the other worker wrote."""
+
+
 class IndexBusyError(QAError):
     """Another process holds the index's writer lock (an ingest, delete or repair is running)."""

@@ -156,8 +156,10 @@ class Manifest:
         lexical_rows: Sequence[LexicalRow] = (),
         drop_chunks: Sequence[str] = (),
         drop_docs: Sequence[str] = (),
+        owner: str = "",
     ) -> list[str]:
-        """In one transaction: forget ``drop_docs`` and ``drop_chunks``, then store the
+        """In one transaction (``owner``: PostgreSQL's queue claims; one machine has none): forget ``drop_docs`` and
+        ``drop_chunks``, then store the
         records and index their chunks lexically. The chunks of the records leave the
         ``pending`` journal (they are now committed); ``drop_chunks`` and the chunks of
         ``drop_docs`` enter it until Chroma has deleted them. Returns the chunk ids that the

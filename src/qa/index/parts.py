@@ -146,9 +146,11 @@ class ManifestStore(Protocol):
         lexical_rows: Sequence[LexicalRow] = (),
         drop_chunks: Sequence[str] = (),
         drop_docs: Sequence[str] = (),
+        owner: str = "",
     ) -> list[str]:
         """One transaction: forget ``drop_docs``/``drop_chunks``, store the records and their lexical rows, journal
-        the chunks to delete from the vector store; returns those."""
+        the chunks to delete from the vector store; returns those. ``owner`` (a queue claim's token): the commit is
+        refused with :class:`~qa.errors.ClaimLostError` if the claim is no longer held."""
 
     def delete(self, doc_id: str) -> list[str] | None: ...
     def clear(self) -> None: ...

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qa.documents import Article
-from qa.errors import DocumentError
+from qa.errors import ClaimLostError, DocumentError, IndexBusyError, StoreError
 from qa.index import writer as writing
 from qa.index.writer import IndexWriter
 from qa.schema import IngestReport, Skipped
@@ -35,6 +35,8 @@ LEASE_SECONDS = 60.0
 """How long a claim holds its rows without a renewal (renewed every third of it while the batch runs)."""
 IDLE_POLL = 0.5
 """Seconds between looks at an empty queue."""
+MAX_BACKOFF = 30.0
+"""Longest wait between tries while a backend does not answer."""
 HEARTBEAT_SECONDS = 5.0
 """How often a worker tells the queue it is alive (``qa ingest`` works the queue itself when none is)."""
 
@@ -88,8 +90,11 @@ def run_worker(
 ) -> WorkerStats:
     """Work the queue: claim a batch, write it, mark it done; until ``stop`` is set, or (``until_empty``) until no
     row is open (rows claimed by another worker count: if it dies, they come back when its lease runs out). A batch
-    that fails (a bad article, a store error) is given back with its error and retried, up to
-    :data:`qa.index.postgres.queue.MAX_ATTEMPTS` times."""
+    that fails on its articles is given back with its error and retried, up to
+    :data:`qa.index.postgres.queue.MAX_ATTEMPTS` times; one that fails because a backend is away (the database,
+    the Chroma server) goes back without counting, and the worker waits longer each time (up to
+    :data:`MAX_BACKOFF`) until the backend answers. A batch whose lease ran out and was taken over is not
+    committed (:class:`~qa.errors.ClaimLostError`)."""
     from qa.index.postgres.queue import new_token
 
     lease = LEASE_SECONDS if lease is None else lease
@@ -97,36 +102,31 @@ def run_worker(
     batch_chars = writing.BATCH_CHARS if batch_chars is None else batch_chars
     name = name or worker_name()
     stats = WorkerStats()
+    wait = stop.wait if stop is not None else time.sleep
     beat = 0.0
+    backoff = 0.0
     try:
         while stop is None or not stop.is_set():
-            now = time.monotonic()
-            if now - beat > HEARTBEAT_SECONDS:
-                queue.heartbeat(name)
-                beat = now
-            claimed = queue.claim(new_token(), limit=batch_articles, max_chars=batch_chars, lease_seconds=lease)
-            if claimed is None:
-                _settle(writer)
-                if until_empty and queue.open_count() == 0:  # rows another worker holds may come back to the queue
-                    break
-                (stop.wait if stop is not None else time.sleep)(IDLE_POLL)
-                continue
-            keep = _KeepAlive(queue, claimed, lease, name)
+            if backoff:  # the database or the vector store did not answer: try again a little later
+                wait(backoff)
             try:
-                report = writer.write_claimed(claimed.articles, claimed.token)
-            except Exception as exc:  # noqa: BLE001 - the rows go back to the queue with the reason
-                keep.stop()
-                logger.warning("a batch of %d articles failed: %s", len(claimed.ids), exc)
-                queue.fail(claimed, f"{type(exc).__name__}: {exc}")
-                stats.failed_batches += 1
-                continue
-            keep.stop()
-            outcome = {doc_id: kind for kind in ("added", "updated", "unchanged") for doc_id in getattr(report, kind)}
-            queue.complete(claimed, outcome, report.chunks_written, worker=name)
-            stats.batches += 1
-            stats.articles += len(claimed.ids)
-            stats.chunks += report.chunks_written
-            if on_batch:
+                now = time.monotonic()
+                if now - beat > HEARTBEAT_SECONDS:
+                    queue.heartbeat(name)
+                    beat = now
+                claimed = queue.claim(new_token(), limit=batch_articles, max_chars=batch_chars, lease_seconds=lease)
+                if claimed is None:
+                    _settle(writer)
+                    if until_empty and queue.open_count() == 0:  # rows another worker holds may come back
+                        break
+                    backoff = 0.0
+                    wait(IDLE_POLL)
+                    continue
+                backoff = 0.0 if _work(writer, queue, claimed, lease, name, stats) else _longer(backoff)
+            except StoreError as exc:
+                backoff = _longer(backoff)
+                logger.warning("%s (worker %s retries in %.0fs)", exc, name, backoff)
+            if on_batch and stats.batches:
                 on_batch(stats)
     finally:
         try:
@@ -136,11 +136,49 @@ def run_worker(
     return stats
 
 
+def _longer(backoff: float) -> float:
+    return min(max(backoff * 2, 1.0), MAX_BACKOFF)
+
+
+def _transient(exc: BaseException) -> bool:
+    """An error of a backend (the database, the Chroma server), not of the articles: the batch is retried later
+    without counting an attempt against it."""
+    return isinstance(exc, (StoreError, ConnectionError, TimeoutError)) or type(exc).__module__.split(".")[0] in (
+        "chromadb",
+        "httpx",
+        "httpcore",
+        "psycopg",
+    )
+
+
+def _work(writer: IndexWriter, queue: PgQueue, claimed: Claimed, lease: float, name: str, stats: WorkerStats) -> bool:
+    """Write one claimed batch and mark it done; False when a backend failed (the rows go back to the queue)."""
+    keep = _KeepAlive(queue, claimed, lease, name)
+    try:
+        report = writer.write_claimed(claimed.articles, claimed.token)
+    except ClaimLostError as exc:  # the other worker writes these rows; nothing of ours was committed
+        keep.stop()
+        logger.warning("%s", exc)
+        return True
+    except Exception as exc:  # noqa: BLE001 - the rows go back to the queue with the reason
+        keep.stop()
+        transient = _transient(exc)
+        logger.warning("a batch of %d articles failed%s: %s", len(claimed.ids), " (retried later)" * transient, exc)
+        queue.fail(claimed, f"{type(exc).__name__}: {exc}", count=not transient)
+        stats.failed_batches += 1
+        return not transient
+    keep.stop()
+    outcome = {doc_id: kind for kind in ("added", "updated", "unchanged") for doc_id in getattr(report, kind)}
+    if queue.complete(claimed, outcome, report.chunks_written, worker=name):
+        stats.batches += 1
+        stats.articles += len(claimed.ids)
+        stats.chunks += report.chunks_written
+    return True
+
+
 def _settle(writer: IndexWriter) -> None:
     """When the queue is idle: finish what dead workers left journaled (chunks written to Chroma by a batch whose
     lease ran out and which nobody retried, replaced chunks not yet deleted), if another writer is not at it."""
-    from qa.errors import IndexBusyError
-
     if not writer.manifest.pending():
         return
     try:
@@ -148,6 +186,10 @@ def _settle(writer: IndexWriter) -> None:
             writer.recover()
     except IndexBusyError:
         logger.debug("another writer holds the lock: it recovers")
+    except Exception as exc:  # noqa: BLE001 - a backend away: the next idle turn tries again
+        if not _transient(exc):
+            raise
+        logger.warning("could not finish an interrupted write yet: %s", exc)
 
 
 ENQUEUE_BATCH = 256

@@ -343,7 +343,7 @@ class IndexWriter:
             if not force:
                 (report.updated if old or replaced else report.added).append(article.id)
         with self.commit_lock.exclusive():  # the committed state moves: nothing slow in here
-            doomed = self.manifest.put_many(records, lexical_rows, drop_chunks=stale, drop_docs=dropped)
+            doomed = self.manifest.put_many(records, lexical_rows, drop_chunks=stale, drop_docs=dropped, owner=owner)
             _crash_point("commit")
             self.store.delete(doomed)
             self.manifest.settle(doomed)

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from qa.errors import ConfigError
+from qa.errors import ClaimLostError, ConfigError
 from qa.index.lexical import LexicalRow
 from qa.index.manifest import ArticleRecord
 from qa.index.postgres.database import PgDatabase, redact
@@ -117,6 +117,7 @@ class PgManifest:
         lexical_rows: Sequence[LexicalRow] = (),
         drop_chunks: Sequence[str] = (),
         drop_docs: Sequence[str] = (),
+        owner: str = "",
     ) -> list[str]:
         """As :meth:`qa.index.manifest.Manifest.put_many`, in one PostgreSQL transaction. The chunks a record replaces
         are read in the transaction too (two workers may commit versions of one article one after the other)."""
@@ -126,6 +127,16 @@ class PgManifest:
         ]
         keep = {c for r in records for c in r.chunk_ids}
         with self.db.transaction() as conn:
+            if owner:  # a queue claim: each article still ours (locked until this commits), or taken over
+                held = conn.execute(
+                    "SELECT doc_id FROM ingest_queue WHERE token = %s AND state = 'claimed' FOR UPDATE", (owner,)
+                ).fetchall()
+                lost = {r.doc_id for r in records} - {d for (d,) in held}
+                if lost:
+                    raise ClaimLostError(
+                        f"this batch's lease ran out and another worker took over {len(lost)} of its articles "
+                        f"(e.g. {sorted(lost)[0]!r}): their commit is left to that worker"
+                    )
             lexical = PgLexicalIndex(conn)
             doomed = set(drop_chunks)
             for old in conn.execute("SELECT chunk_ids FROM articles WHERE doc_id = ANY(%s)", ([r.doc_id for r in records],)):

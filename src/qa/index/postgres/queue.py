@@ -112,6 +112,19 @@ class PgQueue:
     def claim(self, token: str, *, limit: int, max_chars: int, lease_seconds: float) -> Claimed | None:
         """Take up to ``limit`` open rows (queued, or claimed under a lease that ran out), at most ``max_chars`` of
         text beyond the first, and hold them under ``token`` for ``lease_seconds``. None when nothing is open."""
+        while True:
+            taken, exhausted = self._claim_once(token, limit, max_chars, lease_seconds)
+            if taken or not exhausted:  # rows that ran out of attempts were marked failed: look past them
+                break
+        if not taken:
+            return None
+        ids = [t[0] for t in taken]
+        return Claimed(token, ids, [Article(**a) for _, _, a in taken], {row_id: job for row_id, job, _ in taken})
+
+    def _claim_once(
+        self, token: str, limit: int, max_chars: int, lease_seconds: float
+    ) -> tuple[list[tuple[int, int, dict[str, Any]]], bool]:
+        """One claim transaction: the rows taken, and whether some rows were marked failed instead."""
         with self.db.transaction() as conn:
             rows = conn.execute(
                 "SELECT id, job, article, chars, attempts FROM ingest_queue q "
@@ -123,6 +136,7 @@ class PgQueue:
                 (limit,),
             ).fetchall()
             taken: list[tuple[int, int, dict[str, Any]]] = []
+            exhausted = False
             chars = 0
             for row_id, job, article, size, attempts in rows:
                 if taken and chars + size > max_chars:
@@ -132,18 +146,17 @@ class PgQueue:
                         "UPDATE ingest_queue SET state = 'failed', error = COALESCE(error, %s) WHERE id = %s",
                         (f"claimed {attempts} times without completing (a worker died on it each time?)", row_id),
                     )
+                    exhausted = True
                     continue
                 taken.append((row_id, job, article))
                 chars += size
-            if not taken:
-                return None
-            ids = [t[0] for t in taken]
-            conn.execute(
-                "UPDATE ingest_queue SET state = 'claimed', token = %s, attempts = attempts + 1, "
-                "lease_until = clock_timestamp() + make_interval(secs => %s) WHERE id = ANY(%s)",
-                (token, float(lease_seconds), ids),
-            )
-        return Claimed(token, ids, [Article(**a) for _, _, a in taken], {row_id: job for row_id, job, _ in taken})
+            if taken:
+                conn.execute(
+                    "UPDATE ingest_queue SET state = 'claimed', token = %s, attempts = attempts + 1, "
+                    "lease_until = clock_timestamp() + make_interval(secs => %s) WHERE id = ANY(%s)",
+                    (token, float(lease_seconds), [t[0] for t in taken]),
+                )
+        return taken, exhausted
 
     def extend(self, claimed: Claimed, lease_seconds: float) -> bool:
         """Renew the lease of a batch still in progress; False if it was lost (another worker took it over)."""
@@ -179,13 +192,14 @@ class PgQueue:
                 )
         return True
 
-    def fail(self, claimed: Claimed, error: str) -> None:
-        """Give the batch back after an error: each row is retried (up to ``MAX_ATTEMPTS``), its error kept."""
+    def fail(self, claimed: Claimed, error: str, *, count: bool = True) -> None:
+        """Give the batch back after an error: each row is retried (up to ``MAX_ATTEMPTS``), its error kept.
+        ``count=False``: a backend failed, not the articles; the claim does not count as an attempt."""
         with self.db.transaction() as conn:
             conn.execute(
-                "UPDATE ingest_queue SET state = 'queued', token = NULL, lease_until = NULL, error = %s "
-                "WHERE id = ANY(%s) AND token = %s AND state = 'claimed'",
-                (error[:2000], claimed.ids, claimed.token),
+                "UPDATE ingest_queue SET state = 'queued', token = NULL, lease_until = NULL, error = %s, "
+                "attempts = attempts - %s WHERE id = ANY(%s) AND token = %s AND state = 'claimed'",
+                (error[:2000], 0 if count else 1, claimed.ids, claimed.token),
             )
 
     def job(self, job: int) -> dict[str, Any]:
