@@ -41,6 +41,7 @@ def test_reader_never_fails_nor_sees_half_an_article_while_a_writer_works(tmp_pa
     print(f"\nreader beside a writer ({ROUNDS} rounds of 10 updates, 12 deletes): {stats}")
     assert stats["failures"] == 0, stats["errors"][:3]
     assert stats["partial"] == 0 and stats["mixed"] == 0
+    assert stats.get("dense_misses", 0) == 0  # the embedded store's search has never left a live chunk out here
     assert stats["queries"] >= 50 and stats["hits"] > 0
 
 

@@ -132,6 +132,7 @@ def test_a_reader_on_one_replica_never_sees_half_an_article_while_workers_write_
     print(f"\nreader on replica A beside a writer through replica B and a worker: {stats}")
     assert stats["failures"] == 0, stats["errors"][:3]
     assert stats["partial"] == 0 and stats["mixed"] == 0
+    assert stats.get("dense_misses", 0) <= stats["queries"] // 100  # ANN misses of whole, committed articles: rare
     assert stats["queries"] >= 50 and stats["hits"] > 0
     assert worker.returncode == 0
 
