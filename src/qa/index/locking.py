@@ -28,24 +28,18 @@ LOCK_NAME = "ingest.lock"
 COMMIT_LOCK_NAME = "commit.lock"
 
 
-class WriterLock:
-    """Re-entrant within a process (threads queue on a lock), exclusive across processes."""
+class ReentrantWriterLock:
+    """What every writer lock shares: re-entrant within a process (threads queue on a lock), exclusive across
+    processes through :meth:`_acquire` / :meth:`_release` (a file lock here, an advisory lock in PostgreSQL)."""
 
-    def __init__(self, index_dir: Path, on_wait: Callable[[str], None] | None = None) -> None:
-        self.path = Path(index_dir) / LOCK_NAME
-        self.on_wait = on_wait
-        self._file = FileLock(self.path)
+    def __init__(self) -> None:
         self._thread_lock = threading.RLock()
         self._depth = 0
-        self._fd: int | None = None
 
     @property
     def held(self) -> bool:
         """True while a thread of this process holds the lock."""
         return self._depth > 0
-
-    def holder(self) -> str:
-        return self._file.note()
 
     @contextlib.contextmanager
     def hold(self, *, wait: bool = True, timeout: float | None = None) -> Iterator[None]:
@@ -64,6 +58,26 @@ class WriterLock:
                     self._release()
         finally:
             self._thread_lock.release()
+
+    def _acquire(self, wait: bool, timeout: float | None) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+
+class WriterLock(ReentrantWriterLock):
+    """The writer lock of one index folder: a file lock, its file naming the holder's pid."""
+
+    def __init__(self, index_dir: Path, on_wait: Callable[[str], None] | None = None) -> None:
+        super().__init__()
+        self.path = Path(index_dir) / LOCK_NAME
+        self.on_wait = on_wait
+        self._file = FileLock(self.path)
+        self._fd: int | None = None
+
+    def holder(self) -> str:
+        return self._file.note()
 
     def _say_waiting(self) -> None:
         message = f"another ingest is running on {self.path.parent} (pid {self.holder()}); waiting…"

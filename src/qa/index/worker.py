@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qa.documents import Article
-from qa.errors import ClaimLostError, DocumentError, IndexBusyError, StoreError
+from qa.errors import ClaimLostError, IndexBusyError, StoreError
 from qa.index import writer as writing
-from qa.index.writer import IndexWriter
+from qa.index.writer import IndexWriter, take_input
 from qa.schema import IngestReport, Skipped
 
 if TYPE_CHECKING:
@@ -231,17 +231,9 @@ def ingest_queued(
     inputs = 0
     for item in iter_inputs(paths, writer.max_file_bytes):
         inputs += 1
-        if isinstance(item, Skipped):
-            report.skipped.append(item)
-        elif isinstance(item, DocumentError):
-            report.errors.append(Skipped(item.path, item.reason, item.line))
-        elif item.id in seen:
-            report.skipped.append(
-                Skipped(item.path or item.id, f"same article id {item.id!r} as {seen[item.id]}; kept the first")
-            )
-        else:
-            seen[item.id] = item.path or item.id
-            batch.append(item)
+        article = take_input(item, seen, report)
+        if article is not None:
+            batch.append(article)
             if len(batch) >= ENQUEUE_BATCH:
                 queue.enqueue(batch, job)
                 report.queued += len(batch)

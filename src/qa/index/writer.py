@@ -72,6 +72,21 @@ def _crash_point(name: str) -> None:
 _CRASH_COUNTS: dict[str, int] = {}
 
 
+def take_input(item: Article | DocumentError | Skipped, seen: dict[str, str], report: IngestReport) -> Article | None:
+    """The article to write, or None when the input goes into ``report`` instead: skipped, a load error, or an id
+    already seen in this ingest (``seen``: id → where it came from; the first one is kept)."""
+    if isinstance(item, Skipped):
+        report.skipped.append(item)
+    elif isinstance(item, DocumentError):
+        report.errors.append(Skipped(item.path, item.reason, item.line))
+    elif item.id in seen:
+        report.skipped.append(Skipped(item.path or item.id, f"same article id {item.id!r} as {seen[item.id]}; kept the first"))
+    else:
+        seen[item.id] = item.path or item.id
+        return item
+    return None
+
+
 def chunk_id(doc_id: str, index: int, text: str, version: str = "") -> str:
     """Deterministic: the same article version always gives the same chunk ids.
 
@@ -252,18 +267,10 @@ class IndexWriter:
         inputs = 0
         for item in items:
             inputs += 1
-            if isinstance(item, Skipped):
-                report.skipped.append(item)
-            elif isinstance(item, DocumentError):
-                report.errors.append(Skipped(item.path, item.reason, item.line))
-            elif item.id in seen:
-                report.skipped.append(
-                    Skipped(item.path or item.id, f"same article id {item.id!r} as {seen[item.id]}; kept the first")
-                )
-            else:
-                seen[item.id] = item.path or item.id
-                pending.append(item)
-                pending_chars += len(item.text)
+            article = take_input(item, seen, report)
+            if article is not None:
+                pending.append(article)
+                pending_chars += len(article.text)
             if len(pending) >= BATCH_ARTICLES or pending_chars > BATCH_CHARS:
                 self._write_batch_unlocked(pending, report)
                 pending, pending_chars = [], 0

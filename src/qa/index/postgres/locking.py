@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from qa.errors import IndexBusyError, StoreError
+from qa.index.locking import ReentrantWriterLock
 from qa.index.postgres.database import connect, redact
 
 logger = logging.getLogger(__name__)
@@ -83,20 +84,15 @@ class _Sessions:
             self._idle.clear()
 
 
-class PgWriterLock:
+class PgWriterLock(ReentrantWriterLock):
     """:class:`qa.index.parts.WriterLockPart` as a session advisory lock."""
 
     def __init__(self, url: str, on_wait: Callable[[str], None] | None = None) -> None:
+        super().__init__()
         self.url = url
         self.on_wait = on_wait
         self._sessions = _Sessions(url)
-        self._thread_lock = threading.RLock()
-        self._depth = 0
         self._conn: Any = None
-
-    @property
-    def held(self) -> bool:
-        return self._depth > 0
 
     def holder(self) -> str:
         """Who holds the lock (``qa pid N on HOST``), as the server knows the session."""
@@ -110,23 +106,6 @@ class PgWriterLock:
         except Exception:  # noqa: BLE001 - only for a message
             return "unknown"
         return str(row[0]) if row and row[0] else "unknown"
-
-    @contextlib.contextmanager
-    def hold(self, *, wait: bool = True, timeout: float | None = None) -> Iterator[None]:
-        if not self._thread_lock.acquire(blocking=wait):
-            raise IndexBusyError("another ingest is running in this process: retry when it is done")
-        try:
-            if self._depth == 0:
-                self._acquire(wait, timeout)
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    self._release()
-        finally:
-            self._thread_lock.release()
 
     def _acquire(self, wait: bool, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
