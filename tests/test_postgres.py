@@ -371,3 +371,16 @@ def test_rows_out_of_attempts_fail_and_the_claim_looks_past_them(tmp_path, pg_ur
     status = queue.job(job)
     assert [doc for doc, _ in status["failed"]] == ["r0", "r1"] and "claimed 5 times" in status["failed"][0][1]
     kb.close()
+
+
+def test_a_queued_ingest_shows_progress_batch_by_batch(tmp_path, pg_url, chroma_server, monkeypatch):
+    """No worker runs: `ingest` works the queue itself and its progress moves after each batch, not only at the end."""
+    monkeypatch.setattr("qa.index.writer.BATCH_ARTICLES", 10)
+    corpus = write_corpus(tmp_path / "feed.jsonl", 45, seed=9)
+    kb = _queued_kb(tmp_path, pg_url, chroma_server.url)
+    seen: list[tuple[int, int]] = []
+    report = kb.ingest([corpus], progress=lambda r, inputs: seen.append((len(r.added), inputs)))
+    assert len(report.added) == 45 and report.queued == 45
+    done = [added for added, _ in seen]
+    assert done == sorted(done) and len(set(done)) >= 5 and done[-1] == 45  # 10, 20, 30, 40, 45
+    kb.close()

@@ -86,7 +86,7 @@ def run_worker(
     lease: float | None = None,
     stop: threading.Event | None = None,
     until_empty: bool = False,
-    on_batch: Callable[[WorkerStats], None] | None = None,
+    on_batch: Callable[[WorkerStats], object] | None = None,
 ) -> WorkerStats:
     """Work the queue: claim a batch, write it, mark it done; until ``stop`` is set, or (``until_empty``) until no
     row is open (rows claimed by another worker count: if it dies, they come back when its lease runs out). A batch
@@ -244,16 +244,19 @@ def ingest_queued(
     if not wait:
         report.seconds = time.perf_counter() - started
         return report
-    while True:
+
+    def follow(_: object = None) -> int:
+        """The job's progress into the report and the progress bar; how many of its articles are still open."""
         status = queue.job(job)
         _fill(report, status)
         report.seconds = time.perf_counter() - started
         if progress:
             progress(report, inputs - status["open"])
-        if status["open"] == 0:
-            break
-        if not queue.live_workers():  # nobody works the queue: this process does, then looks again
-            run_worker(writer, queue, lease=lease, until_empty=True)
+        return int(status["open"])
+
+    while follow():
+        if not queue.live_workers():  # nobody works the queue: this process does (the bar moves per batch)
+            run_worker(writer, queue, lease=lease, until_empty=True, on_batch=follow if progress else None)
         else:
             time.sleep(WAIT_POLL)
     for problem in report.errors:
