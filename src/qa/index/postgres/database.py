@@ -43,6 +43,17 @@ def check_url(url: str) -> str:
     return url
 
 
+def reason(exc: BaseException) -> str:
+    """The first line of a driver error, for a one-line message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def did_not_answer(url: str, exc: BaseException) -> StoreError:
+    """The error a call raises when the server went away (a 503 from ``qa serve``; the next call reconnects)."""
+    return StoreError(f"PostgreSQL at {redact(url)} did not answer ({reason(exc)}): retry later")
+
+
 def connect(url: str, *, autocommit: bool = True) -> Any:
     """A new connection to ``url`` (:class:`~qa.errors.StoreError` naming the fix if the server does not answer)."""
     import psycopg
@@ -51,9 +62,8 @@ def connect(url: str, *, autocommit: bool = True) -> Any:
         # no JIT: it compiles a BM25 query for longer than the query runs
         return psycopg.connect(check_url(url), autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT, options="-c jit=off")
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StoreError(
-            f"cannot reach PostgreSQL at {redact(url)} ({reason}): start the server or fix QA_DATABASE_URL"
+            f"cannot reach PostgreSQL at {redact(url)} ({reason(exc)}): start the server or fix QA_DATABASE_URL"
         ) from None
 
 
@@ -105,8 +115,7 @@ class PgDatabase:
             for other in idle:
                 other.close()
             self._reconnect = True
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreError(f"PostgreSQL at {redact(self.url)} did not answer ({reason}): retry later") from None
+            raise did_not_answer(self.url, exc) from None
         except BaseException:
             self._give(conn)
             raise

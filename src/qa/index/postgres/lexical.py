@@ -171,13 +171,6 @@ class PgLexicalIndex:
     def count(self) -> int:
         return int(self._conn.execute("SELECT count(*) FROM lexical_chunks").fetchone()[0])
 
-    def doc_freq(self, terms: Sequence[str]) -> dict[str, int]:
-        """How many chunks hold each of ``terms`` (terms the index lacks are left out)."""
-        if not terms:
-            return {}
-        rows = self._conn.execute("SELECT term, df FROM lexical_terms WHERE term = ANY(%s)", (list(terms),))
-        return dict(rows.fetchall())
-
     def search(self, query: str, k: int, filters: Filters = NO_FILTERS) -> list[tuple[str, float]]:
         """The ``k`` best ``(chunk_id, score)`` by BM25, best first."""
         terms = search_tokens(query)

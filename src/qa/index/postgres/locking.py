@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from qa.errors import IndexBusyError, StoreError
+from qa.errors import IndexBusyError
 from qa.index.locking import ReentrantWriterLock
-from qa.index.postgres.database import connect, redact
+from qa.index.postgres.database import connect, did_not_answer, redact
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ class _Sessions:
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 conn.close()
                 if attempt == 2:
-                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    raise StoreError(f"PostgreSQL at {redact(self.url)} did not answer ({reason}): retry later") from None
+                    raise did_not_answer(self.url, exc) from None
             except BaseException:
                 conn.close()
                 raise
