@@ -124,8 +124,9 @@ class Service:
         return await asyncio.get_running_loop().run_in_executor(self.pool("write"), lambda: fn(*args, **kwargs))
 
 
-def get_service(request: Request) -> Service:
-    """The app's :class:`Service` (set by ``create_app``)."""
+async def get_service(request: Request) -> Service:
+    """The app's :class:`Service` (set by ``create_app``). ``async``, as :func:`authorise`: FastAPI would run a plain
+    function on a worker thread, a thread hop per request for a dictionary read."""
     return cast(Service, request.app.state.service)
 
 
@@ -135,7 +136,7 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <QA_API_TOKEN>` when the server sets one")
 
 
-def authorise(service: ServiceDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+async def authorise(service: ServiceDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
     """401 unless the request carries the server's token (when it has one)."""
     if not service.token:
         return

@@ -98,8 +98,13 @@ class VectorStore(Protocol):
     def query(self, vector: np.ndarray, k: int, filters: Filters = NO_FILTERS) -> list[Passage]:
         """The ``k`` nearest visible chunks that pass ``filters``, nearest first (``score`` = cosine similarity)."""
 
-    def get(self, ids: Sequence[str]) -> Fetched:
-        """The visible chunks among ``ids``, in that order, and how many could not be shown."""
+    def nearest(self, vector: np.ndarray, n: int, filters: Filters = NO_FILTERS) -> list[tuple[str, float]]:
+        """The ids of the ``n`` nearest chunks that pass ``filters``, visible or not, with their cosine similarity,
+        nearest first (ids only: the caller checks them against the manifest, then fetches what it shows)."""
+
+    def get(self, ids: Sequence[str], *, checked: bool = False) -> Fetched:
+        """The visible chunks among ``ids``, in that order, and how many could not be shown (``checked``: the caller
+        has checked ``ids`` against the manifest already)."""
 
     def count(self) -> int: ...
 

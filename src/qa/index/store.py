@@ -288,15 +288,34 @@ class ChunkStore:
                     return passages[:k]
                 n *= 2
 
-    def get(self, ids: Sequence[str]) -> Fetched:
+    def nearest(self, vector: np.ndarray, n: int, filters: Filters = NO_FILTERS) -> list[tuple[str, float]]:
+        """The ids of the ``n`` nearest chunks that pass ``filters``, committed or not, with their cosine similarity,
+        nearest first: no text and no metadata cross the wire (the caller checks the ids against the manifest, and
+        fetches the few it shows with :meth:`get`)."""
+        where = chroma_where(filters)
+        with self._using():
+            col = self._existing()
+            if col is None or n <= 0:
+                return []
+            result = col.query(
+                query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=n, where=where, include=["distances"]
+            )
+            return [(cid, 1.0 - float(d)) for cid, d in zip(result["ids"][0], result["distances"][0], strict=True)]
+
+    def get(self, ids: Sequence[str], *, checked: bool = False) -> Fetched:
         """The visible chunks among ``ids``, in that order, and how many of ``ids`` could not be shown
-        (replaced or deleted meanwhile by a writer: the caller searches again)."""
+        (replaced or deleted meanwhile by a writer: the caller searches again). ``checked``: the caller has
+        checked ``ids`` against the manifest already (the store does not ask again)."""
         requested = list(ids)
         with self._using():
             col = self._existing()
             if col is None or not requested:
                 return Fetched([], 0)
-            shown = requested if self.visible is None else [i for i in requested if i in self.visible(requested)]
+            if self.visible is None or checked:
+                shown = requested
+            else:
+                visible = self.visible(requested)  # one manifest read, not one per id
+                shown = [i for i in requested if i in visible]
             if not shown:
                 return Fetched([], len(requested))
             result = col.get(ids=shown, include=["documents", "metadatas"])

@@ -65,10 +65,16 @@ def _dense_pool() -> ThreadPoolExecutor:
 
 @dataclass
 class Attempt:
-    """One search over the index as it was: the hits, and how many chunks it asked for had vanished."""
+    """One search over the index as it was: the hits, how many chunks it asked for had vanished, and whether every
+    hit was seen committed at one instant already (the caller need not ask the manifest again)."""
 
     hits: list[Passage]
     misses: int = 0
+    checked: bool = False
+
+
+SPARE = 16
+"""Nearest neighbours asked for beyond those needed, for the uncommitted chunks a writer may have in the store."""
 
 
 class Retriever:
@@ -107,11 +113,13 @@ class Retriever:
             return []
         for _ in range(OPTIMISTIC_TRIES):
             attempt = self.attempt(question, k, filters, mode)
-            if not attempt.misses and self._all_committed(attempt.hits):
+            if not attempt.misses and (attempt.checked or self._all_committed(attempt.hits)):
                 return attempt.hits
             self.view.sync()
         with self.view.pinned():  # no writer moves the committed state until the result is read
             attempt = self.attempt(question, k, filters, mode)
+            if attempt.checked:
+                return attempt.hits
             visible = self.view.committed([h.chunk_id for h in attempt.hits])
             return [h for h in attempt.hits if h.chunk_id in visible]
 
@@ -122,46 +130,63 @@ class Retriever:
         vector: np.ndarray = self.embedder.embed_query(question)
         return self.store.query(vector, n, filters)
 
+    def _nearest(self, question: str, n: int, filters: Filters) -> tuple[np.ndarray, list[tuple[str, float]]]:
+        vector: np.ndarray = self.embedder.embed_query(question)
+        return vector, self.store.nearest(vector, n + SPARE, filters)
+
     def attempt(self, question: str, k: int, filters: Filters, mode: str) -> Attempt:
         """One search, as the index is now: dense and lexical halves, then fusion (and re-ranking)."""
+        if mode in ("hybrid", "rerank"):
+            return self._hybrid(question, k, filters, mode)
+        if mode == "dense":
+            return Attempt(self._dense(question, k, filters))
+        lexical = self.lexical.search(question, k, filters)
+        fetched = self.store.get([cid for cid, _ in lexical])
+        scores = dict(lexical)
+        return Attempt([replace(p, score=round(scores[p.chunk_id], 6)) for p in fetched.passages], fetched.misses)
+
+    def _hybrid(self, question: str, k: int, filters: Filters, mode: str) -> Attempt:
+        """Nearest ids (no text) and BM25 ids, both checked against the manifest in one read (one instant), fused;
+        then the text of the few shown is fetched. Every hit was committed at that instant: ``checked``."""
         settings = self.settings
         n = max(k, settings.candidates)
-        fusing = mode in ("hybrid", "rerank")
-        pending: Future[list[Passage]] | None = None
-        if mode == "dense" or (fusing and settings.dense_weight > 0):
+        pending: Future[tuple[np.ndarray, list[tuple[str, float]]]] | None = None
+        if settings.dense_weight > 0:
             # the question is embedded (GIL released) while BM25 runs here (SQLite, GIL released)
-            pending = _dense_pool().submit(self._dense, question, n if fusing else k, filters)
-        lexical: list[tuple[str, float]] = []
-        if mode == "lexical" or (fusing and settings.lexical_weight > 0):
-            lexical = self.lexical.search(question, n if fusing else k, filters)
-        dense = pending.result() if pending is not None else []
-        if mode == "dense":
-            return Attempt(dense[:k])
-        if mode == "lexical":
-            fetched = self.store.get([cid for cid, _ in lexical])
-            scores = dict(lexical)
-            return Attempt([replace(p, score=round(scores[p.chunk_id], 6)) for p in fetched.passages], fetched.misses)
-        return self._fuse(question, k, mode, dense, lexical)
+            pending = _dense_pool().submit(self._nearest, question, n, filters)
+        lexical = self.lexical.search(question, n, filters) if settings.lexical_weight > 0 else []
+        vector, nearest = pending.result() if pending is not None else (None, [])
+        committed = self.view.committed([cid for cid, _ in nearest] + [cid for cid, _ in lexical])
+        dense = [hit for hit in nearest if hit[0] in committed]
+        asked = n + SPARE
+        while vector is not None and len(dense) < n and len(nearest) == asked and asked < 8 * (n + SPARE):
+            asked *= 2  # a writer holds many uncommitted chunks near the question: look further
+            nearest = self.store.nearest(vector, asked, filters)
+            committed = self.view.committed([cid for cid, _ in nearest] + [cid for cid, _ in lexical])
+            dense = [hit for hit in nearest if hit[0] in committed]
+        vanished = sum(1 for cid, _ in lexical if cid not in committed)  # replaced since BM25 read them: search again
+        return self._fuse(question, k, mode, dense[:n], [hit for hit in lexical if hit[0] in committed], vanished)
 
-    def _fuse(self, question: str, k: int, mode: str, dense: list[Passage], lexical: list[tuple[str, float]]) -> Attempt:
+    def _fuse(
+        self, question: str, k: int, mode: str, dense: list[tuple[str, float]], lexical: list[tuple[str, float]], vanished: int
+    ) -> Attempt:
         settings = self.settings
         weights = (settings.dense_weight, settings.lexical_weight)
         rerank = mode == "rerank" and settings.rerank_weight > 0 and self.scorer is not None
         depth = max(k, settings.rerank_depth) if rerank else k
         if settings.fusion == "rrf":
-            fused = rrf_fuse([[p.chunk_id for p in dense], [cid for cid, _ in lexical]], weights, k=RRF_K)[:depth]
+            fused = rrf_fuse([[cid for cid, _ in dense], [cid for cid, _ in lexical]], weights, k=RRF_K)[:depth]
             best = sum(weights) / (RRF_K + 1)
         else:
-            fused = score_fuse([[(p.chunk_id, p.score) for p in dense], lexical], weights)[:depth]
+            fused = score_fuse([dense, lexical], weights)[:depth]
             best = 1.0
-        by_id = {p.chunk_id: p for p in dense}
-        fetched = self.store.get([cid for cid, _ in fused if cid not in by_id])
-        by_id.update({p.chunk_id: p for p in fetched.passages})
-        # a lexical row whose chunk vanished (a concurrent write) is skipped here, and counted as a miss
+        fetched = self.store.get([cid for cid, _ in fused], checked=True)
+        by_id = {p.chunk_id: p for p in fetched.passages}
+        # a chunk that vanished from the store since (a concurrent write) is skipped here, and counted as a miss
         out = [replace(by_id[cid], score=round(score / best, 6)) for cid, score in fused if cid in by_id]
         if rerank and self.scorer is not None:
             out = rerank_passages(question, out, settings.rerank_weight, self.scorer)
-        return Attempt(out[:k], fetched.misses)
+        return Attempt(out[:k], fetched.misses + vanished, checked=True)
 
 
 def rerank_passages(question: str, passages: list[Passage], weight: float, scorer: SentenceScorer) -> list[Passage]:
