@@ -12,6 +12,7 @@ import random
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,8 @@ def test_a_knowledge_base_over_postgres_and_a_chroma_server(tmp_path, pg_url, ch
     for question in QUESTIONS:  # the same passages, scores and answers as the single-machine build
         for mode in ("hybrid", "lexical", "dense"):
             got, want = kb.search(question, k=5, mode=mode), local.search(question, k=5, mode=mode)
-            assert [(p.chunk_id, p.text) for p in got] == [(p.chunk_id, p.text) for p in want], (question, mode)
+            # whole passages (text cut from the article in PostgreSQL, metadata, place) as Chroma gives them
+            assert [replace(p, score=0) for p in got] == [replace(p, score=0) for p in want], (question, mode)
             assert [p.score for p in got] == pytest.approx([p.score for p in want], abs=1e-5)
         assert kb.ask(question).text == local.ask(question).text
     local.close()
@@ -232,6 +234,32 @@ def test_a_schema_from_a_newer_qa_is_refused(tmp_path, pg_url, chroma_server):
     kb.close()
     with pytest.raises(ConfigError, match="newer than this qa's .*upgrade qa"):
         _open(tmp_path, pg_url, chroma_server.url, unique_collection())
+
+
+def test_a_database_of_schema_1_is_upgraded_and_still_shows_its_chunks(tmp_path, pg_url, chroma_server):
+    """Schema 2 keeps each chunk's place in its article (search reads the text there, not from Chroma); chunks that
+    schema 1 wrote have none and are still shown, read from Chroma."""
+    from qa.index.postgres.manifest import SCHEMA_VERSION
+
+    collection = unique_collection()
+    kb = _open(tmp_path, pg_url, chroma_server.url, collection)
+    kb.add_articles([_article("old", "Le bureau de l'UE à Almaty a ouvert en novembre 1994.")])
+    before = kb.search("Almaty bureau", k=3)
+    with kb.index.manifest.db.transaction() as conn:  # the database as schema 1 left it
+        conn.execute("ALTER TABLE lexical_chunks DROP COLUMN char_start, DROP COLUMN char_end")
+        conn.execute("UPDATE qa_schema SET version = 1")
+    kb.close()
+    kb = _open(tmp_path, pg_url, chroma_server.url, collection)
+    with kb.index.manifest.db.read() as conn:
+        assert conn.execute("SELECT version FROM qa_schema").fetchone()[0] == SCHEMA_VERSION == 2
+    assert kb.search("Almaty bureau", k=3) == before
+    kb.add_articles([_article("new", "Le bureau de l'UE à Astana a ouvert en 2019.")])
+    old, new = kb.manifest.get("old").chunk_ids, kb.manifest.get("new").chunk_ids
+    found, unplaced = kb.index.manifest.passages([*old, *new, "not-a-chunk"])
+    assert unplaced == old and sorted(found) == sorted(new)
+    assert kb.search("Astana", k=1)[0].text == "Le bureau de l'UE à Astana a ouvert en 2019."
+    assert kb.check().ok
+    kb.close()
 
 
 def test_the_writer_lock_is_released_when_its_process_dies(tmp_path, pg_url, chroma_server):

@@ -70,7 +70,12 @@ class Index:
             from qa.index.postgres import open_parts
 
             parts = open_parts(database_url)
-            store = ChunkStore(client or make_client(Path(index_dir), chroma_url), collection, visible=parts.manifest.committed)
+            store = ChunkStore(
+                client or make_client(Path(index_dir), chroma_url),
+                collection,
+                visible=parts.manifest.committed,
+                texts=parts.manifest.passages,
+            )
             view = CommittedView(parts.manifest, store, parts.writer_lock, parts.commit_lock)
             return cls(
                 parts.manifest, parts.lexical, store, parts.writer_lock, parts.commit_lock, view, parts.queue, parts.batch_lock

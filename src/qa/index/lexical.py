@@ -75,6 +75,9 @@ class LexicalRow:
     chunk_id: str
     text: str
     meta: ArticleMeta
+    start: int | None = None
+    end: int | None = None
+    """The chunk's place in its article's text, ``text[start:end]`` (None: not given)."""
 
     @property
     def doc_id(self) -> str:

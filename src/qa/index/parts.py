@@ -71,6 +71,10 @@ class Fetched(NamedTuple):
 Visible = Callable[[Sequence[str]], set[str]]
 """Given chunk ids, those that search may show (the committed ones, per the manifest)."""
 
+Texts = Callable[[Sequence[str]], tuple[dict[str, Passage], list[str]]]
+"""Given chunk ids, the committed ones as passages read from the manifest (which keeps the articles' text), and the
+committed ones whose place in their article it does not know (written by an older ``qa``: the store reads them)."""
+
 
 class VectorStore(Protocol):
     """Chunks with their vectors and metadata. Shows only the chunks its ``visible`` callable allows."""

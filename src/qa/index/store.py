@@ -21,7 +21,7 @@ import numpy as np
 from qa.errors import IndexMismatchError, StoreError
 from qa.files import file_lock
 from qa.filters import NO_FILTERS, Filters
-from qa.index.parts import ChunkPlace, Fetched, IndexSpec, Visible
+from qa.index.parts import ChunkPlace, Fetched, IndexSpec, Texts, Visible
 
 __all__ = ["ChunkStore", "Fetched", "IndexSpec", "chroma_where", "chunk_metadata", "make_client", "reopen_client"]
 from qa.schema import ArticleMeta, Passage
@@ -102,7 +102,8 @@ class ChunkStore:
     before a crash, or on their way in or out during an ingest in progress. ``reopen(engine)``
     builds a fresh client (embedded store only; Chroma's engine alone while ``engine``): :meth:`refresh`
     uses it. ``writer`` builds the full client when ``client`` only reads (:mod:`qa.index.engine`):
-    the first write swaps it in (:meth:`_writable`).
+    the first write swaps it in (:meth:`_writable`). ``texts`` reads shown chunks from the manifest instead of
+    Chroma (PostgreSQL keeps the articles' text: a round trip to the Chroma server saved per search).
     """
 
     def __init__(
@@ -113,8 +114,10 @@ class ChunkStore:
         visible: Visible | None = None,
         reopen: Callable[[bool], Any] | None = None,
         writer: Callable[[], Any] | None = None,
+        texts: Texts | None = None,
     ) -> None:
         self.client = client
+        self.texts = texts
         self.name = collection
         self._collection: Any = None
         self.visible = visible
@@ -307,23 +310,33 @@ class ChunkStore:
         (replaced or deleted meanwhile by a writer: the caller searches again). ``checked``: the caller has
         checked ``ids`` against the manifest already (the store does not ask again)."""
         requested = list(ids)
-        with self._using():
-            col = self._existing()
-            if col is None or not requested:
-                return Fetched([], 0)
+        if not requested:
+            return Fetched([], 0)
+        if self.texts is not None:  # committed chunks only, read from the manifest: the visibility check too
+            by_id, unplaced = self.texts(requested)
+            if unplaced:
+                by_id |= self._fetch(unplaced)
+        else:
             if self.visible is None or checked:
                 shown = requested
             else:
                 visible = self.visible(requested)  # one manifest read, not one per id
                 shown = [i for i in requested if i in visible]
-            if not shown:
-                return Fetched([], len(requested))
-            result = col.get(ids=shown, include=["documents", "metadatas"])
-            by_id = {
+            by_id = self._fetch(shown) if shown else {}
+        passages = [by_id[i] for i in requested if i in by_id]
+        return Fetched(passages, len(requested) - len(passages))
+
+    def _fetch(self, ids: list[str]) -> dict[str, Passage]:
+        """The chunks among ``ids`` that Chroma holds, by id."""
+        with self._using():
+            col = self._existing()
+            if col is None:
+                return {}
+            result = col.get(ids=ids, include=["documents", "metadatas"])
+            return {
                 cid: passage_from_record(cid, text, meta)
                 for cid, text, meta in zip(result["ids"], result["documents"], result["metadatas"], strict=True)
             }
-            return Fetched([by_id[i] for i in shown if i in by_id], sum(1 for i in requested if i not in by_id))
 
     def all_ids(self, batch: int = 5000) -> dict[str, str]:
         """``chunk_id → doc_id`` of everything in the collection (``qa check``)."""

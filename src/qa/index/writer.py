@@ -329,7 +329,7 @@ class IndexWriter:
             meta = article.meta
             for c in chunks:
                 record.chunk_ids.append(chunk_id(article.id, c.index, c.text, article.content_hash))
-                lexical_rows.append(LexicalRow(record.chunk_ids[-1], c.text, meta))
+                lexical_rows.append(LexicalRow(record.chunk_ids[-1], c.text, meta, c.start, c.end))
                 texts.append(c.text)
                 inputs.append(embedding_input(article.title, c.text))
                 places.append(ChunkPlace(meta, c.index, c.start, c.end))

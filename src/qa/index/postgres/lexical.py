@@ -6,7 +6,7 @@ tokenizer splits them, and stored as postings with the statistics BM25 needs, al
 commit transaction:
 
 - ``lexical_chunks``: one row per chunk (``chunk_id`` unique, ``doc_id``, ``source``, ``date_num`` for filters,
-  ``length`` = its tokens, title and text);
+  ``length`` = its tokens, ``char_start``/``char_end`` = its place in the article's text);
 - ``lexical_postings``: ``(term, chunk, tf, length, date_num)``, the term's count in the chunk (title + text: the
   title weighs 1.0, as in :data:`qa.index.lexical.TITLE_WEIGHT`), read from the primary key alone;
 - ``lexical_terms``: each term's document frequency; ``lexical_stats``: the chunk and token counts.
@@ -42,7 +42,9 @@ SCHEMA = [
         doc_id text NOT NULL,
         source text NOT NULL DEFAULT '',
         date_num integer NOT NULL DEFAULT 0,
-        length integer NOT NULL
+        length integer NOT NULL,
+        char_start integer,
+        char_end integer
     )""",
     "CREATE INDEX IF NOT EXISTS lexical_chunks_doc ON lexical_chunks(doc_id)",
     "CREATE INDEX IF NOT EXISTS lexical_chunks_source ON lexical_chunks(source)",
@@ -95,15 +97,17 @@ class PgLexicalIndex:
         conn = self._conn
         ordered = list(latest.values())
         ids = conn.execute(
-            "INSERT INTO lexical_chunks (chunk_id, doc_id, source, date_num, length) "
-            "SELECT c, d, s, n, l FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::int[]) "
-            "WITH ORDINALITY AS u(c, d, s, n, l, o) ORDER BY o RETURNING id, chunk_id",
+            "INSERT INTO lexical_chunks (chunk_id, doc_id, source, date_num, length, char_start, char_end) "
+            "SELECT c, d, s, n, l, a, b FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::int[], "
+            "%s::int[], %s::int[]) WITH ORDINALITY AS u(c, d, s, n, l, a, b, o) ORDER BY o RETURNING id, chunk_id",
             (
                 [r.chunk_id for r in ordered],
                 [r.doc_id for r in ordered],
                 [r.source for r in ordered],
                 [int(r.date_num) for r in ordered],
                 [sum(c.values()) for c in counts],
+                [r.start for r in ordered],
+                [r.end for r in ordered],
             ),
         ).fetchall()
         number = {chunk_id: i for i, chunk_id in ids}

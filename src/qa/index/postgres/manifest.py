@@ -20,9 +20,11 @@ from qa.index.postgres.lexical import SCHEMA as LEXICAL_SCHEMA
 from qa.index.postgres.lexical import PgLexicalIndex
 from qa.index.postgres.queue import LIVE_OWNERS
 from qa.index.postgres.queue import SCHEMA as QUEUE_SCHEMA
+from qa.schema import Passage
 
-SCHEMA_VERSION = 1
-"""Bumped when the tables change; a database written by a newer ``qa`` is refused with the fix."""
+SCHEMA_VERSION = 2
+"""Bumped when the tables change; a database written by a newer ``qa`` is refused with the fix, an older one is
+upgraded in place (2: ``lexical_chunks.char_start/char_end``, NULL for the chunks written before)."""
 
 INIT_LOCK = 0x7161_0000_0001
 """Advisory lock key held while creating the schema (two processes starting at once)."""
@@ -52,6 +54,13 @@ SCHEMA = [
     )""",
 ]
 
+UPGRADES = {
+    # the chunk's place in its article (the text a search shows is cut from the article, not fetched from Chroma);
+    # NULL in the rows written before
+    2: ["ALTER TABLE lexical_chunks ADD COLUMN IF NOT EXISTS char_start integer, ADD COLUMN IF NOT EXISTS char_end integer"],
+}
+"""What brings a database written under the schema before each version to it (run in the init transaction)."""
+
 _BUMP = "INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text"
 _COLUMNS = "doc_id, content_hash, title, date, url, source, path, text, chunk_ids, ingested_at"
 
@@ -62,7 +71,7 @@ def _now() -> str:
 
 def init_schema(db: PgDatabase) -> str:
     """Create the tables if missing (under an advisory lock: several processes may start at once) and check the
-    schema version. Returns what it did: ``"created"`` or ``"up to date"``."""
+    schema version. Returns what it did: ``"created"``, ``"upgraded from schema N"`` or ``"up to date"``."""
     with db.transaction() as conn:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (INIT_LOCK,))
         exists = conn.execute("SELECT to_regclass('qa_schema') IS NOT NULL").fetchone()[0]
@@ -77,6 +86,12 @@ def init_schema(db: PgDatabase) -> str:
                 f"the database at {redact(db.url)} has schema version {row[0]}, newer than this qa's "
                 f"({SCHEMA_VERSION}): upgrade qa, or point QA_DATABASE_URL at another database"
             )
+        if row[0] < SCHEMA_VERSION:
+            for version in range(row[0] + 1, SCHEMA_VERSION + 1):
+                for statement in UPGRADES.get(version, []):
+                    conn.execute(statement)
+            conn.execute("UPDATE qa_schema SET version = %s", (SCHEMA_VERSION,))
+            return f"upgraded from schema {row[0]}"
         return "up to date" if exists else "created"
 
 
@@ -223,6 +238,29 @@ class PgManifest:
         with self.db.read() as conn:
             rows = conn.execute("SELECT chunk_id FROM lexical_chunks WHERE chunk_id = ANY(%s)", (list(chunk_ids),))
             return {r[0] for r in rows}
+
+    def passages(self, chunk_ids: Sequence[str]) -> tuple[dict[str, Passage], list[str]]:
+        """The committed chunks among ``chunk_ids`` as passages, their text cut from their article's (one read: one
+        instant), and the committed ones written before schema 2 (their place unknown: the caller asks Chroma)."""
+        if not chunk_ids:
+            return {}, []
+        sql = (
+            "SELECT c.chunk_id, c.char_start, c.char_end, a.doc_id, a.title, a.source, a.url, a.date, "
+            "CASE WHEN c.char_start IS NULL THEN NULL ELSE substr(a.text, c.char_start + 1, c.char_end - c.char_start) END "
+            "FROM lexical_chunks c JOIN articles a ON a.doc_id = c.doc_id WHERE c.chunk_id = ANY(%s)"
+        )
+        found: dict[str, Passage] = {}
+        unplaced: list[str] = []
+        with self.db.read() as conn:
+            for chunk_id, start, end, doc_id, title, source, url, date, text in conn.execute(sql, (list(chunk_ids),)):
+                if text is None:
+                    unplaced.append(chunk_id)
+                    continue
+                found[chunk_id] = Passage(
+                    doc_id=doc_id, chunk_id=chunk_id, text=text, title=title, source=source, url=url, date=date,
+                    start=start, end=end,
+                )  # fmt: skip
+        return found, unplaced
 
     def generation(self) -> int:
         with self.db.read() as conn:
