@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import PIAF, RESULTS, ROOT, machine, peak_rss_mb, percentile, table, write_json
+from common import PIAF, RESULTS, ROOT, LeanHttp, machine, peak_rss_mb, percentile, table, write_json
 
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -185,33 +185,36 @@ def database_mb(url: str) -> float:
 async def load(
     url: str, questions: list[dict[str, str]], counter: Iterator[int], clients: int, seconds: float, k: int
 ) -> dict[str, Any]:
-    """``clients`` tasks, one ``POST /search`` (hybrid) at a time each, for ``seconds``."""
+    """``clients`` tasks, one ``POST /search`` (hybrid) at a time each, for ``seconds``, each on its own keep-alive
+    connection (:class:`common.LeanHttp`: the clients share the machine with what they measure)."""
     latencies: list[float] = []
     found: list[bool] = []
     errors: dict[str, int] = {}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
-        loop = asyncio.get_running_loop()
-        stop = loop.time() + seconds
+    loop = asyncio.get_running_loop()
+    stop = loop.time() + seconds
 
-        async def client() -> None:
+    async def client() -> None:
+        http = LeanHttp(url)
+        try:
             while loop.time() < stop:
                 q = questions[next(counter) % len(questions)]
                 t0 = loop.time()
                 try:
-                    r = await http.post("/search", json={"question": q["text"], "k": k, "mode": "hybrid"})
-                except httpx.HTTPError as exc:
+                    status, body = await http.post("/search", {"question": q["text"], "k": k, "mode": "hybrid"})
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                     continue
-                if r.status_code != 200:
-                    errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                if status != 200:
+                    errors[str(status)] = errors.get(str(status), 0) + 1
                     continue
                 latencies.append((loop.time() - t0) * 1000)
-                found.append(q["doc_id"] in {p["doc_id"] for p in r.json()})
+                found.append(q["doc_id"] in {p["doc_id"] for p in body})
+        finally:
+            await http.close()
 
-        began = loop.time()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        elapsed = loop.time() - began
+    began = loop.time()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = loop.time() - began
     return {"ms": latencies, "found": found, "errors": errors, "seconds": elapsed}
 
 
