@@ -50,6 +50,20 @@ def test_uncommitted_chunks_are_never_shown_and_check_repairs_them(kb, tmp_path)
     assert fixed.ok and fixed.repaired == ["deleted 1 orphan chunks from Chroma"] and fixed.chroma_chunks == 3
 
 
+def test_hybrid_search_looks_past_many_uncommitted_chunks_nearer_than_the_committed_ones(kb, tmp_path):
+    """A writer mid-batch can hold more uncommitted chunks near a question than the spare neighbours a search asks for:
+    the search asks for more until it has its dense candidates, and shows only committed chunks."""
+    from qa.retrieval.retriever import SPARE
+
+    ingest_news(kb, tmp_path)
+    want = kb.search("Copenhague", k=3, mode="hybrid")
+    for i in range(kb.settings.candidates + SPARE + 5):
+        stray_chunk(kb, f"ghost#{i}-0000000000", "ghost", "Copenhague " * (i % 3 + 1))
+    got = kb.search("Copenhague", k=3, mode="hybrid")
+    assert [(p.chunk_id, p.score) for p in got] == [(p.chunk_id, p.score) for p in want]
+    assert all(p.doc_id != "ghost" for p in kb.search("Copenhague", k=10, mode="dense"))
+
+
 def test_repair_reindexes_articles_whose_chunks_are_missing(kb, tmp_path):
     ingest_news(kb, tmp_path)
     [lost] = kb.article("n3").chunk_ids
