@@ -258,7 +258,15 @@ def test_a_database_of_schema_1_is_upgraded_and_still_shows_its_chunks(tmp_path,
     found, unplaced = kb.index.manifest.passages([*old, *new, "not-a-chunk"])
     assert unplaced == old and sorted(found) == sorted(new)
     assert kb.search("Astana", k=1)[0].text == "Le bureau de l'UE à Astana a ouvert en 2019."
-    assert kb.check().ok
+    both = kb.search("Almaty bureau", k=3)
+    check = kb.check()
+    assert check.ok and check.unplaced == len(old) and "`qa check --repair` records their place" in check.summary()
+    seen: list[tuple[int, int]] = []
+    repaired = kb.repair(lambda done, total: seen.append((done, total)))
+    assert repaired.ok and repaired.unplaced == 0 and seen == [(len(old), len(old))]
+    assert repaired.repaired == [f"recorded the place of {len(old)} chunks in their article (written before schema 2)"]
+    found, unplaced = kb.index.manifest.passages(old)
+    assert unplaced == [] and kb.search("Almaty bureau", k=3) == both  # now read from the database
     kb.close()
 
 

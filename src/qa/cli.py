@@ -13,7 +13,7 @@ import logging
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +125,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repair_bar(args: argparse.Namespace) -> Callable[[int, int], None] | None:
+    """A progress bar for the long steps of a repair (none with --json)."""
+    if args.json:
+        return None
+    from tqdm import tqdm
+
+    bar: list[Any] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, unit="chunk", desc="recording chunk places", file=sys.stderr))
+        bar[0].update(done - bar[0].n)
+        if done >= total:
+            bar[0].close()
+
+    return progress
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     kb = _open_kb(args)
-    report = kb.repair() if args.repair else kb.check()
+    report = kb.repair(_repair_bar(args)) if args.repair else kb.check()
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
         return 0 if report.ok else 1

@@ -218,9 +218,10 @@ class KnowledgeBase:
         """Verify the index: counts, orphans, manifest vs Chroma, lexical vs dense (``qa check``)."""
         return check_index(self.manifest, self.index.lexical, self.store, self.view)
 
-    def repair(self) -> CheckReport:
-        """Fix what :meth:`check` finds; returns the check report after repair (``qa check --repair``)."""
-        return self.writer.repair()
+    def repair(self, progress: Callable[[int, int], None] | None = None) -> CheckReport:
+        """Fix what :meth:`check` finds; returns the check report after repair (``qa check --repair``).
+        ``progress(done, total)`` follows its long steps (recording the place of chunks written before schema 2)."""
+        return self.writer.repair(progress)
 
     # -- search --------------------------------------------------------------------
     def search(

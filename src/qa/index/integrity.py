@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,9 @@ class CheckReport:
     """Problems the databases themselves report (SQLite's quick_check, FTS5's integrity-check)."""
     repaired: list[str] = field(default_factory=list)
     """What ``--repair`` did."""
+    unplaced: int = 0
+    """Chunks whose place in their article the database lacks (PostgreSQL, written before schema 2): not a fault,
+    but search reads their text from Chroma, a round trip more; ``--repair`` records it."""
 
     @property
     def ok(self) -> bool:
@@ -99,7 +103,13 @@ class CheckReport:
             f"{self.articles} articles, {self.manifest_chunks} chunks in the manifest, "
             f"{self.chroma_chunks} in Chroma, {self.lexical_chunks} in the lexical index"
         )
-        return f"{counts}: {'OK' if self.ok else 'PROBLEMS FOUND'}"
+        note = (
+            f" ({self.unplaced} chunks written before schema 2 are read from Chroma: `qa check --repair` records their "
+            "place, then search reads them from the database)"
+            if self.unplaced
+            else ""
+        )
+        return f"{counts}: {'OK' if self.ok else 'PROBLEMS FOUND'}{note}"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -129,11 +139,39 @@ def check_index(manifest: ManifestStore, lexical: LexicalStore, store: VectorSto
         c for c, doc in listed.items() if (c in dense and dense[c] != doc) or (c in rows and rows[c] != doc)
     )
     report.broken_articles = sorted({listed[c] for c in (*report.missing, *report.lexical_missing, *report.wrong_owner)})
+    report.unplaced = len(lexical.unplaced())
     return report
 
 
+PLACE_BATCH = 5000
+Progress = Callable[[int, int], None]
+"""``(done, total)`` after each batch of a long repair step."""
+
+
+def place_chunks(lexical: LexicalStore, store: VectorStore, total: int, progress: Progress | None = None) -> int:
+    """Record, from the vector store's metadata, the place of the chunks the lexical index lacks it for, in batches
+    (``progress(done, total)`` after each); returns how many. Stops at a batch whose chunks the store lacks."""
+    done = 0
+    while chunk_ids := lexical.unplaced(PLACE_BATCH):
+        places = store.places(chunk_ids)
+        if not places:
+            break
+        lexical.place(places)
+        done += len(places)
+        if progress is not None:
+            progress(done, total)
+        if len(places) < len(chunk_ids):  # the rest are missing from the store: the next batch would repeat them
+            break
+    return done
+
+
 def repair_index(
-    manifest: ManifestStore, lexical: LexicalStore, store: VectorStore, view: CommittedView, writer: IndexWriter
+    manifest: ManifestStore,
+    lexical: LexicalStore,
+    store: VectorStore,
+    view: CommittedView,
+    writer: IndexWriter,
+    progress: Progress | None = None,
 ) -> CheckReport:
     """Fix what :func:`check_index` finds (the caller holds the writer lock); returns a fresh check.
 
@@ -161,6 +199,9 @@ def repair_index(
         articles = [record.to_article() for record in manifest.iter_records(before.broken_articles)]
         writer.reindex(articles)
         done.append(f"re-indexed {len(articles)} articles from their stored text: {json.dumps(before.broken_articles[:SAMPLE])}")
+    if before.unplaced:  # after the re-index: every chunk left is in the store
+        placed = place_chunks(lexical, store, before.unplaced, progress)
+        done.append(f"recorded the place of {placed} chunks in their article (written before schema 2)")
     after = check_index(manifest, lexical, store, view)
     after.repaired = done
     return after

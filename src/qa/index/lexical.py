@@ -353,3 +353,10 @@ class SqliteLexical:
         if chunk_ids:
             with self.db.transaction():
                 self.index.delete_chunks(chunk_ids)
+
+    def unplaced(self, limit: int | None = None) -> list[str]:
+        """Always ``[]``: the text of a chunk is read from the (embedded) store, its place is not kept here."""
+        return []
+
+    def place(self, places: dict[str, tuple[int, int]]) -> None:
+        """Nothing to record (see :meth:`unplaced`)."""

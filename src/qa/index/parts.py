@@ -106,6 +106,9 @@ class VectorStore(Protocol):
         """The ids of the ``n`` nearest chunks that pass ``filters``, visible or not, with their cosine similarity,
         nearest first (ids only: the caller checks them against the manifest, then fetches what it shows)."""
 
+    def places(self, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """``chunk_id → (start, end)`` in its article's text, for those of ``ids`` the store holds."""
+
     def get(self, ids: Sequence[str], *, checked: bool = False) -> Fetched:
         """The visible chunks among ``ids``, in that order, and how many could not be shown (``checked``: the caller
         has checked ``ids`` against the manifest already)."""
@@ -139,6 +142,13 @@ class LexicalStore(Protocol):
 
     def drop_rows(self, chunk_ids: Sequence[str]) -> None:
         """Delete these chunks' rows in one transaction."""
+
+    def unplaced(self, limit: int | None = None) -> list[str]:
+        """Chunks whose place in their article this index should keep and lacks (PostgreSQL rows written before
+        schema 2: their text is read from the vector store); ``[]`` for an index that keeps no places (SQLite)."""
+
+    def place(self, places: dict[str, tuple[int, int]]) -> None:
+        """Record ``chunk_id → (start, end)`` in the article's text, in one transaction."""
 
 
 class ManifestStore(Protocol):

@@ -326,6 +326,19 @@ class ChunkStore:
         passages = [by_id[i] for i in requested if i in by_id]
         return Fetched(passages, len(requested) - len(passages))
 
+    def places(self, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """``chunk_id → (start, end)`` from the chunks' metadata, for those of ``ids`` the store holds."""
+        with self._using():
+            col = self._existing()
+            if col is None or not ids:
+                return {}
+            result = col.get(ids=list(ids), include=["metadatas"])
+            return {
+                cid: (int(meta["start"]), int(meta["end"]))
+                for cid, meta in zip(result["ids"], result["metadatas"], strict=True)
+                if meta and "start" in meta and "end" in meta
+            }
+
     def _fetch(self, ids: list[str]) -> dict[str, Passage]:
         """The chunks among ``ids`` that Chroma holds, by id."""
         with self._using():

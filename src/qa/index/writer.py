@@ -369,8 +369,9 @@ class IndexWriter:
         return True
 
     # -- repair (qa check --repair) --------------------------------------------------------------
-    def repair(self) -> CheckReport:
+    def repair(self, progress: Callable[[int, int], None] | None = None) -> CheckReport:
         """Fix what :func:`qa.index.integrity.check_index` finds, holding the writer lock throughout
-        (the :meth:`recover` and :meth:`reindex` it calls re-enter it); returns the check after repair."""
+        (the :meth:`recover` and :meth:`reindex` it calls re-enter it); returns the check after repair.
+        ``progress(done, total)`` follows its long steps."""
         with self.writer_lock.hold():
-            return repair_index(self.manifest, self.lexical, self.store, self.view, self)
+            return repair_index(self.manifest, self.lexical, self.store, self.view, self, progress)

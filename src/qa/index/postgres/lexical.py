@@ -299,3 +299,19 @@ class PgLexical:
         if chunk_ids:
             with self.db.transaction() as conn:
                 PgLexicalIndex(conn).delete_chunks(chunk_ids)
+
+    def unplaced(self, limit: int | None = None) -> list[str]:
+        """Chunks written before schema 2 (no ``char_start``): search reads their text from Chroma."""
+        with self.db.read() as conn:
+            sql = "SELECT chunk_id FROM lexical_chunks WHERE char_start IS NULL ORDER BY id"
+            return [r[0] for r in conn.execute(sql + (" LIMIT %s" if limit else ""), (limit,) if limit else ())]
+
+    def place(self, places: dict[str, tuple[int, int]]) -> None:
+        if places:
+            ids = list(places)
+            with self.db.transaction() as conn:
+                conn.execute(
+                    "UPDATE lexical_chunks c SET char_start = v.s, char_end = v.e "
+                    "FROM unnest(%s::text[], %s::int[], %s::int[]) AS v(c, s, e) WHERE c.chunk_id = v.c",
+                    (ids, [places[i][0] for i in ids], [places[i][1] for i in ids]),
+                )
