@@ -33,6 +33,10 @@ of the same load (not timed). Each client sends one ``POST /search`` (``mode: hy
 PIAF question each time. Reported per backend and level: requests, errors, throughput, p50/p95/p99, and hit@5
 (the question's own PIAF paragraph among the 5: a sanity check that search finds things at that size).
 
+**CPU per request**: the CPU seconds (``/proc``) the replica, PostgreSQL (the server and its backends), ``chroma
+run`` and the clients (this process) spend during the timed slices, divided by the requests: what one search costs
+the machine, part by part. With 8 clients the 2 cores are the limit, so p50 ≈ 8 × total / 2 cores.
+
 Prints Markdown tables and writes benchmarks/results/serve_scale-<chunks>.json and .md.
 """
 
@@ -241,6 +245,55 @@ def summarise(backend: str, clients: int, parts: list[dict[str, Any]]) -> dict[s
     }
 
 
+# -- CPU per request ---------------------------------------------------------------------------------------------------
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (PostgreSQL's backends, Chroma's workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        out.append(todo.pop())
+        todo.extend(children.get(out[-1], []))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` (Linux /proc; 0 for those gone)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum((int(f[11]) + int(f[12])) / ticks for f in map(_stat, pids) if f is not None)
+
+
+class CpuMeter:
+    """CPU seconds spent by each part (the replica, PostgreSQL, Chroma, the clients: this process) during the timed
+    slices of a backend's load: what one search costs the machine, part by part."""
+
+    def __init__(self, parts: dict[str, int], alone: frozenset[str] = frozenset({"clients"})) -> None:
+        self.parts = parts  # name -> root pid: the process and its descendants, but only the process for ``alone``
+        self.alone = alone  # (this process: the replicas and `chroma run` are its children)
+        self.spent = dict.fromkeys(parts, 0.0)
+        self._start: dict[str, float] = {}
+
+    def _pids(self, name: str) -> list[int]:
+        return [self.parts[name]] if name in self.alone else process_tree(self.parts[name])
+
+    def __enter__(self) -> CpuMeter:
+        self._start = {name: cpu_seconds(self._pids(name)) for name in self.parts}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.parts:  # processes started meanwhile (a new PostgreSQL backend) count from 0
+            self.spent[name] += cpu_seconds(self._pids(name)) - self._start[name]
+
+
 def first_request_ms(url: str, question: str) -> float:
     t0 = time.perf_counter()
     httpx.post(f"{url}/search", json={"question": question, "k": 5, "mode": "hybrid"}, timeout=300).raise_for_status()
@@ -297,6 +350,24 @@ def markdown(result: dict[str, Any]) -> str:
                     r["errors"],
                     r["hit@5"],
                 ]  # fmt: skip
+                for r in rows
+            ],
+        ),
+    ]
+    lines += [
+        "",
+        "CPU per request (ms, from /proc: what one search costs the machine, part by part; the clients are this process)",
+        "",
+        table(
+            ["backend", "clients", "replica", "postgres", "chroma", "clients (load)", "total", "2 cores / total = req/s"],
+            [
+                [
+                    r["backend"],
+                    r["clients"],
+                    *(r.get("cpu_ms_per_request", {}).get(n, "–") for n in ("replica", "postgres", "chroma", "clients")),
+                    r.get("cpu_ms_per_request", {}).get("total"),
+                    round(2000 / r["cpu_ms_per_request"]["total"]) if r.get("cpu_ms_per_request", {}).get("total") else None,
+                ]
                 for r in rows
             ],
         ),
@@ -403,22 +474,38 @@ def main() -> int:
             print(f"{backend} replica ready in {built['ready_s']} s; first search {built['first_search_ms']} ms", flush=True)
 
         counter = itertools.count()
+        roots: dict[str, dict[str, int]] = {}
+        for backend, replica in replicas.items():
+            assert replica.process is not None
+            roots[backend] = {"replica": replica.process.pid, "clients": os.getpid()}
+            if backend == "postgres":
+                roots[backend]["postgres"] = int((work / "pg" / "data" / "postmaster.pid").read_text().split()[0])
+                assert chroma.process is not None
+                roots[backend]["chroma"] = chroma.process.pid
         for clients in levels:
             parts: dict[str, list[dict[str, Any]]] = {b: [] for b in backends}
+            meters = {b: CpuMeter(roots[b]) for b in backends}
             for backend in backends:  # warm-up, untimed
                 asyncio.run(load(replicas[backend].url, questions, counter, clients, args.warmup, args.k))
             for r in range(args.rounds):
                 for backend in backends if r % 2 == 0 else backends[::-1]:
-                    part = asyncio.run(
-                        load(replicas[backend].url, questions, counter, clients, args.duration / args.rounds, args.k)
-                    )
+                    with meters[backend]:
+                        part = asyncio.run(
+                            load(replicas[backend].url, questions, counter, clients, args.duration / args.rounds, args.k)
+                        )
                     parts[backend].append(part)
                     print(
                         f"{backend} × {clients} round {r + 1}: {len(part['ms'])} requests, "
                         f"p50 {percentile(part['ms'], 0.5) if part['ms'] else None:.0f} ms",
                         flush=True,
                     )
-            rows.extend(summarise(b, clients, parts[b]) for b in backends)
+            for b in backends:
+                row = summarise(b, clients, parts[b])
+                row["cpu_ms_per_request"] = {
+                    name: round(1000 * spent / max(1, row["requests"]), 2) for name, spent in meters[b].spent.items()
+                }
+                row["cpu_ms_per_request"]["total"] = round(sum(row["cpu_ms_per_request"].values()), 2)
+                rows.append(row)
         for replica in replicas.values():
             replica.stop()
         logs = {b: r.log.read_text(errors="replace")[-2000:] for b, r in replicas.items()}
