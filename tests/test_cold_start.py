@@ -212,6 +212,15 @@ def seed_index(tmp_path_factory):
     subprocess.run(
         [sys.executable, "-m", "qa.cli", "ingest", "-q", str(SEED)], env=env, check=True, capture_output=True, timeout=600
     )
+    # the reader's and span model's ONNX graphs are exported from the shipped weights on a machine's first use (with
+    # torch): build them here, so that the processes below are cold processes, not a fresh machine's first question
+    subprocess.run(
+        [sys.executable, "-m", "qa.cli", "ask", QUESTION],
+        env={**env, "QA_READER": "on"},
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return env
 
 
