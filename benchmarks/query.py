@@ -96,7 +96,7 @@ def build(root: Path, sizes: list[int], questions_n: int, real_n: int) -> Iterat
             yield chunks, snapshot, qs
             continue
         t = time.perf_counter()
-        with KnowledgeBase.open(index, embedder=filler) as kb:
+        with KnowledgeBase.open(index, embedder=filler, reader_vectors="off") as kb:
             while (chunks := kb.stats()["chunks"]) < size:
                 batch = []
                 for _ in range(min(2000, max(1, (size - chunks) // 6))):

@@ -42,7 +42,7 @@ class FakeReader:
     def load(self) -> FakeReader:
         return self
 
-    def score(self, question: str, sentences: list[str]) -> np.ndarray:
+    def score(self, question: str, sentences: list[str], store: object = None) -> np.ndarray:
         self.calls.append(len(sentences))
         return np.array([self.high if self.prefer in s else self.low for s in sentences], dtype=np.float32)
 
@@ -265,9 +265,31 @@ class NullSpans(FakeSpans):
     null = True
     reads = 0
 
+    def __init__(self, answer: str) -> None:
+        super().__init__(answer)
+        self.read_texts: list[str] = []
+
     def read(self, question: str, sentences: list[str]) -> list[SpanReading | None]:
         self.reads += 1
+        self.read_texts.extend(sentences)
         return super().read(question, sentences)
+
+
+def test_the_span_model_reads_only_the_candidates_near_the_readers_best() -> None:
+    from qa.answering.reading.answerer import NO_ANSWER, SPAN_GAP
+
+    reader, spans = FakeReader("1994", high=2.0, low=2.0 - SPAN_GAP - 0.5), NullSpans("novembre 1994")
+    reading = ReadingAnswerer(
+        ExtractiveAnswerer(nlp=False), Path("/nonexistent"), reader=reader, combiner=Combiner.load(DEFAULT_ARTIFACT), spans=spans
+    )
+    ranked = reading.lexical.score_sentences(QUESTION, passages())[:5]
+    logits, readings, x = reading.candidates(QUESTION, ranked, passages())
+    near = [s.text for s, logit in zip(ranked, logits, strict=True) if logit >= max(logits) - SPAN_GAP]
+    assert spans.read_texts == near and 0 < len(near) < len(ranked)
+    margins = x[:, FEATURES.index("span_margin")]
+    for s, reading_, margin in zip(ranked, readings, margins, strict=True):
+        if s.text not in near:
+            assert reading_ is None and margin == NO_ANSWER
 
 
 def test_the_runtime_runs_only_the_models_its_combiner_reads_and_fitting_runs_them_all() -> None:

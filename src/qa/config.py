@@ -61,6 +61,10 @@ class Settings:
     reader_artifact: Path | None = None
     """The reading answerer's models (a folder with ``manifest.json``, ``span.json``, ``combiner.json``); unset:
     the ones shipped inside the ``qa`` package. ``QA_READER_ARTIFACT``."""
+    reader_vectors: str = "on"
+    """``on``: with the reader on, an ingest also computes the reader's vectors of the new sentences and keeps them
+    beside the index (``sentence-vectors.sqlite3``), so that a question computes only its own (ingest costs more,
+    a question ~45 % less); ``off``: every question computes its candidates' vectors. ``QA_READER_VECTORS``."""
     llm_base_url: str | None = None
     """Base URL of the OpenAI-compatible or Ollama server for LLM answerers. ``QA_LLM_BASE_URL``."""
     llm_api_key: str | None = None
@@ -138,6 +142,8 @@ class Settings:
             )
         if self.reader not in ("on", "off"):
             raise ConfigError(f"reader={self.reader!r}: set QA_READER to on or off")
+        if self.reader_vectors not in ("on", "off"):
+            raise ConfigError(f"reader_vectors={self.reader_vectors!r}: set QA_READER_VECTORS to on or off")
         if self.language not in LANGUAGES:
             raise ConfigError(f"language={self.language!r}: set QA_LANGUAGE to one of {', '.join(LANGUAGES)}")
 
@@ -159,7 +165,7 @@ def _coerce(name: str, value: Any) -> Any:
             return Path(value).expanduser()
         if kind == "Path | None":
             return None if value in (None, "") else Path(value).expanduser()
-        if name == "reader":
+        if name in ("reader", "reader_vectors"):
             flag = str(value).strip().lower()
             return {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}.get(flag, flag)
         if kind == "int":

@@ -65,6 +65,7 @@ class KnowledgeBase:
             progress=progress,
             reader=settings.reader == "on",
             reader_artifact=settings.reader_artifact,
+            reader_vectors=self._vectors_file(settings),
         )
         self._preloaded: set[str] = set()
         self._preload_lock = threading.Lock()
@@ -100,11 +101,28 @@ class KnowledgeBase:
             max_file_bytes=int(settings.max_file_mb * 1e6),
             batch_lock=self.index.batch_lock,
         )
+        if self._answerers.reader_vectors is not None:
+            self.writer.after_write = self._prepare_sentences
         # fail at open, before a question loads anything, if the index was built with another model (a preload
         # started above is abandoned with the process; the model builds atomically)
         self.store.check_compatible(self.embedder.model_id)
         self._warm = False
         self._warm_lock = threading.Lock()
+
+    @staticmethod
+    def _vectors_file(settings: Settings) -> Path | None:
+        """The reader's stored sentence vectors beside the index (``QA_READER_VECTORS``), None when not kept."""
+        if settings.reader != "on" or settings.reader_vectors != "on":
+            return None
+        from qa.answering.reading.vectors import FILE
+
+        return Path(settings.index_dir) / FILE
+
+    def _prepare_sentences(self, texts: list[str]) -> None:
+        """After an ingest's batch: the reading answerer computes the reader's vectors of its new sentences."""
+        prepare = getattr(self.answerer(), "prepare", None)
+        if prepare is not None:
+            prepare(texts)
 
     @classmethod
     def open(

@@ -44,10 +44,11 @@ class Answerers:
         progress: Any = None,
         reader: bool | None = None,
         reader_artifact: Path | None = None,
+        reader_vectors: Path | None = None,
     ) -> None:
         self.default, self.base_url, self.api_key, self.model_cache = default, base_url, api_key, model_cache
         self.progress = progress
-        self.reader, self.reader_artifact = reader, reader_artifact
+        self.reader, self.reader_artifact, self.reader_vectors = reader, reader_artifact, reader_vectors
         self._built: dict[str, Answerer | ConversationalAnswerer] = {}
         self._lock = threading.Lock()
 
@@ -63,6 +64,7 @@ class Answerers:
                     progress=self.progress,
                     reader=self.reader,
                     reader_artifact=self.reader_artifact,
+                    reader_vectors=self.reader_vectors,
                 )
             return self._built[spec]
 
@@ -76,6 +78,7 @@ def make_answerer(
     progress: Any = None,
     reader: bool | None = None,
     reader_artifact: Path | None = None,
+    reader_vectors: Path | None = None,
 ) -> Answerer | ConversationalAnswerer:
     """``extractive`` (default, offline) or an LLM answerer for ``openai:…``, ``ollama:…``, ``llamacpp:…``.
 
@@ -85,7 +88,8 @@ def make_answerer(
     lexical answerer's candidates); ``extractive:lexical``, ``extractive:reader`` and
     ``extractive:combined`` name one stage (``qa eval`` compares them). LLM answerers fall back on the extractive
     answer's citations when the model cites nothing. ``progress`` is told what a model's first load builds (the
-    reader's and the span model's ONNX files). ``reader_artifact``: the reading answerer's models (None: shipped).
+    reader's and the span model's ONNX files). ``reader_artifact``: the reading answerer's models (None: shipped);
+    ``reader_vectors``: its file of stored sentence vectors (None: none).
     """
     from qa.answering.llm import make_llm_answerer, parse_answerer
     from qa.answering.reading import enabled
@@ -98,5 +102,7 @@ def make_answerer(
         from qa.answering.reading import ReadingAnswerer
 
         cache = model_cache or Path("~/.cache/qa/models")
-        return ReadingAnswerer(extractive, cache, stage=stage or "combined", progress=progress, artifact=reader_artifact)
+        return ReadingAnswerer(
+            extractive, cache, stage=stage or "combined", progress=progress, artifact=reader_artifact, vectors=reader_vectors
+        )
     return make_llm_answerer(spec, base_url=base_url, api_key=api_key, fallback=extractive.answer)

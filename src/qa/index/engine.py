@@ -80,7 +80,10 @@ class EngineCollection:
             TENANT,
             DATABASE,
         )
-        return {"ids": found.ids, "documents": found.documents, "metadatas": found.metadatas}
+        got = {"ids": found.ids, "documents": found.documents, "metadatas": found.metadatas}
+        if "embeddings" in include:
+            got["embeddings"] = found.embeddings
+        return got
 
     def count(self) -> int:
         return int(self._client.bindings.count(self.id, TENANT, DATABASE))

@@ -27,6 +27,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from qa.chunking import chunk_text
 from qa.documents import Article, iter_inputs, present_files
@@ -133,6 +134,9 @@ class IndexWriter:
         self.batch_lock = batch_lock
         """Several machines (queue workers): shared by each batch from its journal to its commit, exclusive for
         recovery, so that recovery never deletes the chunks of a batch in flight. None on one machine."""
+        self.after_write: Callable[[list[str]], Any] | None = None
+        """Told the texts of the chunks each batch committed (the knowledge base computes the reader's sentence
+        vectors there); what it raises is logged, never undoes the batch."""
 
     # -- public operations: each takes the writer lock once --------------------------------
     def ingest(
@@ -357,6 +361,11 @@ class IndexWriter:
             self.view.seen()
         report.chunks_written += len(ids)
         _crash_point("batch")
+        if self.after_write is not None and texts:
+            try:
+                self.after_write(texts)
+            except Exception as exc:  # a cache of derived data: the batch is committed and stays so
+                logger.warning("after the write of %d chunks: %s", len(texts), exc)
 
     def _delete_unlocked(self, doc_id: str) -> bool:
         with self.commit_lock.exclusive():

@@ -32,6 +32,7 @@ from qa.answering.questions import question_terms, question_type
 from qa.answering.reading.combiner import Candidate, Combiner, features
 from qa.answering.reading.finetuned import DEFAULT_ARTIFACT
 from qa.answering.reading.reader import Reader, sigmoid
+from qa.answering.reading.vectors import SentenceVectors
 from qa.answering.text import REFUSAL
 from qa.schema import Answer, Citation, Passage
 
@@ -52,6 +53,11 @@ number (``candidates`` in ``combiner.json``, ``qa fit-combiner --candidates``)."
 STAGES = ("lexical", "reader", "combined")
 NO_ANSWER = -20.0
 """The span margin of a sentence with nothing to read (empty, punctuation): far below any sentence's."""
+SPAN_GAP = 3.0
+"""The span model (a cross-encoder: ~25 ms of CPU per candidate) reads a candidate only if its reader logit is
+within this of the question's best; the others get :data:`NO_ANSWER` as their margin. Measured on 600 PIAF
+questions over the query benchmark's 200 real articles (``benchmarks/span_gap.py``): the same choice for every
+question and the same abstention for 599 at 3.0 (2.0: 0.998 / 0.993), reading 3.2 of the 5 candidates, not 5."""
 SPAN_MANIFEST = "span.json"
 """The span model's manifest in the reader artifact folder; without it the answer-type rules cut short answers."""
 
@@ -84,9 +90,12 @@ class ReadingAnswerer:
         reader: Any = None,
         combiner: Combiner | None = None,
         spans: Any = None,
+        vectors: Path | None = None,
     ) -> None:
         """``reader``, ``combiner`` and ``spans`` replace the shipped models (tests, experiments; ``spans=False``: no
-        span model); by default they load from ``artifact`` (:data:`DEFAULT_ARTIFACT`) on first use, once per process."""
+        span model); by default they load from ``artifact`` (:data:`DEFAULT_ARTIFACT`) on first use, once per process.
+        ``vectors``: the index's file of stored sentence vectors (:mod:`qa.answering.reading.vectors`; None: every
+        question computes its candidates' vectors)."""
         if stage not in STAGES:
             raise ValueError(f"unknown reading stage {stage!r}: one of {', '.join(STAGES)}")
         self.lexical = lexical
@@ -96,6 +105,8 @@ class ReadingAnswerer:
         self.progress = progress
         self.name = "extractive" if stage == "combined" else f"extractive:{stage}"
         self._given = {"reader": reader, "combiner": combiner, "spans": spans}
+        self.vectors_path = Path(vectors) if vectors else None
+        self._vectors: SentenceVectors | None = None
 
     # -- the models, loaded on first use -------------------------------------------------------------------------
     @property
@@ -129,6 +140,26 @@ class ReadingAnswerer:
             return SpanReader(self.cache_dir, artifact=self.artifact, progress=self.progress)
 
         return _shared("spans", self.cache_dir, self.artifact, make)
+
+    @property
+    def vectors(self) -> SentenceVectors | None:
+        """The index's stored sentence vectors for this reader (None without a file, or when the combiner reads no
+        reader logits)."""
+        if self.vectors_path is None or self._vectors is not None:
+            return self._vectors
+        if self.stage == "combined" and not self.combiner.uses("reader"):
+            return None
+        reader = self.reader.load()
+        self._vectors = SentenceVectors(self.vectors_path, str(reader.manifest.get("weights_sha256", "")))
+        return self._vectors
+
+    def prepare(self, texts: list[str], progress: Any = None) -> int:
+        """Compute and store the reader's vectors of the candidate sentences of ``texts`` (an ingest's chunks), so
+        that the questions that read them do not (:meth:`Reader.prepare`); how many were computed."""
+        store = self.vectors
+        if store is None or self.stage == "lexical":
+            return 0
+        return self.reader.prepare(texts, store, progress)
 
     @property
     def nlp(self) -> Any:
@@ -210,18 +241,21 @@ class ReadingAnswerer:
         each where it did not read) and the combiner's features. A model whose features the combiner does not read
         does not run (its features are 0): without the reader's, the reader; without the span model's, the span
         model reads only the sentence quoted (``qa fit-combiner`` runs them all:
-        :func:`qa.training.combiner.all_features`)."""
+        :func:`qa.training.combiner.all_features`). The span model reads only the candidates whose reader logit is
+        within :data:`SPAN_GAP` of the best; the others get the margin of a sentence it finds nothing in."""
         texts = [s.text for s in ranked]
         combined = self.stage == "combined"
         if combined and not self.combiner.uses("reader"):
             logits = np.zeros(len(texts))
         else:
-            logits = np.asarray(self.reader.score(question, texts), dtype=np.float64)
+            logits = np.asarray(self.reader.score(question, texts, store=self.vectors), dtype=np.float64)
         spans = self.spans if combined else None
         readings: list[Any] = [None] * len(texts)
         margins = None
         if spans is not None and spans.null and self.combiner.uses("span"):
-            readings = spans.read(question, texts)
+            near = [i for i in range(len(texts)) if logits[i] >= np.max(logits) - SPAN_GAP]
+            for i, reading in zip(near, spans.read(question, [texts[i] for i in near]), strict=True):
+                readings[i] = reading
             margins = [r.margin if r is not None else NO_ANSWER for r in readings]
         return logits, readings, self.features(question, ranked, logits, passages, margins)
 

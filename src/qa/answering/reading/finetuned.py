@@ -229,3 +229,53 @@ class FineTunedModel:
         from qa.embeddings.onnx import run_above
 
         return run_above(self._session, *self._below, ids, mask)
+
+    def _outputs_bucketed(self, ids: np.ndarray, mask: np.ndarray, *, per_token: bool, fill: float = 0.0) -> list[np.ndarray]:
+        """:meth:`_outputs` for a batch padded to its longest row, run as :func:`buckets` of rows of similar length
+        (each cut to its own longest: the CPU goes to tokens, not padding; the rows' outputs are the same).
+        ``per_token``: the outputs have one value per token (padded back with ``fill``), else one row each."""
+        lengths = [int(n) for n in mask.sum(axis=1)]
+        groups = buckets(lengths)
+        if len(groups) == 1:
+            return self._outputs(ids[:, : max(lengths)], mask[:, : max(lengths)])
+        out: list[np.ndarray] = []
+        for rows in groups:
+            width = max(lengths[i] for i in rows)
+            got = self._outputs(ids[rows, :width], mask[rows, :width])
+            if not out:
+                out = [
+                    np.full((len(lengths), ids.shape[1], *g.shape[2:]), fill, dtype=g.dtype)
+                    if per_token
+                    else np.zeros((len(lengths), *g.shape[1:]), dtype=g.dtype)
+                    for g in got
+                ]
+            for whole, part in zip(out, got, strict=True):
+                if per_token:
+                    whole[rows, :width] = part
+                else:
+                    whole[rows] = part
+        return out
+
+
+SLACK = 1.15
+"""A bucket's padded tokens may exceed its real ones by this factor (:func:`buckets`)."""
+
+
+def buckets(lengths: list[int], slack: float = SLACK) -> list[list[int]]:
+    """The rows (indices into ``lengths``, the tokens of each) grouped longest first so that each group padded to
+    its longest costs at most ``slack`` times its real tokens: five candidate sentences of 30 to 120 tokens padded
+    to 120 spend a third of the model's time on padding (measured: the span model 147 ms per question as one batch,
+    127 ms one sentence at a time)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for i in order:
+        if current and lengths[current[0]] * (len(current) + 1) > slack * (real + lengths[i]):
+            groups.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += lengths[i]
+    if current:
+        groups.append(current)
+    return groups

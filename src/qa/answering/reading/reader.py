@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from qa.answering.reading.finetuned import PASSAGE_PREFIX, QUERY_PREFIX, FineTuned, FineTunedModel
+from qa.answering.reading.vectors import SentenceVectors, rounded
 from qa.chunking import split_sentences
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ WEIGHTS_FILE = "reader.safetensors"
 MANIFEST_FILE = "manifest.json"
 BUILD_FORMAT = 3  # bump whenever the export changes (2: weights as external data, memory-mapped; 3: own layers only)
 MARKER = "qa_reader.json"
+PREPARE_BATCH = 32
+"""Sentences per batch when an ingest computes their vectors (:meth:`Reader.prepare`; sorted by length first)."""
 SENTENCE_CACHE = 8192
 """Sentence vectors kept (bi-encoder; 1.5 KB each)."""
 
@@ -125,11 +128,14 @@ class Reader(FineTunedModel):
             self._w = float(tensors["head.weight"].reshape(-1)[0])
             self._b = float(tensors["head.bias"].reshape(-1)[0])
 
-    def score(self, question: str, sentences: Sequence[str], batch_size: int = 8) -> np.ndarray:
-        """One logit per sentence (float32), in the given order (longest first in small batches: less padding)."""
+    def score(
+        self, question: str, sentences: Sequence[str], batch_size: int = 8, store: SentenceVectors | None = None
+    ) -> np.ndarray:
+        """One logit per sentence (float32), in the given order (longest first in small batches: less padding).
+        ``store``: the index's stored sentence vectors (bi-encoder), read first, and given the ones computed here."""
         self.load()
         if self._bi:
-            return self._score_bi(question, sentences, batch_size)
+            return self._score_bi(question, sentences, batch_size, store)
         out = np.zeros(len(sentences), dtype=np.float32)
         order = np.argsort([-len(s) for s in sentences], kind="stable")
         for i in range(0, len(sentences), batch_size):
@@ -139,17 +145,19 @@ class Reader(FineTunedModel):
         return out
 
     def _embed(self, texts: list[str]) -> np.ndarray:
+        """The vectors of ``texts`` (prefixed), run in buckets of similar length, rounded as the store keeps them."""
         encoded = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encoded], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-        return np.asarray(self._run(ids, mask), dtype=np.float32)
+        return rounded(self._outputs_bucketed(ids, mask, per_token=False)[0])
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self._outputs(ids, mask)[0]
 
-    def _score_bi(self, question: str, sentences: Sequence[str], batch_size: int) -> np.ndarray:
-        """``w * cosine + b``; a sentence's vector does not depend on the question, so the last
-        :data:`SENTENCE_CACHE` are kept (the passages of a follow-up, of a popular article, read again)."""
+    def _score_bi(self, question: str, sentences: Sequence[str], batch_size: int, store: SentenceVectors | None) -> np.ndarray:
+        """``w * cosine + b``; a sentence's vector does not depend on the question: the last :data:`SENTENCE_CACHE`
+        are kept (the passages of a follow-up, of a popular article, read again), and ``store`` keeps every one
+        computed at ingest (:meth:`prepare`) or here."""
         query = self._embed([QUERY_PREFIX + question])[0]
         vectors: list[np.ndarray | None] = []
         with self._lock:
@@ -158,11 +166,15 @@ class Reader(FineTunedModel):
                 if vector is not None:
                     self._vectors.move_to_end(text)
                 vectors.append(vector)
-        missing = sorted({s for s, v in zip(sentences, vectors, strict=True) if v is None}, key=lambda s: -len(s))
+        unseen = list(dict.fromkeys(s for s, v in zip(sentences, vectors, strict=True) if v is None))
         fresh: dict[str, np.ndarray] = {}
-        for i in range(0, len(missing), batch_size):
-            batch = missing[i : i + batch_size]
-            fresh.update(zip(batch, self._embed([PASSAGE_PREFIX + s for s in batch]), strict=True))
+        if unseen and store is not None:
+            fresh.update((s, v) for s, v in zip(unseen, store.get(unseen), strict=True) if v is not None)
+        missing = sorted((s for s in unseen if s not in fresh), key=lambda s: -len(s))
+        computed = self.sentence_vectors(missing, batch_size)
+        fresh.update(computed)
+        if computed and store is not None:
+            store.put(computed)
         if fresh:
             with self._lock:
                 self._vectors.update(fresh)
@@ -174,6 +186,31 @@ class Reader(FineTunedModel):
             else np.zeros((0, len(query)))
         )
         return (self._w * (matrix @ query) + self._b).astype(np.float32)
+
+    def sentence_vectors(self, sentences: Sequence[str], batch_size: int = 8) -> dict[str, np.ndarray]:
+        """The vectors of ``sentences`` (computed; longest first, ``batch_size`` at a time)."""
+        order = sorted(dict.fromkeys(sentences), key=lambda s: -len(s))
+        out: dict[str, np.ndarray] = {}
+        for i in range(0, len(order), batch_size):
+            batch = order[i : i + batch_size]
+            out.update(zip(batch, self._embed([PASSAGE_PREFIX + s for s in batch]), strict=True))
+        return out
+
+    def prepare(self, texts: Sequence[str], store: SentenceVectors, progress: Callable[[int, int], None] | None = None) -> int:
+        """Compute and store the vectors of every candidate sentence of ``texts`` (passages: an ingest's chunks)
+        that ``store`` lacks, so that a question reads only its own; how many were computed. ``progress(done,
+        total)`` after each batch. A cross-encoder reader has no sentence vectors: nothing to do."""
+        self.load()
+        if not self._bi:
+            return 0
+        sentences = [text[s:e] for text in texts for s, e in candidate_sentences(text)]
+        todo = sorted((s for s in store.missing(sentences) if s.strip()), key=lambda s: -len(s))
+        step = PREPARE_BATCH * 8
+        for i in range(0, len(todo), step):
+            store.put(self.sentence_vectors(todo[i : i + step], PREPARE_BATCH))
+            if progress is not None:
+                progress(min(i + step, len(todo)), len(todo))
+        return len(todo)
 
     def clear_cache(self) -> None:
         """Forget the cached sentence vectors (benchmarks time every sentence's encoding)."""

@@ -218,7 +218,7 @@ class SpanReader(FineTunedModel):
             return out
         self.load()
         ids, mask, encoded = encode_span_pairs(self._tokenizer, [(question, sentences[i]) for i in todo])
-        start_logits, end_logits = self._outputs(ids, mask)
+        start_logits, end_logits = self._outputs_bucketed(ids, mask, per_token=True, fill=-1e4)
         for row, i in enumerate(todo):
             n = len(encoded[row].ids)
             found = decode(sentences[i], encoded[row], start_logits[row, :n], end_logits[row, :n])
