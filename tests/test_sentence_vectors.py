@@ -43,6 +43,19 @@ def test_the_store_keeps_float16_vectors_by_sentence_and_reader(tmp_path: Path) 
     store.close(), other.close(), again.close()
 
 
+def test_a_damaged_file_is_told_once_and_read_as_empty(tmp_path: Path, caplog) -> None:
+    path = tmp_path / FILE
+    path.write_bytes(b"not a database at all, " * 200)
+    store = SentenceVectors(path, "r")
+    with caplog.at_level(logging.WARNING):
+        assert store.get(["Une phrase."]) == [None]
+        store.put({"Une phrase.": np.ones(4, dtype=np.float32)})
+        assert store.missing(["Une phrase."]) == ["Une phrase."]
+    assert store.broken and caplog.text.count("cannot be used") == 1
+    assert f"{path}" in caplog.text and "delete it" in caplog.text
+    assert path.read_bytes().startswith(b"not a database")  # left as it was
+
+
 def test_many_sentences_are_looked_up_past_sqlites_parameter_limit(tmp_path: Path) -> None:
     store = SentenceVectors(tmp_path / FILE, "r")
     vectors = {f"Phrase {i}.": np.full(4, i, dtype=np.float32) for i in range(2500)}

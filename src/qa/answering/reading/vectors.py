@@ -17,12 +17,15 @@ Several processes may read and write one file (SQLite WAL; a write waits up to :
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 FILE = "sentence-vectors.sqlite3"
 """The store's file name in the index folder."""
@@ -57,6 +60,8 @@ class SentenceVectors:
         self.model = model
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self.broken = False
+        """The file could not be read or written (:meth:`_broken`): no more tries in this process."""
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -68,9 +73,25 @@ class SentenceVectors:
             self._conn = conn
         return self._conn
 
+    def _broken(self, exc: Exception) -> None:
+        """A file that is not a readable store (damaged, another kind of file): told once, then left alone; the
+        questions compute their vectors as if it were empty."""
+        if not self.broken:
+            logger.warning("%s cannot be used (%s): delete it, it is rebuilt as questions come", self.path, exc)
+        self.broken = True
+
     def get(self, sentences: Sequence[str]) -> list[np.ndarray | None]:
-        """Each sentence's stored vector (float32), None where there is none."""
+        """Each sentence's stored vector (float32), None where there is none (or the file is unusable)."""
         keys = [key_of(s) for s in sentences]
+        if self.broken:
+            return [None] * len(keys)
+        try:
+            return self._get(keys)
+        except sqlite3.DatabaseError as exc:
+            self._broken(exc)
+            return [None] * len(keys)
+
+    def _get(self, keys: list[bytes]) -> list[np.ndarray | None]:
         found: dict[bytes, np.ndarray] = {}
         with self._lock:
             db = self._db()
@@ -91,8 +112,14 @@ class SentenceVectors:
 
     def put(self, vectors: dict[str, np.ndarray]) -> None:
         """Store the vectors of these sentences (float16; one transaction)."""
-        if not vectors:
+        if not vectors or self.broken:
             return
+        try:
+            self._put(vectors)
+        except sqlite3.DatabaseError as exc:
+            self._broken(exc)
+
+    def _put(self, vectors: dict[str, np.ndarray]) -> None:
         rows = [(self.model, key_of(s), np.asarray(v, dtype=np.float16).tobytes()) for s, v in vectors.items()]
         with self._lock:
             db = self._db()
