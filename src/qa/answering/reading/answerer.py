@@ -156,8 +156,8 @@ class ReadingAnswerer:
     def prepare(self, texts: list[str], progress: Any = None) -> int:
         """Compute and store the reader's vectors of the candidate sentences of ``texts`` (an ingest's chunks), so
         that the questions that read them do not (:meth:`Reader.prepare`); how many were computed."""
-        store = self.vectors
-        if store is None or self.stage == "lexical":
+        store = None if self.stage == "lexical" else self.vectors  # the lexical stage never loads the reader
+        if store is None:
             return 0
         return self.reader.prepare(texts, store, progress)
 
