@@ -374,3 +374,81 @@ def test_real_span_reader_reads_the_null_answer(span_reader: SpanReader) -> None
     gdp = span_reader.read("Quel est le PIB du Kazakhstan en 2021 ?", sentences)
     assert all(r is not None and r.margin < 0 for r in gdp)
     assert span_reader.read("Quand ?", ["  ", sentences[0]])[0] is None
+
+
+# -- the listwise null answer (qa train-span --listwise K) ------------------------------------------------------------
+SEED_TEXT = (
+    "Le 2 février 1993, les relations diplomatiques ont été établies. En décembre 1993, le Kazakhstan a ouvert son "
+    "bureau à Bruxelles. En novembre 1994, la délégation de l'UE a commencé ses travaux à Almaty. Il fait beau."
+)
+
+
+def _seed_example() -> Example:
+    from qa.answering.reading.reader import candidate_sentences
+
+    paragraph = Paragraph("t:0", "T", SEED_TEXT, candidate_sentences(SEED_TEXT))
+    answer = "novembre 1994"
+    positives = [i for i, s in enumerate(paragraph.sentence_texts()) if answer in s]
+    return Example("q", "Quand le bureau de l'UE a-t-il ouvert à Almaty ?", paragraph, [answer], positives)
+
+
+def test_hard_group_puts_the_answer_first_then_the_near_misses_most_like_the_question() -> None:
+    import random
+
+    from qa.training.listwise import hard_group
+
+    example = _seed_example()
+    other = Paragraph("t:1", "T", "Le bureau de Bruxelles a ouvert. Rien à voir ici.", [(0, 32), (33, 49)])
+    group = hard_group(example, [other], 3, random.Random(1))
+    assert group is not None and group.positives == [0]
+    assert "novembre 1994" in group.sentences[0]
+    # the two sentences sharing most of « bureau … ouvert » come next, nothing that holds the answer
+    assert set(group.sentences[1:]) == {
+        "En décembre 1993, le Kazakhstan a ouvert son bureau à Bruxelles.",
+        "Le bureau de Bruxelles a ouvert.",
+    }
+    # its paragraph left out: only the article's other sentences, and nothing to find (abstain)
+    removed = hard_group(example, [other], 3, random.Random(1), removed=True)
+    assert removed is not None and removed.positives == [] and all("1994" not in s for s in removed.sentences)
+    assert removed.sentences[0] == "Le bureau de Bruxelles a ouvert."
+    # an unanswerable question: its paragraph's sentences, none of them right (its plausible one included)
+    example.impossible = True
+    unanswerable = hard_group(example, [], 4, random.Random(1))
+    assert unanswerable is not None and unanswerable.positives == [] and len(unanswerable.sentences) == 4
+
+
+def test_listwise_loss_rewards_the_answer_above_zero_and_every_margin_below_zero_without_one() -> None:
+    import torch
+
+    from qa.training.listwise import Group, listwise_loss
+
+    example = _seed_example()
+    answerable = Group(example, ["a", "b", "c"], [0])
+    none = Group(example, ["d", "e"], [])  # a shorter group: its missing slot never counts
+
+    def loss(*margins: float) -> float:
+        return float(listwise_loss(torch.tensor(margins, dtype=torch.float64), [answerable, none], 3))
+
+    good, wrong_first, all_positive = loss(4, -1, -1, -3, -3), loss(-1, 4, -1, -3, -3), loss(4, -1, -1, 3, 3)
+    assert good < wrong_first and good < all_positive
+    # exact value: -log softmax of the answer among (4, -1, -1, none 0), and of none among (-3, -3, 0)
+    expected = (-(4 - np.log(np.exp(4) + 2 * np.exp(-1) + 1)) - (0 - np.log(2 * np.exp(-3) + 1))) / 2
+    assert abs(good - expected) < 1e-5
+
+
+def test_span_margins_match_the_runtime_decoding() -> None:
+    import torch
+
+    from qa.training.span import span_margins
+
+    rng = np.random.default_rng(7)
+    start, end = rng.normal(size=(3, 40)), rng.normal(size=(3, 40))
+    allowed = np.zeros((3, 40), dtype=bool)
+    allowed[:, 0] = True
+    allowed[0, 5:35], allowed[1, 3:9], allowed[2, 10:40] = True, True, True
+    got = span_margins(torch.tensor(start), torch.tensor(end), torch.tensor(allowed)).numpy()
+    for row in range(3):
+        positions = [i for i in range(1, 40) if allowed[row, i]]
+        found = best_span(start[row], end[row], positions)
+        assert found is not None
+        assert abs(got[row] - (found[2] - (start[row, 0] + end[row, 0]))) < 1e-9

@@ -101,6 +101,28 @@ def add_span_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also train on SQuAD 2.0 / generated unanswerable questions: their plausible sentence gets the null answer",
     )
+    p.add_argument(
+        "--listwise",
+        type=int,
+        default=0,
+        metavar="K",
+        help="train the null answer listwise: per question K candidates (its answer sentence and the near misses "
+        "most like the question), a softmax over their margins and a none slot (qa.training.listwise; default 0: off)",
+    )
+    p.add_argument(
+        "--removed-share",
+        type=float,
+        default=0.25,
+        help="with --listwise: this share of the answerable questions also asked with their paragraph left out (none)",
+    )
+    p.add_argument("--groups-per-step", type=int, default=4, help="with --listwise: questions per step (default 4)")
+    p.add_argument(
+        "--news",
+        default="",
+        help="with --listwise: also the TRAINING part of this news question set (benchmarks/data/news-questions.jsonl)",
+    )
+    p.add_argument("--news-articles", default="../shared/data/orangesum-12k.jsonl.gz", help="the articles of --news")
+    p.add_argument("--news-weight", type=int, default=3, help="each --news question counts this many times (default 3)")
     p.add_argument("--group-limit", default="", help="at most N training questions per group, e.g. generated=2500,squad2=3000")
     p.add_argument("--dev-groups", default="squad", help="the groups whose dev split is evaluated (default squad: PIAF's)")
     p.add_argument("--init", default="", help="start from the span model in this artifact folder (default: e5's own layers)")
@@ -476,6 +498,14 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     config = {k: getattr(args, k) for k in keys}
     if getattr(args, "unanswerable", False) or getattr(args, "group_limit", ""):  # checkpoints before these: neither
         config.update(unanswerable=args.unanswerable, group_limit=args.group_limit)
+    if getattr(args, "listwise", 0):
+        config.update(
+            listwise=args.listwise,
+            removed_share=args.removed_share,
+            groups_per_step=args.groups_per_step,
+            news=Path(args.news).name if args.news else "",
+            news_weight=args.news_weight if args.news else 0,
+        )
     return config
 
 
@@ -492,6 +522,95 @@ def _write_artifact(out: Path, tensors: dict[str, Any], manifest: dict[str, Any]
     manifest["weights_bytes"] = weights.stat().st_size
     (out / SPAN_MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return weights
+
+
+def listwise_features(
+    tokenizer: Any, args: argparse.Namespace, train: list[Example], impossible: list[Example], others: dict[str, Any], say: Any
+) -> tuple[list[Feature], tuple[list[Any], list[int]], list[list[int]]]:
+    """For ``--listwise K``: the groups (:func:`qa.training.listwise.make_groups` over the training questions, the
+    unanswerable ones and the news set's training part), their pairs as one flat list (a group's pairs next to each
+    other; the answer sentence labelled with its span, the others with the null answer) and the steps' pair
+    indices, ``--groups-per-step`` groups a step, epoch after epoch."""
+    from qa.training.listwise import make_groups, news_training_examples
+
+    groups = make_groups(train + impossible, others, args.listwise, args.removed_share, args.seed)
+    if args.news:
+        news = news_training_examples(Path(args.news), Path(args.news_articles))
+        say(f"{len(news)} questions of the news set's training part (x{args.news_weight})")
+        for r in range(args.news_weight):
+            groups += make_groups(news, {}, args.listwise, 0.0, args.seed + 1 + r)
+    flat: list[Feature] = []
+    spans: list[int] = []
+    owner: list[int] = []
+    for g, group in enumerate(groups):
+        spans.append(len(flat))
+        owner += [g] * len(group.sentences)
+        for i, sentence in enumerate(group.sentences):
+            if i in group.positives:
+                feature = make_features(tokenizer, [group.example])[0]
+                if feature.sentence != sentence:  # the answer's span was found in another sentence: no span label
+                    encoding = encode_span_pairs(tokenizer, [(group.example.question, sentence)])[2][0]
+                    feature = Feature(group.example, sentence, encoding)
+            else:
+                encoding = encode_span_pairs(tokenizer, [(group.example.question, sentence)])[2][0]
+                feature = Feature(group.example, sentence, encoding, 0, 0, True)
+            flat.append(feature)
+    rng = random.Random(args.seed)
+    order: list[list[int]] = []
+    for _ in range(args.epochs):
+        idx = list(range(len(groups)))
+        rng.shuffle(idx)
+        for b in range(0, len(idx), args.groups_per_step):
+            order.append([spans[g] + i for g in idx[b : b + args.groups_per_step] for i in range(len(groups[g].sentences))])
+    say(
+        f"listwise: {len(groups)} groups of up to {args.listwise} sentences ({len(flat)} pairs; "
+        f"{sum(not g.positives for g in groups)} to abstain on)"
+    )
+    return flat, (groups, owner), order
+
+
+def order_groups(groups: list[Any], step: list[int], owner: list[int]) -> list[Any]:
+    """The groups of one step's pairs (``owner``: each pair's group; a group's pairs are consecutive)."""
+    return [groups[g] for g in dict.fromkeys(owner[i] for i in step)]
+
+
+def span_margins(start: Any, end: Any, allowed: Any) -> Any:
+    """Per pair, differentiably: the best span's start + end logit (start <= end, at most MAX_ANSWER_TOKENS tokens,
+    over the sentence's tokens) minus the null answer's (position 0) — the runtime's ``SpanReading.margin``."""
+    import torch
+
+    tokens = allowed.clone()
+    tokens[:, 0] = False
+    width = start.shape[1]
+    i = torch.arange(width)
+    band = (i[None, :] >= i[:, None]) & (i[None, :] - i[:, None] < MAX_ANSWER_TOKENS)
+    ok = band[None] & tokens[:, :, None] & tokens[:, None, :]
+    scores = (start[:, :, None] + end[:, None, :]).masked_fill(~ok, NEG)
+    return scores.flatten(1).amax(1) - (start[:, 0] + end[:, 0])
+
+
+def listwise_step_loss(start: Any, end: Any, allowed: Any, batch: list[Feature], groups: list[Any], k: int) -> Any:
+    """The listwise loss over the step's groups, plus the span loss on the answer sentences that have a span."""
+    import torch
+
+    from qa.training.listwise import listwise_loss
+
+    loss = listwise_loss(span_margins(start, end, allowed), groups, k)
+    rows = [r for r, f in enumerate(batch) if not f.null and f.start >= 0]
+    if rows:
+        ce = torch.nn.functional.cross_entropy
+        loss = (
+            loss
+            + ce(start[rows], torch.tensor([batch[r].start for r in rows]))
+            + ce(end[rows], torch.tensor([batch[r].end for r in rows]))
+        )
+    return loss
+
+
+def news_file(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from qa.training.data import sha256_of
+
+    return [{"file": Path(args.news).name, "sha256": sha256_of(Path(args.news)), "group": "news (training part)"}]
 
 
 def train_span(args: argparse.Namespace) -> int:
@@ -536,7 +655,13 @@ def train_span(args: argparse.Namespace) -> int:
         )
         say(f"{len(negatives)} null-answer pairs (other sentences of the paragraph and of the article)")
         usable += negatives
-    if impossible:
+    items: list[Any] = []  # --listwise: the groups
+    owner: list[int] = []
+    if args.listwise:
+        usable, (items, owner), order = listwise_features(tokenizer, args, train, impossible, others, say)
+        answers = sum(1 for g in items if g.positives)
+        null = True
+    elif impossible:
         plausible = plausible_features(tokenizer, impossible)
         say(f"{len(plausible)} null-answer pairs from {len(impossible)} unanswerable questions (their plausible sentence)")
         usable += plausible
@@ -566,7 +691,8 @@ def train_span(args: argparse.Namespace) -> int:
     cache_seconds = time.monotonic() - t0
     say(f"bottom layers 0-{first - 1} run once on {len(usable) + len(dev_features)} pairs in {cache_seconds / 60:.1f} min")
 
-    order = batch_order([len(f.encoding.ids) for f in usable], args.batch, args.epochs, args.seed)
+    if not args.listwise:
+        order = batch_order([len(f.encoding.ids) for f in usable], args.batch, args.epochs, args.seed)
     total = len(order)
     warmup = max(1, int(0.1 * total))
     layer_params = [p for n, p in params.items() if n.startswith("bert.")]
@@ -621,9 +747,12 @@ def train_span(args: argparse.Namespace) -> int:
         head.train()
         torch.manual_seed(args.seed * 100_003 + step)  # dropout: the same after a resume
         batch = [usable[i] for i in order[step]]
-        start, end, _ = top_logits(bert, head, first, [train_states[i] for i in order[step]], batch, null=null)
+        start, end, allowed = top_logits(bert, head, first, [train_states[i] for i in order[step]], batch, null=null)
         ce = torch.nn.functional.cross_entropy
-        loss = ce(start, torch.tensor([f.start for f in batch])) + ce(end, torch.tensor([f.end for f in batch]))
+        if args.listwise:
+            loss = listwise_step_loss(start, end, allowed, batch, order_groups(items, order[step], owner), args.listwise)
+        else:
+            loss = ce(start, torch.tensor([f.start for f in batch])) + ce(end, torch.tensor([f.end for f in batch]))
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(layer_params + head_params, 1.0)
@@ -670,10 +799,15 @@ def train_span(args: argparse.Namespace) -> int:
             "score": "start logit + end logit",
             "widen": "whole words",
             **({"null": "start + end logit at position 0: the sentence does not hold the answer"} if null else {}),
+            **(
+                {"null_training": "listwise: softmax over K candidates' margins and a none slot at 0 (qa.training.listwise)"}
+                if args.listwise
+                else {}
+            ),
         },
         "trained_layers": list(range(first, bert.config.num_hidden_layers)),
         "dtype": "float16" if args.quantize == "fp16" else "int8 per-row scales (layer matrices), float16 (the rest)",
-        "data": dataset.files,
+        "data": dataset.files + (news_file(args) if args.listwise and args.news else []),
         "split": {
             "by": "article title",
             "seed": args.seed,
@@ -682,6 +816,7 @@ def train_span(args: argparse.Namespace) -> int:
             "dev_questions": split_sizes[1],
             "train_questions_used": answers,
             "null_pairs": len(usable) - answers,
+            **({"listwise_groups": len(items), "listwise_pairs": len(usable)} if args.listwise else {}),
             "dev_questions_evaluated": len(dev),
             "dev_articles": len({e.title for e in dev}),
             "skipped_questions": dataset.skipped,
