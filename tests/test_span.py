@@ -452,3 +452,14 @@ def test_span_margins_match_the_runtime_decoding() -> None:
         found = best_span(start[row], end[row], positions)
         assert found is not None
         assert abs(got[row] - (found[2] - (start[row, 0] + end[row, 0]))) < 1e-9
+
+
+def test_train_span_refuses_news_without_listwise_and_negatives_with_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from qa.cli import main
+
+    data = str(Path(__file__).parent / "data")  # any existing file: the options are checked first
+    existing = next(p for p in Path(data).rglob("*") if p.is_file())
+    assert main(["train-span", str(existing), "--news", "x.jsonl"]) == 1
+    assert "--news is read only by --listwise" in capsys.readouterr().err
+    assert main(["train-span", str(existing), "--listwise", "5", "--negatives-same", "2"]) == 1
+    assert "--listwise draws its own near misses" in capsys.readouterr().err

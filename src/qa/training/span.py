@@ -147,6 +147,12 @@ def cmd_train_span(args: argparse.Namespace) -> int:
     if missing:
         print(f"qa: error: no such data file: {', '.join(missing)}", file=sys.stderr)
         return 1
+    if args.news and not args.listwise:
+        print("qa: error: --news is read only by --listwise K: add --listwise 5, or drop --news", file=sys.stderr)
+        return 1
+    if args.listwise and (args.negatives_same or args.negatives_other or args.negatives_swap):
+        print("qa: error: --listwise draws its own near misses: drop --negatives-same/-other/-swap", file=sys.stderr)
+        return 1
     return train_span(args)
 
 
