@@ -221,6 +221,54 @@ def test_name_coverage_counts_the_question_names_a_sentence_holds() -> None:
     assert by_text["La délégation de l’UE à Bruxelles a été créée en décembre 1993."] == 0.5  # « UE » only
 
 
+def test_anchor_coverage_weighs_the_names_and_numbers_few_candidates_hold() -> None:
+    from qa.answering.reading.combiner import anchor_coverages
+
+    held = [{"ue", "almaty", "ouvrir"}, {"ue", "bureau"}, {"bureau", "ouvrir"}]
+    shares, absent = anchor_coverages({"ue", "almaty", "2021"}, held)
+    # « almaty » (1 candidate) weighs 1, « ue » (2 candidates) 1/2 each; « 2021 » is in none
+    assert shares == pytest.approx([1.0, 1 / 3, 0.0]) and absent == pytest.approx(1 / 3)
+    assert anchor_coverages({"kazakhstan"}, [{"bureau"}, set()]) == ([1.0, 1.0], 1.0)  # held by none: no preference
+    assert anchor_coverages(set(), held) == ([1.0, 1.0, 1.0], 0.0)
+
+
+def test_anchor_features_tell_the_almaty_sentence_from_the_brussels_one() -> None:
+    reading = answerer(FakeReader("Almaty"))
+    ranked = reading.lexical.score_sentences(QUESTION, passages())
+    x = reading.features(QUESTION, ranked, np.zeros(len(ranked)), passages())
+    by_text = {s.text: x[i, FEATURES.index("anchor_coverage")] for i, s in enumerate(ranked)}
+    assert by_text[ALMATY] == max(by_text.values()) > by_text["La délégation de l’UE à Bruxelles a été créée en décembre 1993."]
+    assert set(x[:, FEATURES.index("anchors_absent")]) == {0.0}
+    gdp = "Quel est le PIB du Kazakhstan en 2021 ?"  # neither « PIB » nor « 2021 » is in the passage
+    ranked = reading.lexical.score_sentences(gdp, passages())
+    x = reading.features(gdp, ranked, np.zeros(len(ranked)), passages())
+    assert np.allclose(x[:, FEATURES.index("anchors_absent")], 2 / 3)
+
+
+def test_slots_pair_each_name_or_number_with_its_preposition() -> None:
+    from qa.answering.reading.combiner import slots
+
+    assert slots("Quand le bureau de l'UE a-t-il ouvert à Almaty ?") == [("de", "ue"), ("a", "almaty")]
+    assert slots("En décembre 1993, le Kazakhstan a ouvert son bureau à Bruxelles.") == [("en", "1993"), ("a", "bruxel")]
+    assert slots("Paris est loin de tout.") == []  # the first word is no name; « tout » is no name
+
+
+def test_anchor_conflict_tells_a_near_miss_from_a_sentence_that_leaves_a_name_out() -> None:
+    from qa.answering.reading.combiner import anchor_conflicts
+
+    question = "Quand le bureau de l'UE a-t-il ouvert à Almaty ?"
+    texts = [
+        ALMATY,
+        "En décembre 1993, le Kazakhstan a ouvert son bureau à Bruxelles.",  # « à Bruxelles » where « à Almaty » is asked
+        "Il a ouvert ses portes en 1994.",  # no name where one is asked: not a conflict
+    ]
+    held = [{"ue", "almaty", "ouvert"}, {"bureau", "ouvert"}, {"ouvert"}]
+    assert anchor_conflicts(question, {"ue", "almaty"}, texts, held) == [0.0, 0.5, 0.0]
+    assert anchor_conflicts("Quand le bureau a-t-il ouvert ?", set(), texts, held) == [0.0, 0.0, 0.0]
+    gdp = anchor_conflicts("Quel est le PIB du Kazakhstan en 2021 ?", {"pib", "kazakhstan", "2021"}, texts[1:], [set(), set()])
+    assert gdp == [0.5, 0.5]  # « en décembre 1993 », « en 1994 » where « en 2021 » is asked; « du Kazakhstan » unfilled
+
+
 def test_fit_logistic_is_calibrated_on_data_it_can_separate_partly() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4000, len(FEATURES)))
@@ -579,3 +627,15 @@ def test_fit_rows_learns_the_informative_feature_and_sets_the_threshold_on_dev()
     assert scores["top1"]["combined"] > 0.95 and scores["top1"]["lexical"] < 0.5
     assert scores["combined_at_threshold"]["false_abstention_rate"] <= 0.1
     assert scores["combined_at_threshold"]["unanswerable_abstention_rate"] > 0.8
+
+
+def test_cached_features_of_another_feature_list_are_refused_not_misread(tmp_path: Path) -> None:
+    from qa.training.combiner import _load, _save
+
+    rows = [{"id": "q1", "removed": False, "x": np.ones((2, len(FEATURES))), "y": np.array([1.0, 0.0])}]
+    _save(tmp_path / "now.npz", rows)
+    assert _load(tmp_path / "now.npz")[0]["x"].shape == (2, len(FEATURES))
+    np.savez_compressed(tmp_path / "old.npz", ids=np.array(["q1"]), removed=np.array([False]), sizes=np.array([2]),
+                        x=np.ones((2, len(FEATURES) - 1)), y=np.array([1.0, 0.0]))  # fmt: skip
+    with pytest.raises(SystemExit, match=r"old\.npz holds features collected by another qa .*run without --refit"):
+        _load(tmp_path / "old.npz")

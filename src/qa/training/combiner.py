@@ -119,6 +119,7 @@ def _save(path: Path, rows: list[dict[str, Any]]) -> None:
         sizes=np.array([len(r["y"]) for r in rows]),
         x=np.vstack([r["x"] for r in rows]) if rows else np.zeros((0, len(FEATURES))),
         y=np.concatenate([r["y"] for r in rows]) if rows else np.zeros(0),
+        features=np.array(FEATURES),
     )
 
 
@@ -208,6 +209,12 @@ def feature_caches(work: Path, k: int, models: str, collected: int, questions: i
 
 def _load(path: Path) -> list[dict[str, Any]]:
     data = np.load(path)
+    names = [str(n) for n in data["features"]] if "features" in data else None
+    if data["x"].shape[1] != len(FEATURES) or (names is not None and names != list(FEATURES)):
+        raise SystemExit(
+            f"qa: error: {path} holds features collected by another qa ({data['x'].shape[1]} columns, this qa computes "
+            f"{len(FEATURES)}): collect them again (run without --refit, or delete the file)"
+        )
     rows, at = [], 0
     for qid, removed, size in zip(data["ids"], data["removed"], data["sizes"], strict=True):
         rows.append({"id": str(qid), "removed": bool(removed), "x": data["x"][at : at + size], "y": data["y"][at : at + size]})

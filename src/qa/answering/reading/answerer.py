@@ -29,7 +29,7 @@ import numpy as np
 
 from qa.answering.extractive import ExtractiveAnswerer, ScoredSentence
 from qa.answering.questions import question_terms, question_type
-from qa.answering.reading.combiner import Candidate, Combiner, features
+from qa.answering.reading.combiner import Candidate, Combiner, anchor_conflicts, anchor_coverages, features
 from qa.answering.reading.finetuned import DEFAULT_ARTIFACT
 from qa.answering.reading.reader import Reader, sigmoid
 from qa.answering.reading.vectors import SentenceVectors
@@ -267,6 +267,10 @@ class ReadingAnswerer:
         lexical = self.lexical
         terms = question_terms(question, lexical.NAME_WEIGHT, lexical.ENGLISH_WEIGHT)
         names = {t for t, factor in terms.items() if factor == lexical.NAME_WEIGHT}
+        anchors = names | {t for t in terms if any(ch.isdigit() for ch in t)}
+        held = [set(s.matched) for s in ranked]
+        anchored, absent = anchor_coverages(anchors, held)
+        conflicts = anchor_conflicts(question, anchors, [s.text for s in ranked], held)
         candidates = [
             Candidate(
                 s.passage_index,
@@ -277,6 +281,9 @@ class ReadingAnswerer:
                 s.answer is not None,
                 len(names & set(s.matched)) / len(names) if names else 1.0,
                 float(margins[i]) if margins is not None else 0.0,
+                anchored[i],
+                absent,
+                conflicts[i],
             )
             for i, s in enumerate(ranked)
         ]

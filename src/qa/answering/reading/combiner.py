@@ -13,6 +13,7 @@ hand-set but the feature list.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from qa.answering.questions import TYPED
+from qa.analysis import fold
+from qa.answering.questions import TYPED, word_terms
 from qa.errors import ModelError
 
 FORMAT = 1
@@ -41,6 +43,9 @@ FEATURES = (
     "passage_prior",
     "span_margin",
     "span_margin_gap",
+    "anchor_coverage",
+    "anchors_absent",
+    "anchor_conflict",
 )
 """What the combiner reads of each candidate (see :func:`features`); a combiner may be fitted on a subset."""
 GROUPS = {
@@ -64,6 +69,18 @@ class Candidate:
     """Share of the question's names (capitalised terms: « Almaty », « UE ») the sentence holds; 1 without names."""
     span_margin: float = 0.0
     """The span model's answer score over its null answer in this sentence (0 without a null-trained span model)."""
+    anchor_coverage: float = 1.0
+    """Share of the question's anchors (its names and numbers) the sentence holds, each weighted by how few of the
+    candidates hold it: « Almaty », in one candidate, weighs more than « UE », in several, and the subject that every
+    candidate names weighs little; 1 when no candidate holds an anchor (:func:`anchor_coverages`)."""
+    anchors_absent: float = 0.0
+    """Share of the question's anchors that no candidate holds (« PIB », « 2021 »): the same for every candidate of
+    a question; a sign that the passages do not hold its answer."""
+    anchor_conflict: float = 0.0
+    """Share of the question's anchored slots (« à Almaty », « en 2021 »: a preposition and a name or number) that
+    the sentence fills with another name or number (« à Bruxelles », « en décembre 1993 »): a sentence that says
+    the same of another place, person or date — the near miss — rather than one that leaves a name out (a pronoun)
+    (:func:`anchor_conflicts`)."""
 
 
 def features(qtype: str, candidates: Sequence[Candidate], logits: Sequence[float], passage_scores: Sequence[float]) -> np.ndarray:
@@ -95,8 +112,24 @@ def features(qtype: str, candidates: Sequence[Candidate], logits: Sequence[float
             1.0 / (1.0 + c.passage_index),
             c.span_margin,
             0.0,  # span_margin_gap: set_relative
+            c.anchor_coverage,
+            c.anchors_absent,
+            c.anchor_conflict,
         )
     return set_relative(out)
+
+
+def anchor_coverages(anchors: set[str], held: Sequence[set[str]]) -> tuple[list[float], float]:
+    """Per candidate (``held``: the question terms each one holds), the share of the question's ``anchors`` it
+    holds, each anchor weighted by 1 / the number of candidates holding it; and the share of anchors no candidate
+    holds (see :class:`Candidate`)."""
+    counts: dict[str, int] = {}
+    for terms in held:
+        for t in terms & anchors:
+            counts[t] = counts.get(t, 0) + 1
+    total = sum(1.0 / n for n in counts.values())
+    shares = [sum(1.0 / counts[t] for t in terms & anchors) / total if total else 1.0 for terms in held]
+    return shares, (len(anchors) - len(counts)) / len(anchors) if anchors else 0.0
 
 
 RELATIVE = {"reader_margin": "reader_logit", "span_margin_gap": "span_margin"}
@@ -179,3 +212,43 @@ class Combiner:
             return np.zeros(0)
         z = self._z(x) @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+
+
+SLOT_WORDS = frozenset(
+    "a au aux en dans de du des chez vers par pour depuis sur sous entre contre apres avant pendant "
+    "in at on of from to by since during after before against".split()
+)
+"""The prepositions that open a slot (folded): « à Almaty », « en 2021 », « in Paris »."""
+_WORDS = re.compile(r"[\wÀ-ÿ]+")
+
+
+def slots(text: str) -> list[tuple[str, str]]:
+    """``(preposition, term)`` per name or number of ``text`` whose nearest preposition is at most two words before
+    it (« à Almaty » → ``("a", "almaty")``; « en décembre 1993 » → ``("en", "1993")``); a name is a capitalised
+    word that does not open the text."""
+    words = _WORDS.findall(text)
+    out: list[tuple[str, str]] = []
+    for i, w in enumerate(words):
+        if not (w.isdigit() or (i > 0 and w[:1].isupper())):
+            continue
+        for j in (i - 1, i - 2):
+            if j >= 0 and fold(words[j]) in SLOT_WORDS:
+                out.extend((fold(words[j]), t) for t in word_terms(w))
+                break
+    return out
+
+
+def anchor_conflicts(question: str, anchors: set[str], texts: Sequence[str], held: Sequence[set[str]]) -> list[float]:
+    """Per candidate sentence (``texts``, ``held``: the question terms each holds), the share of the question's
+    anchored slots (:func:`slots` whose term is one of ``anchors``) it does not hold but fills, after the same
+    preposition, with a name or number the question does not name; 0 for a question without such slots."""
+    asked = [(prep, t) for prep, t in slots(question) if t in anchors]
+    if not asked:
+        return [0.0] * len(texts)
+    named = set(anchors)
+    out = []
+    for text, terms in zip(texts, held, strict=True):
+        filled = {(prep, t) for prep, t in slots(text) if t not in named}
+        preps = {prep for prep, _ in filled}
+        out.append(sum(1.0 for prep, t in asked if t not in terms and prep in preps) / len(asked))
+    return out
