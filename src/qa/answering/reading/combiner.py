@@ -151,7 +151,9 @@ def set_relative(x: np.ndarray) -> np.ndarray:
 def first_candidates(row: dict[str, Any], n: int) -> dict[str, Any]:
     """A collected row (``x``: a :func:`features` matrix of the candidates in lexical order, ``y``: labels) cut to
     its first ``n`` candidates, with the features relative to the set recomputed: what :func:`features` gives for
-    ``n`` candidates (the lexical ones are relative to the first candidate, which stays)."""
+    ``n`` candidates (the lexical ones are relative to the first candidate, which stays). The anchor features
+    (:func:`anchor_coverages`) are not recomputed: they stay those of the candidates collected, so a fit meant to
+    ship collects as many candidates as it reads (``make fit-combiner``: 5 and 5)."""
     return {**row, "x": set_relative(row["x"][:n].copy()), "y": row["y"][:n]}
 
 
