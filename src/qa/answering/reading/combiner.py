@@ -247,10 +247,8 @@ def anchor_conflicts(question: str, anchors: set[str], texts: Sequence[str], hel
     asked = [(prep, t) for prep, t in slots(question) if t in anchors]
     if not asked:
         return [0.0] * len(texts)
-    named = set(anchors)
     out = []
     for text, terms in zip(texts, held, strict=True):
-        filled = {(prep, t) for prep, t in slots(text) if t not in named}
-        preps = {prep for prep, _ in filled}
-        out.append(sum(1.0 for prep, t in asked if t not in terms and prep in preps) / len(asked))
+        filled = {prep for prep, t in slots(text) if t not in anchors}  # the prepositions another name follows
+        out.append(sum(1.0 for prep, t in asked if t not in terms and prep in filled) / len(asked))
     return out
