@@ -204,10 +204,10 @@ def test_span_margins_and_a_prefix_of_the_candidates_give_the_features_of_that_p
 def test_fit_combiner_drops_features_by_name_or_group() -> None:
     from qa.training.combiner import used_features
 
-    assert used_features("") == list(FEATURES)
+    assert used_features("") == [f for f in FEATURES if f != "near_miss"]  # a rule of the choice, never fitted
     kept = used_features("reader, name_coverage")
     assert "reader_logit" not in kept and "reader_best" not in kept and "name_coverage" not in kept
-    assert "span_margin" in kept and len(kept) == len(FEATURES) - 4
+    assert "span_margin" in kept and len(kept) == len(FEATURES) - 5
     with pytest.raises(SystemExit, match="--drop wordcount: not a feature"):
         used_features("wordcount")
 
@@ -267,6 +267,57 @@ def test_anchor_conflict_tells_a_near_miss_from_a_sentence_that_leaves_a_name_ou
     assert anchor_conflicts("Quand le bureau a-t-il ouvert ?", set(), texts, held) == [0.0, 0.0, 0.0]
     gdp = anchor_conflicts("Quel est le PIB du Kazakhstan en 2021 ?", {"pib", "kazakhstan", "2021"}, texts[1:], [set(), set()])
     assert gdp == [0.5, 0.5]  # « en décembre 1993 », « en 1994 » where « en 2021 » is asked; « du Kazakhstan » unfilled
+
+
+BRUSSELS = "En décembre 1993, le Kazakhstan a ouvert son bureau à Bruxelles."
+SEED_ALMATY = "En novembre 1994, la délégation de l’UE au Kazakhstan a commencé ses travaux à Almaty."
+
+
+def test_near_misses_say_of_another_place_what_another_candidate_says_of_the_asked_one() -> None:
+    from qa.answering.reading.combiner import near_misses
+
+    anchors, content = {"ue", "almaty"}, {"bureau", "ouvert"}
+    held = [{"ue", "almaty"}, {"bureau", "ouvert"}, {"ouvert"}]
+    pronoun = "Il a ouvert ses portes en 1994."  # leaves the place out: not a near miss
+    assert near_misses(QUESTION, anchors, content, [SEED_ALMATY, BRUSSELS, pronoun], held) == [False, True, False]
+    # no candidate says « à Almaty »: nothing tells which sentence the question means
+    assert near_misses(QUESTION, anchors, content, [BRUSSELS, pronoun], held[1:]) == [False, False]
+    # « à Bruxelles » far from what the question asks of the place (no « ouvert », « bureau » within 4 words)
+    far = "Le Kazakhstan, dont la capitale est Astana, compte un bureau de liaison et un consulat à Bruxelles."
+    assert near_misses(QUESTION, anchors, content, [SEED_ALMATY, far], [{"ue", "almaty"}, {"bureau"}]) == [False, False]
+    # a sentence holding the asked place elsewhere is no near miss
+    both = "Le bureau ouvert à Bruxelles a précédé celui d'Almaty."
+    assert near_misses(QUESTION, anchors, content, [SEED_ALMATY, both], [{"almaty"}, {"bureau", "ouvert", "almaty"}]) == [
+        False,
+        False,
+    ]
+    # a time slot: « publié en 2014 » when « publié en 2015 » is asked and said
+    asked = "Quel livre Ingrid Chauvin a-t-elle publié en 2015 ?"
+    texts = ["Elle a publié en 2014 un premier roman.", "Elle a publié en 2015 « Rien n'est impossible »."]
+    assert near_misses(asked, {"ingrid", "chauvin", "2015"}, {"livr", "publi"}, texts, [{"publi"}, {"publi", "2015"}]) == [
+        True,
+        False,
+    ]
+    assert near_misses("Quand le bureau a-t-il ouvert ?", set(), {"bureau", "ouvert"}, [BRUSSELS], [{"bureau"}]) == [False]
+
+
+def test_the_choice_passes_over_a_near_miss_however_the_models_score_it() -> None:
+    reading = answerer(FakeReader("Bruxelles"), FakeSpans("En décembre 1993"), threshold=0.01)  # the models prefer Brussels
+    text = f"{BRUSSELS} {SEED_ALMATY}"
+    seed = [Passage(text=text, doc_id="seed", chunk_id="seed:0", score=1.0, title="UE")]
+    answer = reading.answer(QUESTION, seed)
+    assert not answer.abstained and answer.citations[0].quote == SEED_ALMATY
+    # the same preference without the Almaty sentence: nothing contests Brussels, the models' choice stands
+    alone = [Passage(text=BRUSSELS, doc_id="seed", chunk_id="seed:0", score=1.0, title="UE")]
+    assert reading.answer(QUESTION, alone).citations[0].quote == BRUSSELS
+    # the combiner: a near miss is never chosen while another candidate is not one; all of them, the best as before
+    x = np.zeros((3, len(FEATURES)))
+    x[:, FEATURES.index("reader_logit")] = [5.0, 1.0, 0.0]
+    x[:, FEATURES.index("near_miss")] = [1.0, 0.0, 0.0]
+    combiner = reader_only_combiner()
+    assert combiner.choose(x) == 1
+    x[:, FEATURES.index("near_miss")] = 1.0
+    assert combiner.choose(x) == 0
 
 
 def test_fit_logistic_is_calibrated_on_data_it_can_separate_partly() -> None:
@@ -620,6 +671,7 @@ def test_fit_rows_learns_the_informative_feature_and_sets_the_threshold_on_dev()
                 y[rng.integers(4)] = 1.0
             x = rng.normal(size=(4, len(FEATURES)))
             x[:, FEATURES.index("span_margin")] = 3.0 * y + rng.normal(scale=0.3, size=4)  # tells the answer apart
+            x[:, FEATURES.index("near_miss")] = 0.0  # a flag (a rule of the choice), not noise
             out.append({"id": str(i), "removed": removed, "x": x, "y": y})
         return out
 

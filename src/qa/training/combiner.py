@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from qa.answering.reading.combiner import COMBINER_FILE, FEATURES, FORMAT, first_candidates
+from qa.answering.reading.combiner import COMBINER_FILE, FEATURES, FORMAT, RULES, first_candidates
 from qa.answering.reading.reader import READER
 from qa.evaluation import quote_contains_answer
 from qa.training.data import Example, load_examples, other_paragraphs, sha256_of, sha256_text, split_examples, swap_name
@@ -132,7 +132,7 @@ def used_features(drop: str) -> list[str]:
         if name not in GROUPS and name not in FEATURES:
             raise SystemExit(f"qa: error: --drop {name}: not a feature nor one of {', '.join(GROUPS)}")
         dropped.update(GROUPS.get(name, (name,)))
-    kept = [f for f in FEATURES if f not in dropped]
+    kept = [f for f in FEATURES if f not in dropped and f not in RULES]
     if not kept:
         raise SystemExit("qa: error: --drop leaves no feature")
     return kept

@@ -29,7 +29,7 @@ import numpy as np
 
 from qa.answering.extractive import ExtractiveAnswerer, ScoredSentence
 from qa.answering.questions import question_terms, question_type
-from qa.answering.reading.combiner import Candidate, Combiner, anchor_conflicts, anchor_coverages, features
+from qa.answering.reading.combiner import Candidate, Combiner, anchor_conflicts, anchor_coverages, features, near_misses
 from qa.answering.reading.finetuned import DEFAULT_ARTIFACT
 from qa.answering.reading.reader import Reader, sigmoid
 from qa.answering.reading.vectors import SentenceVectors
@@ -270,7 +270,9 @@ class ReadingAnswerer:
         anchors = names | {t for t in terms if any(ch.isdigit() for ch in t)}
         held = [set(s.matched) for s in ranked]
         anchored, absent = anchor_coverages(anchors, held)
-        conflicts = anchor_conflicts(question, anchors, [s.text for s in ranked], held)
+        texts = [s.text for s in ranked]
+        conflicts = anchor_conflicts(question, anchors, texts, held)
+        misses = near_misses(question, anchors, set(terms) - anchors, texts, held)
         candidates = [
             Candidate(
                 s.passage_index,
@@ -284,6 +286,7 @@ class ReadingAnswerer:
                 anchored[i],
                 absent,
                 conflicts[i],
+                misses[i],
             )
             for i, s in enumerate(ranked)
         ]

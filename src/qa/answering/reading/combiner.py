@@ -46,8 +46,11 @@ FEATURES = (
     "anchor_coverage",
     "anchors_absent",
     "anchor_conflict",
+    "near_miss",
 )
 """What the combiner reads of each candidate (see :func:`features`); a combiner may be fitted on a subset."""
+RULES = ("near_miss",)
+"""Features the choice obeys as a rule (:meth:`Combiner.choose`), never fitted."""
 GROUPS = {
     "reader": ("reader_logit", "reader_margin", "reader_best"),
     "span": ("span_margin", "span_margin_gap"),
@@ -81,6 +84,10 @@ class Candidate:
     the sentence fills with another name or number (« à Bruxelles », « en décembre 1993 »): a sentence that says
     the same of another place, person or date — the near miss — rather than one that leaves a name out (a pronoun)
     (:func:`anchor_conflicts`)."""
+    near_miss: bool = False
+    """The sentence says of another place or time what the question asks of its own, and another candidate says it
+    of the question's (:func:`near_misses`): « ouvert son bureau à Bruxelles » when « à Almaty » is asked and a
+    candidate says « à Almaty ». The choice passes it over (:meth:`Combiner.choose`)."""
 
 
 def features(qtype: str, candidates: Sequence[Candidate], logits: Sequence[float], passage_scores: Sequence[float]) -> np.ndarray:
@@ -115,6 +122,7 @@ def features(qtype: str, candidates: Sequence[Candidate], logits: Sequence[float
             c.anchor_coverage,
             c.anchors_absent,
             c.anchor_conflict,
+            float(c.near_miss),
         )
     return set_relative(out)
 
@@ -194,10 +202,13 @@ class Combiner:
 
     def choose(self, x: np.ndarray) -> int:
         """The candidate to quote: the listwise choice model's best (``choice_coef``: fitted as a softmax over each
-        question's candidates, it ranks better than the pointwise probabilities), else the most probable."""
-        if self.choice is None:
-            return int(np.argmax(self.probabilities(x)))
-        return int(np.argmax(self._z(x) @ self.choice))
+        question's candidates, it ranks better than the pointwise probabilities), else the most probable; never a
+        near miss (:data:`RULES`: :func:`near_misses`) while another candidate is not one."""
+        scores = self.probabilities(x) if self.choice is None else self._z(x) @ self.choice
+        miss = x[:, FEATURES.index("near_miss")] > 0
+        if miss.any() and not miss.all():
+            scores = np.where(miss, -np.inf, scores)
+        return int(np.argmax(scores))
 
     @classmethod
     def load(cls, folder: Path) -> Combiner:
@@ -224,20 +235,28 @@ SLOT_WORDS = frozenset(
 _WORDS = re.compile(r"[\wÀ-ÿ]+")
 
 
-def slots(text: str) -> list[tuple[str, str]]:
-    """``(preposition, term)`` per name or number of ``text`` whose nearest preposition is at most two words before
-    it (« à Almaty » → ``("a", "almaty")``; « en décembre 1993 » → ``("en", "1993")``); a name is a capitalised
-    word that does not open the text."""
+def _slot_positions(text: str, prepositions: frozenset[str]) -> tuple[list[tuple[str, ...]], list[tuple[int, str]]]:
+    """The terms of each word of ``text``, and ``(position, preposition)`` per name or number whose nearest
+    preposition (one of ``prepositions``) is at most two words before it; a name is a capitalised word that does
+    not open the text."""
     words = _WORDS.findall(text)
-    out: list[tuple[str, str]] = []
+    out: list[tuple[int, str]] = []
     for i, w in enumerate(words):
         if not (w.isdigit() or (i > 0 and w[:1].isupper())):
             continue
         for j in (i - 1, i - 2):
-            if j >= 0 and fold(words[j]) in SLOT_WORDS:
-                out.extend((fold(words[j]), t) for t in word_terms(w))
+            if j >= 0 and fold(words[j]) in prepositions:
+                out.append((i, fold(words[j])))
                 break
-    return out
+    return [word_terms(w) for w in words], out
+
+
+def slots(text: str) -> list[tuple[str, str]]:
+    """``(preposition, term)`` per name or number of ``text`` whose nearest preposition is at most two words before
+    it (« à Almaty » → ``("a", "almaty")``; « en décembre 1993 » → ``("en", "1993")``); a name is a capitalised
+    word that does not open the text."""
+    terms, found = _slot_positions(text, SLOT_WORDS)
+    return [(prep, t) for i, prep in found for t in terms[i]]
 
 
 def anchor_conflicts(question: str, anchors: set[str], texts: Sequence[str], held: Sequence[set[str]]) -> list[float]:
@@ -251,4 +270,49 @@ def anchor_conflicts(question: str, anchors: set[str], texts: Sequence[str], hel
     for text, terms in zip(texts, held, strict=True):
         filled = {prep for prep, t in slots(text) if t not in anchors}  # the prepositions another name follows
         out.append(sum(1.0 for prep, t in asked if t not in terms and prep in filled) / len(asked))
+    return out
+
+
+NEAR_PREPOSITIONS = frozenset("a au aux en dans chez depuis pendant vers in at since during".split())
+"""The prepositions of a place or a time (folded): the slots a near miss fills with another name or number."""
+NEAR_WINDOW = 4
+"""How many words from its slot the predicate shared with the question may stand (« ouvert son bureau à Bruxelles »)."""
+
+
+def near_misses(
+    question: str, anchors: set[str], content: set[str], texts: Sequence[str], held: Sequence[set[str]]
+) -> list[bool]:
+    """Per candidate sentence (``texts``; ``held``: the question terms each holds), is it a near miss: for one of
+    the question's place or time slots (:data:`NEAR_PREPOSITIONS` + one of ``anchors``, within
+    :data:`NEAR_WINDOW` words of one of its ``content`` terms: « ouvert à Almaty »), the sentence does not hold the
+    anchor but fills the same preposition, near the same content term, with a name or number the question does not
+    name (« ouvert son bureau à Bruxelles »), and another candidate holds the slot as asked (« à Almaty »)? A
+    sentence that leaves the place out (a pronoun, a paraphrase) is not one, nor is a sentence when no candidate
+    holds the asked place: then nothing tells which one the question means."""
+
+    def around(terms: list[tuple[str, ...]], i: int) -> set[str]:
+        return {t for k in range(max(0, i - NEAR_WINDOW), min(len(terms), i + NEAR_WINDOW + 1)) for t in terms[k]}
+
+    q_terms, q_slots = _slot_positions(question, NEAR_PREPOSITIONS)
+    asked = []  # (preposition, the slot's anchors, the content terms around it)
+    for i, prep in q_slots:
+        anchored, near = set(q_terms[i]) & anchors, around(q_terms, i) & content
+        if anchored and near:
+            asked.append((prep, anchored, near))
+    if not asked:
+        return [False] * len(texts)
+    parsed = [_slot_positions(text, NEAR_PREPOSITIONS) for text in texts]
+    holds = [
+        [any(p == prep and set(terms[i]) & anchored for i, p in found) for prep, anchored, _ in asked] for terms, found in parsed
+    ]
+    out = []
+    for n, ((terms, found), has) in enumerate(zip(parsed, held, strict=True)):
+        out.append(
+            any(
+                not anchored & has
+                and any(holds[m][k] for m in range(len(texts)) if m != n)
+                and any(p == prep and not set(terms[i]) & anchors and around(terms, i) & near for i, p in found)
+                for k, (prep, anchored, near) in enumerate(asked)
+            )
+        )
     return out
