@@ -23,8 +23,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def isolated_settings(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No QA_* variable or qa.toml of the developer leaks into a test; the index lives in tmp_path.
 
-    The trained reader stays off (the lexical answerer, the default, whose rules most tests pin) except in tests
-    marked ``reader`` (``QA_READER=on``: the reading answerer)."""
+    The trained reader (on by default) is off — the lexical answerer, the fallback, whose rules most tests pin, and
+    which needs no model but the embedder — except in tests marked ``reader`` (``QA_READER=on``: the reading
+    answerer, the default) and in those that unset ``QA_READER`` to test the default settings."""
     for name in list(os.environ):
         if name.startswith("QA_"):
             monkeypatch.delenv(name)

@@ -72,12 +72,13 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> No
 
 @pytest.fixture
 def app_url(tmp_path):
-    """The shipped corpus indexed with the real model (as `make run` does), then `streamlit run app.py`."""
+    """The shipped corpus indexed with the real model (as `make run` does), then `streamlit run app.py`, with the
+    default settings (the reading answerer: ``QA_READER`` unset)."""
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed: run `make browser` (apt-get install chromium), then run the tests again")
     OUT.mkdir(parents=True, exist_ok=True)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "QA_READER"},
         "QA_INDEX_DIR": str(tmp_path / "index"),
         "QA_CORPUS_DIR": str(tmp_path / "corpus"),
         "QA_MODEL_CACHE": str(MODEL_CACHE),

@@ -142,11 +142,11 @@ def test_candidates_are_the_project_sentences() -> None:
     assert all(e <= e0 for (_, e), (_, e0) in zip(spans, split_sentences(text), strict=True))
 
 
-def test_qa_reader_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_qa_reader_is_on_unless_set_off(monkeypatch: pytest.MonkeyPatch) -> None:
     from qa.answering.reading import enabled
 
     monkeypatch.delenv("QA_READER", raising=False)
-    assert not enabled()  # opt-in until the reading answerer gets the seed trap right
+    assert enabled()  # the default since it gets the seed trap right (issue 21)
     for value in ("off", "OFF", "0", "false", "no", "maybe"):
         monkeypatch.setenv("QA_READER", value)
         assert not enabled()
@@ -172,10 +172,11 @@ def reader() -> Reader:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="the shipped reader alone ranks « En décembre 1993, le Kazakhstan a ouvert son bureau à Bruxelles. » "
-    "(logit 0.698) just above the Almaty sentence (0.667): the seed trap needs the answer-type and passage features "
-    "of the combiner (the reader retrained with generated news in issue 21 widens the gap: 0.86 vs -0.44); strict, so "
-    "a reader that gets it right alone fails here until the mark is removed",
+    reason="the shipped reader alone (a bi-encoder) ranks « En décembre 1993, le Kazakhstan a ouvert son bureau à "
+    "Bruxelles. » (logit 0.698) just above the Almaty sentence (0.667); the reading answerer gets the seed trap right "
+    "by its choice's near-miss rule (combiner.near_misses: test_reading.py::test_seed_trap_with_the_real_reader), not "
+    "by this model (retrained with generated news in issue 21 it widens the gap: 0.86 vs -0.44); strict, so a reader "
+    "that gets it right alone fails here until the mark is removed",
 )
 def test_real_reader_finds_the_almaty_sentence(reader: Reader) -> None:
     text = SEED.read_text(encoding="utf-8")

@@ -543,13 +543,6 @@ def real_kb(tmp_path: Path):
 
 @pytest.mark.slow
 @pytest.mark.reader
-@pytest.mark.xfail(
-    strict=True,
-    reason="issues 13 and 21: the fitted combiner quotes the Brussels sentence (choice score 5.25 vs 3.73 for Almaty: "
-    "the null-trained span model prefers it, margin 2.98 vs 0.54); neither the anchor features (names and numbers held, "
-    "« à Bruxelles » where « à Almaty » is asked: fitted weights near 0 on PIAF and news), nor the swapped-names condition, "
-    "nor a listwise null answer, nor models retrained with news reverse it; why QA_READER stays off by default",
-)
 def test_seed_trap_with_the_real_reader(real_kb) -> None:
     assert isinstance(real_kb.answerer(), ReadingAnswerer)
     answer = real_kb.ask(QUESTION)
@@ -578,6 +571,26 @@ def test_qa_ask_answers_with_the_reader_from_the_command_line(real_kb, capsys: p
     )
     out = json.loads(capsys.readouterr().out)
     assert not out["abstained"] and "1993" in out["text"] and "Bruxelles" in out["citations"][0]["quote"]
+
+
+@pytest.mark.slow
+def test_qa_ask_with_the_default_settings_reads_and_gets_the_seed_trap_right(
+    real_kb, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a user gets with nothing set: the reading answerer, the Almaty sentence quoted, the GDP question refused."""
+    from qa.cli import main
+
+    monkeypatch.delenv("QA_READER")
+    index = str(real_kb.settings.index_dir)
+    real_kb.close()
+    assert main(["--index", index, "ask", QUESTION, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert not out["abstained"] and out["text"] == "En novembre 1994."
+    quote = out["citations"][0]["quote"]
+    assert "Almaty" in quote and "novembre 1994" in quote and "Bruxelles" not in quote
+    assert main(["--index", index, "ask", "Quel est le PIB du Kazakhstan en 2021 ?", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["abstained"] and out["text"] == REFUSAL and not out["citations"]
 
 
 @pytest.mark.slow

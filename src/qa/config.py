@@ -55,9 +55,10 @@ class Settings:
     """Where the offline model is built once. ``QA_MODEL_CACHE``."""
     answerer: str = "extractive"
     """``extractive`` or ``provider:model``. ``QA_ANSWERER``."""
-    reader: str = "off"
-    """``on``: the ``extractive`` answerer is the reading answerer (the trained reader, span model and combiner
-    re-read the lexical answerer's best sentences); ``off``: the lexical answerer alone. ``QA_READER``."""
+    reader: str = "on"
+    """``on`` (the default): the ``extractive`` answerer is the reading answerer (the trained reader, span model and
+    combiner re-read the lexical answerer's best sentences); ``off``: the lexical answerer alone (no model but the
+    embedder: the fallback). ``QA_READER``."""
     reader_artifact: Path | None = None
     """The reading answerer's models (a folder with ``manifest.json``, ``span.json``, ``combiner.json``); unset:
     the ones shipped inside the ``qa`` package. ``QA_READER_ARTIFACT``."""

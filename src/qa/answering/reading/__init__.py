@@ -82,8 +82,7 @@ def __getattr__(name: str) -> Any:
 
 
 def enabled() -> bool:
-    """``QA_READER=on`` (or ``1``, ``true``, ``yes``) makes the reading answerer (:class:`ReadingAnswerer`) the
-    default offline answerer; unset or ``off``, the lexical answerer stays the default. Off by default while the
-    reading answerer misses the seed article's trap question (see ``models/README.md`` in this package). The
-    ``reader`` setting (:class:`qa.config.Settings`), when given, decides instead."""
-    return os.environ.get("QA_READER", "off").strip().lower() in ("on", "1", "true", "yes")
+    """The reading answerer (:class:`ReadingAnswerer`) is the default offline answerer: unset or ``QA_READER=on`` (or
+    ``1``, ``true``, ``yes``); ``off`` keeps the lexical answerer. The ``reader`` setting
+    (:class:`qa.config.Settings`), when given, decides instead."""
+    return os.environ.get("QA_READER", "on").strip().lower() in ("on", "1", "true", "yes")
