@@ -11,8 +11,16 @@ import pytest
 from qa.analysis import analyze, fold
 from qa.answering.base import Answerer, ConversationalAnswerer
 from qa.answering.extractive import ExtractiveAnswerer
-from qa.answering.questions import asks_definition, asks_year, counted_terms, is_english, question_terms, question_type
-from qa.answering.spans import find_dates, find_entities, find_quantities, load_nlp
+from qa.answering.questions import (
+    asks_definition,
+    asks_year,
+    counted_terms,
+    expected_kind,
+    is_english,
+    question_terms,
+    question_type,
+)
+from qa.answering.spans import find_dates, find_entities, find_quantities, fits_kind, load_nlp
 from qa.answering.text import REFUSAL, document_frequencies, idf, trim_social_tail
 from qa.chunking import split_sentences
 from qa.schema import Answer, Passage
@@ -389,6 +397,48 @@ def test_question_helpers() -> None:
     assert is_english("When did the EU office open?") and not is_english("Quand le bureau a-t-il ouvert ?")
     terms = question_terms("When did the EU office open in Almaty?", 1.5, 0.3)
     assert terms["ue"] == 1.5 and terms["almaty"] == 1.5 and "eu" not in terms  # the English acronym, French-side
+
+
+@pytest.mark.parametrize(
+    ("question", "kind", "fitting", "not_fitting"),
+    [
+        (
+            "Quel âge avait la personne morte au Teknival de Pernay ?",
+            "age",
+            ["17 ans", "trente ans", "42"],
+            ["23 juin", "Vers 16h"],
+        ),
+        ("Depuis quelle année Alain Delon est-il citoyen suisse ?", "year", ["1999", "en 1999"], ["27 août"]),
+        (
+            "Combien François Hollande a-t-il été payé pour son intervention ?",
+            "money",
+            ["150.000 euros", "2 millions", "300 000"],
+            ["5 ans"],
+        ),
+        ("De combien d'euros serait doté le fonds ?", "money", ["20 milliards d'euros"], ["cinq ans"]),
+        (
+            "Comment s'appelle le détenu monté sur le toit de la Santé ?",
+            "name",
+            ["Rédoine Faïd", "Karim"],
+            ["brièvement", "ancien premier ministre"],
+        ),
+        ("Quel est le nom de l'hôtel de Majorque ?", "name", ["Hotel Sol"], ["le jacuzzi"]),
+        ("Quand le bureau de l'UE a-t-il ouvert à Almaty ?", "date", ["novembre 1994", "le 2 février"], ["trois semaines"]),
+        (
+            "Combien de personnes les inondations ont-elles tuées ?",
+            "quantity",
+            ["172 personnes", "un millier", "trente"],
+            ["beaucoup"],
+        ),
+        ("Où le coq Marcel a-t-il été abattu ?", "place", ["à Vinezac"], ["dans la région bordelaise"]),
+        ("Qui a fondé Rome ?", "", ["les jumeaux", "Romulus"], []),
+        ("Quelle était la magnitude de la secousse qui a frappé Lombok ?", "", ["6,9"], []),
+    ],
+)
+def test_the_short_answer_a_question_wants(question: str, kind: str, fitting: list[str], not_fitting: list[str]) -> None:
+    assert expected_kind(question) == kind
+    assert all(fits_kind(kind, a) for a in fitting), [a for a in fitting if not fits_kind(kind, a)]
+    assert not any(fits_kind(kind, a) for a in not_fitting), [a for a in not_fitting if fits_kind(kind, a)]
 
 
 def test_regex_entities_stand_in_for_spacy() -> None:

@@ -415,8 +415,11 @@ def test_the_runtime_runs_only_the_models_its_combiner_reads_and_fitting_runs_th
     assert every[by_text[ALMATY], FEATURES.index("span_margin")] == 1.0  # the null-trained model's margin
     assert min(every[:, FEATURES.index("span_margin")]) == -20.0  # a sentence without the answer: NO_ANSWER
     lexical = [FEATURES.index(n) for n in FEATURES if n not in ("reader_logit", "reader_margin", "reader_best")]
-    lexical = [i for i in lexical if FEATURES[i] not in ("span_margin", "span_margin_gap")]
+    lexical = [i for i in lexical if FEATURES[i] not in ("span_margin", "span_margin_gap", "span_fits")]
     assert np.array_equal(every[:, lexical], x[:, lexical])
+    # « novembre 1994 » is a date, what « Quand… » wants; the sentences it finds nothing in fit no kind
+    assert every[by_text[ALMATY], FEATURES.index("span_fits")] == 1.0 and min(every[:, FEATURES.index("span_fits")]) == 0.0
+    assert set(x[:, FEATURES.index("span_fits")]) == {1.0}  # the span model did not run: no evidence either way
 
 
 def test_the_reading_package_loads_its_modules_on_first_use() -> None:

@@ -175,6 +175,30 @@ def counted_terms(question_folded: str) -> set[str]:
     return set(word_terms(noun.group(1))) | (_TIME_UNITS if fold(noun.group(1)) == "temps" else set())
 
 
+_AGE_Q = re.compile(r"\b(?:quel age|a quel age|what age|how old)\b")
+_YEAR_Q = re.compile(r"\b(?:quelle annee|quelles annees|what year|which year)\b")
+_MONEY_Q = re.compile(
+    r"\b(?:cout|couts|prix|montant|salaire|amende|budget|combien d'euros|combien de dollars|how much money"
+    r"|combien\b.{0,40}\b(?:paye|payee|payes|coute|coutent|coutait|rapporte|verse|versee|touche|gagne|estime|estimee))\b"
+)
+_NAME_Q = re.compile(
+    r"\b(?:comment s'appel\w*|comment se nomm\w*|quel(?:le)?s? (?:est|etait|sont) (?:le|son|leur|les) (?:nom|prenom)s?"
+    r"|quel(?:s)? (?:nom|prenom)s?|what (?:is|was) (?:the|his|her|its|their) name)\b"
+)
+_KIND_OF_TYPE = {"quand": "date", "combien": "quantity", "ou": "place"}
+
+
+def expected_kind(question: str) -> str:
+    """The kind of short answer the question wants: ``"age"``, ``"year"``, ``"money"``, ``"name"`` (« Comment
+    s'appelle… », « Quel est le nom… »), ``"date"``, ``"quantity"``, ``"place"``; ``""`` when it names none (« Quel…
+    », « Qui… »: a name or a description, « Pourquoi… »). See :func:`qa.answering.spans.fits_kind`."""
+    folded = fold(straight_apostrophes(question.lower()))
+    for kind, pattern in (("age", _AGE_Q), ("year", _YEAR_Q), ("money", _MONEY_Q), ("name", _NAME_Q)):
+        if pattern.search(folded):
+            return kind
+    return _KIND_OF_TYPE.get(question_type(question), "")
+
+
 def asks_definition(question: str) -> bool:
     """« Qui est Maria Kirilenko ? » asks for a description, not a name (``question`` stripped, apostrophes straight)."""
     return bool(_DEFINITION.match(question))

@@ -248,6 +248,37 @@ def find_quantities(sentence: str) -> list[Span]:
     return found
 
 
+_AGE_UNITS = re.compile(r"\b(?:ans?|mois|semaines?|jours?|years?|months?|weeks?|days?)\b", re.IGNORECASE)
+_MONEY_WORDS = re.compile(
+    r"[€$£¥]|\b(?:euros?|dollars?|francs?|livres?|yens?|yuans?|roubles?|pounds?|millions?|milliards?|billions?|centimes?)\b",
+    re.IGNORECASE,
+)
+_NUMBER_WORD = re.compile(rf"\b(?:un|une|one|a|{_NUMBER_WORDS}|millions?|milliards?|billions?)\b", re.IGNORECASE)
+_CAPITALISED_WORD = re.compile(r"(?<![\w'’-])[A-ZÀ-Þ][\wÀ-ÿ'’.-]*")
+
+
+def fits_kind(kind: str, text: str) -> bool:
+    """Can ``text`` (a short answer, as extracted) be an answer of ``kind``
+    (:func:`qa.answering.questions.expected_kind`)? An age holds a number and a unit of time (or is a bare number),
+    a year a 3- or 4-digit number, a sum a currency, a scale word or a bare number, a date a date expression or a
+    number, a quantity a number (digits or words), a name or a place a capitalised word; any text fits no kind."""
+    digits = bool(re.search(r"\d", text))
+    number = digits or bool(_NUMBER_WORD.search(text))
+    if kind == "age":
+        return number and (bool(_AGE_UNITS.search(text)) or bool(re.fullmatch(r"\s*\d+\s*", text)))
+    if kind == "year":
+        return bool(re.search(r"(?<!\d)\d{3,4}(?!\d)", text))
+    if kind == "money":
+        return bool(_MONEY_WORDS.search(text)) or bool(re.fullmatch(r"[\d\s.,\u00a0\u202f]+", text))
+    if kind == "date":
+        return digits or bool(find_dates(text))
+    if kind == "quantity":
+        return number
+    if kind in ("name", "place"):
+        return bool(_CAPITALISED_WORD.search(text))
+    return True
+
+
 @lru_cache(maxsize=1)
 def _stop_words() -> frozenset[str]:
     return stop_words() | {"et"}

@@ -43,10 +43,12 @@ def all_features(reading: Any, question: str, ranked: list[Any], passages: list[
     texts = [s.text for s in ranked]
     logits = np.asarray(reading.reader.score(question, texts), dtype=np.float64)
     spans = reading.spans
-    margins = None
+    margins = answers = None
     if spans is not None and spans.null:
-        margins = [r.margin if r is not None else NO_ANSWER for r in spans.read(question, texts)]
-    return reading.features(question, ranked, logits, passages, margins)
+        readings = spans.read(question, texts)
+        margins = [r.margin if r is not None else NO_ANSWER for r in readings]
+        answers = [t[r.start : r.end] if r is not None else None for t, r in zip(texts, readings, strict=True)]
+    return reading.features(question, ranked, logits, passages, margins, answers)
 
 
 def collect(

@@ -28,11 +28,12 @@ from typing import Any
 import numpy as np
 
 from qa.answering.extractive import ExtractiveAnswerer, ScoredSentence
-from qa.answering.questions import question_terms, question_type
+from qa.answering.questions import expected_kind, question_terms, question_type
 from qa.answering.reading.combiner import Candidate, Combiner, anchor_conflicts, anchor_coverages, features, near_misses
 from qa.answering.reading.finetuned import DEFAULT_ARTIFACT
 from qa.answering.reading.reader import Reader, sigmoid
 from qa.answering.reading.vectors import SentenceVectors
+from qa.answering.spans import fits_kind
 from qa.answering.text import REFUSAL
 from qa.schema import Answer, Citation, Passage
 
@@ -257,13 +258,20 @@ class ReadingAnswerer:
             for i, reading in zip(near, spans.read(question, [texts[i] for i in near]), strict=True):
                 readings[i] = reading
             margins = [r.margin if r is not None else NO_ANSWER for r in readings]
-        return logits, readings, self.features(question, ranked, logits, passages, margins)
+        answers = [texts[i][r.start : r.end] if r is not None else None for i, r in enumerate(readings)]
+        return logits, readings, self.features(question, ranked, logits, passages, margins, answers if margins else None)
 
     def features(
-        self, question: str, ranked: list[ScoredSentence], logits: Any, passages: list[Passage], margins: Any = None
+        self,
+        question: str,
+        ranked: list[ScoredSentence],
+        logits: Any,
+        passages: list[Passage],
+        margins: Any = None,
+        answers: Any = None,
     ) -> np.ndarray:
         """The combiner's features of ``ranked`` (the lexical answerer's candidates, best first); ``margins``: the
-        null-trained span model's, else 0."""
+        null-trained span model's, else 0; ``answers``: its answer in each sentence (None where it did not read)."""
         lexical = self.lexical
         terms = question_terms(question, lexical.NAME_WEIGHT, lexical.ENGLISH_WEIGHT)
         names = {t for t, factor in terms.items() if factor == lexical.NAME_WEIGHT}
@@ -273,6 +281,11 @@ class ReadingAnswerer:
         texts = [s.text for s in ranked]
         conflicts = anchor_conflicts(question, anchors, texts, held)
         misses = near_misses(question, anchors, set(terms) - anchors, texts, held)
+        kind = expected_kind(question)
+        fits = [
+            1.0 if not kind or answers is None else float(a is not None and fits_kind(kind, a))
+            for a in (answers if answers is not None else [None] * len(ranked))
+        ]
         candidates = [
             Candidate(
                 s.passage_index,
@@ -286,6 +299,7 @@ class ReadingAnswerer:
                 anchored[i],
                 absent,
                 conflicts[i],
+                fits[i],
                 misses[i],
             )
             for i, s in enumerate(ranked)

@@ -46,6 +46,7 @@ FEATURES = (
     "anchor_coverage",
     "anchors_absent",
     "anchor_conflict",
+    "span_fits",
     "near_miss",
 )
 """What the combiner reads of each candidate (see :func:`features`); a combiner may be fitted on a subset."""
@@ -53,7 +54,7 @@ RULES = ("near_miss",)
 """Features the choice obeys as a rule (:meth:`Combiner.choose`), never fitted."""
 GROUPS = {
     "reader": ("reader_logit", "reader_margin", "reader_best"),
-    "span": ("span_margin", "span_margin_gap"),
+    "span": ("span_margin", "span_margin_gap", "span_fits"),
 }
 """The features each model gives (``qa fit-combiner --drop reader`` fits without them)."""
 
@@ -84,6 +85,11 @@ class Candidate:
     the sentence fills with another name or number (« à Bruxelles », « en décembre 1993 »): a sentence that says
     the same of another place, person or date — the near miss — rather than one that leaves a name out (a pronoun)
     (:func:`anchor_conflicts`)."""
+    span_fits: float = 1.0
+    """1 when the span model's answer in the sentence is of the kind the question wants (a number and « ans » for
+    « Quel âge… », a capitalised name for « Comment s'appelle… »: :func:`qa.answering.spans.fits_kind`) or the
+    question wants no kind; 0 when it is not (« brièvement », « 23 juin » for an age) or the span model did not
+    read the sentence."""
     near_miss: bool = False
     """The sentence says of another place or time what the question asks of its own, and another candidate says it
     of the question's (:func:`near_misses`): « ouvert son bureau à Bruxelles » when « à Almaty » is asked and a
@@ -122,6 +128,7 @@ def features(qtype: str, candidates: Sequence[Candidate], logits: Sequence[float
             c.anchor_coverage,
             c.anchors_absent,
             c.anchor_conflict,
+            c.span_fits,
             float(c.near_miss),
         )
     return set_relative(out)
