@@ -19,6 +19,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_session_settings() -> Iterator[None]:
+    """What module- and session-scoped fixtures see (they are set up before :func:`isolated_settings`): no QA_*
+    variable of the developer, and the lexical answerer (the reading answerer, the default, would load its models
+    and compute the sentence vectors of every index they build)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith("QA_"):
+                mp.delenv(name)
+        mp.setenv("QA_READER", "off")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_settings(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No QA_* variable or qa.toml of the developer leaks into a test; the index lives in tmp_path.
