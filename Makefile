@@ -135,7 +135,7 @@ train-span: setup
 # Two processes collect the features side by side (~15 min), then one fits (seconds).
 COMBINER_DATA ?= ../shared/data/piaf-v1.0.json ../shared/data/piaf-v1.1-extra.json ../shared/data/squad-v2.0-dev-half-en.json
 COMBINER_ARGS ?= --train-questions 600 --dev-questions 100 --candidates 5 --news benchmarks/data/news-questions.jsonl \
-	--news-index $(NEWS_INDEX) --work-dir $(HOME)/.cache/qa/combiner-fit-18
+	--news-index $(NEWS_INDEX) --work-dir $(HOME)/.cache/qa/combiner-fit-19
 .PHONY: fit-combiner
 fit-combiner: setup
 	for groups in squad squad2,news; do \

@@ -405,8 +405,8 @@ def test_question_helpers() -> None:
         (
             "Quel âge avait la personne morte au Teknival de Pernay ?",
             "age",
-            ["17 ans", "trente ans", "42"],
-            ["23 juin", "Vers 16h"],
+            ["17 ans", "trente ans", "42 ans"],
+            ["23 juin", "Vers 16h", "16"],
         ),
         ("Depuis quelle année Alain Delon est-il citoyen suisse ?", "year", ["1999", "en 1999"], ["27 août"]),
         (

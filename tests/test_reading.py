@@ -204,10 +204,10 @@ def test_span_margins_and_a_prefix_of_the_candidates_give_the_features_of_that_p
 def test_fit_combiner_drops_features_by_name_or_group() -> None:
     from qa.training.combiner import used_features
 
-    assert used_features("") == [f for f in FEATURES if f != "near_miss"]  # a rule of the choice, never fitted
+    assert used_features("") == [f for f in FEATURES if f not in ("near_miss", "span_fits")]  # rules, never fitted
     kept = used_features("reader, name_coverage")
     assert "reader_logit" not in kept and "reader_best" not in kept and "name_coverage" not in kept
-    assert "span_margin" in kept and len(kept) == len(FEATURES) - 5
+    assert "span_margin" in kept and len(kept) == len(FEATURES) - 6
     with pytest.raises(SystemExit, match="--drop wordcount: not a feature"):
         used_features("wordcount")
 
@@ -320,6 +320,25 @@ def test_the_choice_passes_over_a_near_miss_however_the_models_score_it() -> Non
     assert combiner.choose(x) == 0
 
 
+def test_an_answer_not_of_the_kind_the_question_wants_abstains() -> None:
+    """« Comment s'appelle… » wants a name: a sentence whose answer is « brièvement » gets no confidence."""
+    question = "Comment s'appelle le détenu monté sur un toit de la prison de la Santé ?"
+    text = "Un détenu est brièvement monté sur un toit de la prison de la Santé lundi."
+    seed = [Passage(text=text, doc_id="sante", chunk_id="sante:0", score=1.0, title="Santé")]
+    reading = answerer(FakeReader("détenu"), NullSpans("brièvement"), threshold=0.5)  # sigmoid(3): 0.95
+    answer = reading.answer(question, seed)
+    assert answer.abstained and answer.text == REFUSAL and answer.confidence == 0.0
+    named = "Rédoine Faïd, un détenu, est brièvement monté sur un toit de la prison de la Santé lundi."
+    seed = [Passage(text=named, doc_id="sante", chunk_id="sante:0", score=1.0, title="Santé")]
+    answer = answerer(FakeReader("détenu"), NullSpans("Rédoine Faïd"), threshold=0.5).answer(question, seed)
+    assert not answer.abstained and answer.short_answer == "Rédoine Faïd"
+    # a kind that may be phrased otherwise (a date) is no rule: the fit reads what the span model found
+    x = np.zeros((2, len(FEATURES)))
+    x[:, FEATURES.index("span_fits")] = [0.0, 1.0]
+    x[:, FEATURES.index("reader_logit")] = 3.0
+    assert np.allclose(reader_only_combiner().confidences(x), [0.0, 1 / (1 + np.exp(-3.0))])
+
+
 def test_fit_logistic_is_calibrated_on_data_it_can_separate_partly() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4000, len(FEATURES)))
@@ -417,9 +436,8 @@ def test_the_runtime_runs_only_the_models_its_combiner_reads_and_fitting_runs_th
     lexical = [FEATURES.index(n) for n in FEATURES if n not in ("reader_logit", "reader_margin", "reader_best")]
     lexical = [i for i in lexical if FEATURES[i] not in ("span_margin", "span_margin_gap", "span_fits")]
     assert np.array_equal(every[:, lexical], x[:, lexical])
-    # « novembre 1994 » is a date, what « Quand… » wants; the sentences it finds nothing in fit no kind
-    assert every[by_text[ALMATY], FEATURES.index("span_fits")] == 1.0 and min(every[:, FEATURES.index("span_fits")]) == 0.0
-    assert set(x[:, FEATURES.index("span_fits")]) == {1.0}  # the span model did not run: no evidence either way
+    # « Quand… » wants a date, which may be phrased otherwise (« à la Renaissance »): no rule
+    assert set(every[:, FEATURES.index("span_fits")]) == set(x[:, FEATURES.index("span_fits")]) == {1.0}
 
 
 def test_the_reading_package_loads_its_modules_on_first_use() -> None:
@@ -687,7 +705,8 @@ def test_fit_rows_learns_the_informative_feature_and_sets_the_threshold_on_dev()
                 y[rng.integers(4)] = 1.0
             x = rng.normal(size=(4, len(FEATURES)))
             x[:, FEATURES.index("span_margin")] = 3.0 * y + rng.normal(scale=0.3, size=4)  # tells the answer apart
-            x[:, FEATURES.index("near_miss")] = 0.0  # a flag (a rule of the choice), not noise
+            x[:, FEATURES.index("near_miss")] = 0.0  # flags (rules), not noise
+            x[:, FEATURES.index("span_fits")] = 1.0
             out.append({"id": str(i), "removed": removed, "x": x, "y": y})
         return out
 

@@ -186,6 +186,10 @@ _NAME_Q = re.compile(
     r"|quel(?:s)? (?:nom|prenom)s?|what (?:is|was) (?:the|his|her|its|their) name)\b"
 )
 _KIND_OF_TYPE = {"quand": "date", "combien": "quantity", "ou": "place"}
+STRICT_KINDS = frozenset({"age", "year", "money", "name"})
+"""The kinds whose answer can be of no other kind (an age is a number of years, a name is capitalised): the reading
+answerer abstains rather than quote an answer of another kind. A date, a quantity or a place may be phrased
+otherwise (« à la Renaissance », « la moitié », « dans le nord »)."""
 
 
 def expected_kind(question: str) -> str:

@@ -259,13 +259,13 @@ _CAPITALISED_WORD = re.compile(r"(?<![\w'’-])[A-ZÀ-Þ][\wÀ-ÿ'’.-]*")
 
 def fits_kind(kind: str, text: str) -> bool:
     """Can ``text`` (a short answer, as extracted) be an answer of ``kind``
-    (:func:`qa.answering.questions.expected_kind`)? An age holds a number and a unit of time (or is a bare number),
+    (:func:`qa.answering.questions.expected_kind`)? An age holds a number and a unit of time,
     a year a 3- or 4-digit number, a sum a currency, a scale word or a bare number, a date a date expression or a
     number, a quantity a number (digits or words), a name or a place a capitalised word; any text fits no kind."""
     digits = bool(re.search(r"\d", text))
     number = digits or bool(_NUMBER_WORD.search(text))
     if kind == "age":
-        return number and (bool(_AGE_UNITS.search(text)) or bool(re.fullmatch(r"\s*\d+\s*", text)))
+        return number and bool(_AGE_UNITS.search(text))
     if kind == "year":
         return bool(re.search(r"(?<!\d)\d{3,4}(?!\d)", text))
     if kind == "money":

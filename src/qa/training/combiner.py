@@ -549,7 +549,7 @@ def _picks(combiner: Any, rows: list[dict[str, Any]]) -> list[Pick]:
             out.append((-1, 0.0))
             continue
         choice = combiner.choose(r["x"])
-        out.append((choice, float(combiner.probabilities(r["x"])[choice])))
+        out.append((choice, float(combiner.confidences(r["x"])[choice])))
     return out
 
 

@@ -50,8 +50,9 @@ FEATURES = (
     "near_miss",
 )
 """What the combiner reads of each candidate (see :func:`features`); a combiner may be fitted on a subset."""
-RULES = ("near_miss",)
-"""Features the choice obeys as a rule (:meth:`Combiner.choose`), never fitted."""
+RULES = ("near_miss", "span_fits")
+"""Features obeyed as rules, never fitted: the choice passes over a near miss (:meth:`Combiner.choose`), and a
+sentence whose answer is not of the kind the question wants gets no confidence (:meth:`Combiner.confidences`)."""
 GROUPS = {
     "reader": ("reader_logit", "reader_margin", "reader_best"),
     "span": ("span_margin", "span_margin_gap", "span_fits"),
@@ -86,10 +87,10 @@ class Candidate:
     the same of another place, person or date — the near miss — rather than one that leaves a name out (a pronoun)
     (:func:`anchor_conflicts`)."""
     span_fits: float = 1.0
-    """1 when the span model's answer in the sentence is of the kind the question wants (a number and « ans » for
-    « Quel âge… », a capitalised name for « Comment s'appelle… »: :func:`qa.answering.spans.fits_kind`) or the
-    question wants no kind; 0 when it is not (« brièvement », « 23 juin » for an age) or the span model did not
-    read the sentence."""
+    """0 when the span model's answer in the sentence is not of the kind the question wants, for the kinds that
+    admit no other (:data:`qa.answering.questions.STRICT_KINDS`: « brièvement » for « Comment s'appelle… », « 23
+    juin » for « Quel âge… »: :func:`qa.answering.spans.fits_kind`); 1 otherwise, and where the span model did
+    not read the sentence."""
     near_miss: bool = False
     """The sentence says of another place or time what the question asks of its own, and another candidate says it
     of the question's (:func:`near_misses`): « ouvert son bureau à Bruxelles » when « à Almaty » is asked and a
@@ -225,6 +226,11 @@ class Combiner:
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot read {path} ({exc}): run `qa fit-combiner` or set QA_READER=off") from None
         return cls(spec)
+
+    def confidences(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`probabilities`, 0 for a sentence whose answer is not of the kind the question wants (:data:`RULES`:
+        ``span_fits``): quoted, it would answer another question (« brièvement » for a name), so it abstains."""
+        return self.probabilities(x) * (x[:, FEATURES.index("span_fits")] > 0) if len(x) else np.zeros(0)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """``P(holds the answer)`` per row of a :func:`features` matrix."""
