@@ -727,3 +727,13 @@ def test_cached_features_of_another_feature_list_are_refused_not_misread(tmp_pat
                         x=np.ones((2, len(FEATURES) - 1)), y=np.array([1.0, 0.0]))  # fmt: skip
     with pytest.raises(SystemExit, match=r"old\.npz holds features collected by another qa .*run without --refit"):
         _load(tmp_path / "old.npz")
+
+
+def test_an_answer_of_another_kind_gives_way_to_the_rules_answer_of_the_wanted_kind() -> None:
+    """« Depuis quelle année… » wants a year: the span model's « 27 août » gives way to the rules' « 1999 »."""
+    question = "Depuis quelle année Alain Delon est-il citoyen suisse ?"
+    text = "Citoyen suisse depuis 1999, Alain Delon a été hospitalisé le 27 août à Genève."
+    seed = [Passage(text=text, doc_id="delon", chunk_id="delon:0", score=1.0, title="Delon")]
+    answer = answerer(FakeReader("Delon"), NullSpans("27 août"), threshold=0.5).answer(question, seed)
+    assert not answer.abstained and answer.short_answer == "1999" and "1999" in answer.text
+    assert answer.citations[0].quote == text
