@@ -259,7 +259,11 @@ class ReadingAnswerer:
                 readings[i] = reading
             margins = [r.margin if r is not None else NO_ANSWER for r in readings]
         answers = [texts[i][r.start : r.end] if r is not None else None for i, r in enumerate(readings)]
-        return logits, readings, self.features(question, ranked, logits, passages, margins, answers if margins else None)
+        return (
+            logits,
+            readings,
+            self.features(question, ranked, logits, passages, margins, answers if margins is not None else None),
+        )
 
     def features(
         self,
